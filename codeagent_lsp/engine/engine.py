@@ -1,0 +1,440 @@
+"""The embedded engine: one inference thread that owns a llama.cpp context and its slots.
+
+Per request it finds the longest common prefix between the prompt and the tokens its document's
+slot already holds, drops the rest (`llama_memory_seq_rm`), optionally moves the cached FIM
+suffix to its new position (`llama_memory_seq_add`) instead of evaluating it again, decodes only
+what is left and samples. The newest request for a document supersedes older ones; cancellation
+is checked between tokens and interrupts prompt evaluation through llama.cpp's abort callback.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from codeagent_lsp.engine.llama import (
+    Aborted,
+    EngineError,
+    LlamaRuntime,
+    ModelInfo,
+    NoKvSpace,
+    Sampler,
+)
+from codeagent_lsp.engine.slots import Slot, SlotTable
+from codeagent_lsp.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+MIN_SHIFT_CHUNK = 8
+"""Cached tail shorter than this is evaluated again: a shift costs about as much."""
+MAX_SHIFT_DRIFT = 64
+"""Prefix tokens the cached suffix may lag behind before it is computed afresh. A shifted
+suffix was computed against an older prefix (as llama-server's --cache-reuse does); this bounds
+how old that prefix may get."""
+
+
+@dataclass
+class GenerationJob:
+    key: str
+    """The document (its URI); one slot per key."""
+    tokens: list[int]
+    tail_start: int | None = None
+    """Where the stable tail (the FIM suffix) begins in `tokens`: it may be shifted, not redone."""
+    max_tokens: int = 48
+    temperature: float = 0.0
+    stop_tokens: frozenset[int] = frozenset()
+    should_stop: Callable[[str], bool] | None = None
+    """Called with the text so far after each token; True ends generation early."""
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    future: concurrent.futures.Future[Generation] = field(
+        default_factory=concurrent.futures.Future
+    )
+    outcome_if_cancelled: str = "cancelled"
+
+    def cancel(self, outcome: str = "cancelled") -> None:
+        self.outcome_if_cancelled = outcome
+        self.cancel_event.set()
+
+
+@dataclass(frozen=True)
+class _Release:
+    """Queued by `Engine.release`: clear a closed document's slot on the engine thread."""
+
+    key: str
+
+
+@dataclass
+class RequestRecord:
+    document: str
+    slot: int
+    prompt_tokens: int
+    reused_tokens: int
+    shifted_tokens: int
+    evaluated_tokens: int
+    generated_tokens: int
+    ttft_ms: float
+    total_ms: float
+    outcome: str
+    """ok, cancelled, superseded, error, or typeahead (answered from the last suggestion)."""
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        return {_camel(k): v for k, v in data.items()}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+@dataclass
+class Generation:
+    text: str
+    record: RequestRecord
+
+    @property
+    def cancelled(self) -> bool:
+        return self.record.outcome in ("cancelled", "superseded")
+
+
+class Engine:
+    """Loads a model on its own thread and serves generation jobs one at a time."""
+
+    def __init__(self, model_path: Path, settings: EngineSettings, *, record_limit: int = 256):
+        self.settings = settings
+        self.slots = SlotTable(settings.slots)
+        self.records: deque[RequestRecord] = deque(maxlen=record_limit)
+        self._queue: queue.Queue[GenerationJob | _Release | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._running: GenerationJob | None = None
+        self._latest: dict[str, GenerationJob] = {}
+        self._loaded: concurrent.futures.Future[ModelInfo] = concurrent.futures.Future()
+        self._runtime: LlamaRuntime | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(model_path,), name="codeagent-engine", daemon=True
+        )
+        self._thread.start()
+
+    # --- public API (any thread) ----------------------------------------------------------------
+
+    def wait_loaded(self, timeout: float | None = None) -> ModelInfo:
+        """Model information once loaded; raises EngineError when loading failed."""
+        return self._loaded.result(timeout)
+
+    @property
+    def runtime(self) -> LlamaRuntime:
+        self.wait_loaded()
+        assert self._runtime is not None
+        return self._runtime
+
+    def tokenize(self, text: str) -> list[int]:
+        """Plain text to tokens (control-token text is not parsed). Safe off the engine thread:
+        tokenization only reads the vocabulary."""
+        return self.runtime.tokenize(text)
+
+    def token_id(self, text: str) -> int | None:
+        return self.runtime.token_id(text)
+
+    def is_eog(self, token: int) -> bool:
+        return self.runtime.is_eog(token)
+
+    def submit(self, job: GenerationJob) -> concurrent.futures.Future[Generation]:
+        """Queue `job`; an older job for the same document is superseded."""
+        with self._lock:
+            previous = self._latest.get(job.key)
+            if previous is not None:
+                self._cancel_locked(previous, "superseded")
+            self._latest[job.key] = job
+        self._queue.put(job)
+        return job.future
+
+    def cancel(self, job: GenerationJob) -> None:
+        with self._lock:
+            self._cancel_locked(job, "cancelled")
+
+    def release(self, key: str) -> None:
+        """Forget a closed document: its slot's sequence is cleared on the engine thread."""
+        self._queue.put(_Release(key))
+
+    def add_record(self, record: RequestRecord) -> None:
+        """Record a request answered without the engine (a reused suggestion)."""
+        with self._lock:
+            self.records.append(record)
+
+    def stats(self) -> dict[str, object]:
+        with self._lock:
+            records = [r.to_json() for r in self.records]
+            table = self.slots.table()
+        return {"records": records, "slots": table}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._running is not None:
+                self._cancel_locked(self._running, "cancelled")
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _cancel_locked(self, job: GenerationJob, outcome: str) -> None:
+        job.cancel(outcome)
+        if job is self._running and self._runtime is not None:
+            self._runtime.abort.set(True)
+
+    # --- engine thread --------------------------------------------------------------------------
+
+    def _run(self, model_path: Path) -> None:
+        try:
+            self._runtime = LlamaRuntime(model_path, self.settings, n_seqs=self.settings.slots + 1)
+        except EngineError as exc:
+            self._loaded.set_exception(exc)
+            self._fail_queued(exc)
+            return
+        self._loaded.set_result(self._runtime.info)
+        while (job := self._queue.get()) is not None:
+            self._serve(job)
+        self._runtime.close()
+
+    def _fail_queued(self, exc: Exception) -> None:
+        while (job := self._queue.get()) is not None:
+            if isinstance(job, GenerationJob):
+                job.future.set_exception(exc)
+
+    def _serve(self, job: GenerationJob | _Release) -> None:
+        if isinstance(job, _Release):
+            self._release_slot(job.key)
+            return
+        with self._lock:
+            if job.cancel_event.is_set():
+                self._finish(job, self._cancelled_record(job))
+                return
+            self._running = job
+            self._runtime.abort.set(False)
+        try:
+            self._finish(job, self._generate(job))
+        except EngineError as exc:
+            log.error("generation failed: %s", exc)
+            job.future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._running = None
+                if self._latest.get(job.key) is job:
+                    del self._latest[job.key]
+
+    def _finish(self, job: GenerationJob, generation: Generation) -> None:
+        with self._lock:
+            self.records.append(generation.record)
+        job.future.set_result(generation)
+
+    def _cancelled_record(self, job: GenerationJob) -> Generation:
+        record = RequestRecord(
+            short_name(job.key), -1, len(job.tokens), 0, 0, 0, 0, 0.0, 0.0, job.outcome_if_cancelled
+        )
+        return Generation("", record)
+
+    def _release_slot(self, key: str) -> None:
+        with self._lock:
+            slot = self.slots.release(key)
+        if slot is not None:
+            self._runtime.seq_rm(slot.seq, 0)
+
+    def _generate(self, job: GenerationJob) -> Generation:
+        started = time.perf_counter()
+        with self._lock:
+            slot, evicted = self.slots.acquire(job.key)
+        if evicted is not None:
+            self._runtime.seq_rm(evicted.seq, 0)
+        if not job.tokens:
+            raise EngineError("empty prompt")
+        if len(job.tokens) + job.max_tokens > self._runtime.n_ctx:
+            raise EngineError(
+                f"prompt of {len(job.tokens)} tokens does not fit the context of "
+                f"{self._runtime.n_ctx}; lower the completion token budgets"
+            )
+        run = _Run(self, slot, job, started)
+        try:
+            text = run.prompt_then_generate()
+            outcome = "ok"
+        except Aborted:
+            text, outcome = "", job.outcome_if_cancelled
+        finally:
+            run.resync()
+        return Generation(text, run.record(outcome))
+
+
+class _Run:
+    """One request on the engine thread: prompt evaluation with reuse, then sampling."""
+
+    def __init__(self, engine: Engine, slot: Slot, job: GenerationJob, started: float) -> None:
+        self.engine, self.slot, self.job, self.started = engine, slot, job, started
+        self.rt = engine._runtime
+        self.scratch_seq = engine.settings.slots  # the one sequence no document owns
+        self.reused = self.shifted = self.evaluated = self.generated = 0
+        self.first_token_at: float | None = None
+
+    def prompt_then_generate(self) -> str:
+        self._load_prompt()
+        return self._sample_loop()
+
+    def _load_prompt(self) -> None:
+        prompt, slot = self.job.tokens, self.slot
+        common = min(_common_prefix(slot.tokens, prompt), len(prompt) - 1)
+        self.reused = common
+        tail = self.job.tail_start
+        old_tail = self._reusable_tail(common)
+        slot.tail_start = None  # unknown until the prompt is fully in the cache
+        if old_tail is not None and tail is not None:
+            self._shift_tail(common, old_tail, tail)
+        else:
+            self._truncate(common)
+            slot.tail_drift = 0
+        self._extend(prompt, len(prompt))
+        slot.tail_start = tail
+
+    def _reusable_tail(self, common: int) -> int | None:
+        """Where the cached tail starts, when it may be shifted rather than evaluated again."""
+        slot, tail = self.slot, self.job.tail_start
+        if tail is None or slot.tail_start is None or common >= tail:
+            return None
+        cached = slot.tokens[slot.tail_start : slot.tail_start + 1]
+        if cached != self.job.tokens[tail : tail + 1]:  # not the same marker token: no tail
+            return None
+        allowed = (
+            self.engine.settings.cacheShift
+            and self.rt.can_shift()
+            and slot.tail_drift + (tail - common) <= MAX_SHIFT_DRIFT
+        )
+        return slot.tail_start if allowed else None
+
+    def _shift_tail(self, common: int, old_tail: int, tail: int) -> None:
+        """Keep the cached FIM suffix: park it on the scratch sequence, evaluate the changed
+        prefix, move the suffix to its new position and hand it back to the slot.
+
+        llama.cpp requires each decode to continue right after a sequence's last position, so
+        the suffix cannot stay in place while the prefix before it is evaluated again.
+        """
+        prompt, slot = self.job.tokens, self.slot
+        length = min(_common_prefix(slot.tokens[old_tail:], prompt[tail:]), len(prompt) - tail - 1)
+        if length < MIN_SHIFT_CHUNK:
+            self._truncate(common)
+            slot.tail_drift = 0
+            return
+        seq, scratch = slot.seq, self.scratch_seq
+        self.rt.seq_cp(seq, scratch, old_tail, old_tail + length)
+        try:
+            self._truncate(common)
+            self._extend(prompt, tail)
+            self.rt.seq_shift(scratch, old_tail, old_tail + length, tail - old_tail)
+            self.rt.seq_cp(scratch, seq, tail, tail + length)
+            slot.tokens.extend(prompt[tail : tail + length])
+            slot.tail_drift += tail - common
+            self.shifted = length
+        finally:
+            self.rt.seq_rm(scratch, 0)
+
+    def _truncate(self, keep: int) -> None:
+        if len(self.slot.tokens) > keep:
+            self.rt.seq_rm(self.slot.seq, keep)
+            del self.slot.tokens[keep:]
+
+    def _extend(self, target: list[int], upto: int) -> None:
+        """Decode target[len(slot.tokens):upto], making room in the KV cache when it is full."""
+        while len(self.slot.tokens) < upto:
+            start = len(self.slot.tokens)
+            pending = target[start:upto]
+            try:
+                self.rt.decode(pending, self.slot.seq, start)
+            except NoKvSpace:
+                self.resync_from(target)
+                self._make_room()
+                continue
+            except Aborted:
+                self.resync_from(target)
+                raise
+            self.slot.tokens.extend(pending)
+            self.evaluated += len(pending)
+
+    def _make_room(self) -> None:
+        """The unified KV cache is full: clear the least recently used other slot."""
+        with self.engine._lock:
+            victim = self.engine.slots.least_recent_other(self.slot.key)
+        if victim is None:
+            raise EngineError("the prompt does not fit the KV cache; raise engine.contextSize")
+        self.rt.seq_rm(victim.seq, 0)
+        victim.tokens.clear()
+
+    def resync_from(self, target: list[int]) -> None:
+        """After a failed decode, what llama.cpp kept is a prefix of what we asked for."""
+        held = self.rt.cached_length(self.slot.seq)
+        before = len(self.slot.tokens)
+        if held > before:
+            self.evaluated += held - before
+            self.slot.tokens.extend(target[before:held])
+
+    def resync(self) -> None:
+        del self.slot.tokens[self.rt.cached_length(self.slot.seq) :]
+
+    def _sample_loop(self) -> str:
+        job, rt = self.job, self.rt
+        sampler = Sampler(job.temperature)
+        out = bytearray()
+        try:
+            for i in range(job.max_tokens):
+                if job.cancel_event.is_set():
+                    raise Aborted
+                token = sampler.sample(rt)
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                if rt.is_eog(token) or token in job.stop_tokens:
+                    break
+                self.generated += 1
+                out += rt.piece(token)
+                if job.should_stop and job.should_stop(out.decode(errors="ignore")):
+                    break
+                if i + 1 < job.max_tokens:
+                    self._extend_generated(token)
+        finally:
+            sampler.close()
+        return out.decode(errors="ignore")
+
+    def _extend_generated(self, token: int) -> None:
+        target = [*self.slot.tokens, token]
+        evaluated = self.evaluated
+        self._extend(target, len(target))
+        self.evaluated = evaluated  # generated tokens are counted apart from the prompt's
+
+    def record(self, outcome: str) -> RequestRecord:
+        now = time.perf_counter()
+        first = self.first_token_at or now
+        return RequestRecord(
+            document=short_name(self.job.key),
+            slot=self.slot.seq,
+            prompt_tokens=len(self.job.tokens),
+            reused_tokens=self.reused + self.shifted,
+            shifted_tokens=self.shifted,
+            evaluated_tokens=self.evaluated,
+            generated_tokens=self.generated,
+            ttft_ms=round((first - self.started) * 1000, 2),
+            total_ms=round((now - self.started) * 1000, 2),
+            outcome=outcome,
+        )
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def short_name(key: str) -> str:
+    """Documents appear in stats by name and a short hash, never by their text."""
+    name = key.rsplit("/", 1)[-1]
+    return f"{name}#{hashlib.sha256(key.encode()).hexdigest()[:8]}"

@@ -1,0 +1,260 @@
+"""A thin, typed wrapper over llama.cpp's C API (llama-cpp-python's low-level module).
+
+The high-level `llama_cpp.Llama` holds one sequence only; a KV cache per document needs
+sequences, so this module talks to the C API directly. Not thread-safe: one engine thread owns it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp.llama_cpp as C
+
+from codeagent_lsp.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+_FLASH_ATTENTION = {"auto": -1, "off": 0, "on": 1}
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its load-time warnings
+# (odd tokenizer entries of published models) would show on every start: they become INFO.
+_LLAMA_LOG_LEVELS = {2: logging.DEBUG, 3: logging.INFO, 4: logging.ERROR}
+
+
+class EngineError(Exception):
+    """A model that cannot be loaded or run; the message is for the user."""
+
+
+class Aborted(Exception):
+    """Prompt evaluation or generation was cancelled; what was decoded stays cached."""
+
+
+class NoKvSpace(Exception):
+    """The shared KV cache is full: evict another slot and retry."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    description: str
+    n_ctx_train: int
+    n_params: int
+    device: str
+    name: str
+
+
+@C.llama_log_callback
+def _llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp logs to stderr by default; route it through logging so --log-file and levels apply.
+    message = text.decode(errors="replace").rstrip()
+    log.log(_LLAMA_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        C.llama_log_set(_llama_log, ctypes.c_void_p())
+        C.llama_backend_init()
+        _backend_ready = True
+
+
+class _AbortFlag:
+    """Cancellation flag that llama.cpp polls between graph nodes without taking the GIL.
+
+    A Python abort callback would take the GIL once per graph node (hundreds per decode) and
+    wait up to the interpreter's switch interval whenever the event loop holds it. libc's
+    `strlen` on a one-byte buffer is a C function with the callback's shape that returns
+    non-zero exactly when the flag is set.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ctypes.create_string_buffer(2)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        self.callback = ctypes.cast(libc.strlen, C.ggml_abort_callback)
+        self.data = ctypes.cast(self._buffer, ctypes.c_void_p)
+
+    def set(self, value: bool) -> None:
+        self._buffer[0] = b"x" if value else b"\0"
+
+    def is_set(self) -> bool:
+        return self._buffer[0] != b"\0"
+
+
+class LlamaRuntime:
+    """One model and one context with `n_seqs` sequences over a unified KV cache."""
+
+    def __init__(self, path: Path, settings: EngineSettings, n_seqs: int) -> None:
+        _init_backend()
+        self.settings = settings
+        self.abort = _AbortFlag()
+        self.model = self._load_model(path, settings)
+        self.vocab = C.llama_model_get_vocab(self.model)
+        self.ctx = self._new_context(settings, n_seqs)
+        self.memory = C.llama_get_memory(self.ctx)
+        self.n_ctx = C.llama_n_ctx(self.ctx)
+        self.n_batch = settings.batchSize
+        self._batch = C.llama_batch_init(self.n_batch, 0, 1)
+        self.info = self._describe(path)
+
+    @staticmethod
+    def _load_model(path: Path, settings: EngineSettings) -> ctypes.c_void_p:
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = settings.nGpuLayers if C.llama_supports_gpu_offload() else 0
+        params.use_mmap = True
+        model = C.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise EngineError(f"llama.cpp could not load {path} (see the log for its reason)")
+        return model
+
+    def _new_context(self, settings: EngineSettings, n_seqs: int) -> ctypes.c_void_p:
+        params = C.llama_context_default_params()
+        threads = settings.threads or os.cpu_count() or 1
+        params.n_ctx = settings.contextSize
+        params.n_batch = settings.batchSize
+        params.n_ubatch = settings.batchSize
+        params.n_seq_max = n_seqs
+        params.kv_unified = True
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.flash_attn_type = _FLASH_ATTENTION[settings.flashAttention]
+        params.abort_callback = self.abort.callback
+        params.abort_callback_data = self.abort.data
+        params.no_perf = True
+        ctx = C.llama_init_from_model(self.model, params)
+        if not ctx:
+            C.llama_model_free(self.model)
+            raise EngineError("llama.cpp could not create a context (out of memory?)")
+        return ctx
+
+    def _describe(self, path: Path) -> ModelInfo:
+        buf = ctypes.create_string_buffer(256)
+        C.llama_model_desc(self.model, buf, len(buf))
+        offload = C.llama_supports_gpu_offload() and self.settings.nGpuLayers != 0
+        threads = self.settings.threads or os.cpu_count()
+        return ModelInfo(
+            path=str(path),
+            description=buf.value.decode(errors="replace"),
+            n_ctx_train=C.llama_model_n_ctx_train(self.model),
+            n_params=C.llama_model_n_params(self.model),
+            device="gpu" if offload else f"cpu ({threads} threads)",
+            name=self.meta("general.name") or path.stem,
+        )
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(512)
+        n = C.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode(errors="replace") if n >= 0 else None
+
+    def close(self) -> None:
+        C.llama_batch_free(self._batch)
+        C.llama_free(self.ctx)
+        C.llama_model_free(self.model)
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        data = text.encode()
+        capacity = len(data) + 8
+        out = (C.llama_token * capacity)()
+        n = C.llama_tokenize(self.vocab, data, len(data), out, capacity, False, special)
+        if n < 0:  # buffer too small: -n is the size needed
+            out = (C.llama_token * -n)()
+            n = C.llama_tokenize(self.vocab, data, len(data), out, -n, False, special)
+        return list(out[:n])
+
+    def token_id(self, text: str) -> int | None:
+        """The id of a control token named by its text, None when the vocabulary lacks it."""
+        ids = self.tokenize(text, special=True)
+        if len(ids) == 1 and C.llama_vocab_get_attr(self.vocab, ids[0]) & _SPECIAL_ATTRS:
+            return ids[0]
+        return None
+
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    # --- KV cache -----------------------------------------------------------------------------
+
+    def decode(self, tokens: list[int], seq: int, start: int) -> None:
+        """Evaluate `tokens` at positions start.. of `seq`; logits only for the last one."""
+        for offset in range(0, len(tokens), self.n_batch):
+            chunk = tokens[offset : offset + self.n_batch]
+            last_chunk = offset + self.n_batch >= len(tokens)
+            self._fill_batch(chunk, seq, start + offset, logits_last=last_chunk)
+            self._decode_batch()
+
+    def _fill_batch(self, tokens: list[int], seq: int, start: int, *, logits_last: bool) -> None:
+        batch = self._batch
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = start + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = False
+        batch.logits[len(tokens) - 1] = logits_last
+        batch.n_tokens = len(tokens)
+
+    def _decode_batch(self) -> None:
+        if self.abort.is_set():
+            raise Aborted
+        status = C.llama_decode(self.ctx, self._batch)
+        if status == 0:
+            return
+        if status == 1:
+            raise NoKvSpace
+        if status == 2 and self.abort.is_set():
+            raise Aborted
+        raise EngineError(f"llama_decode failed with status {status}")
+
+    def cached_length(self, seq: int) -> int:
+        """Tokens held for `seq`; positions are always 0..n-1 in this engine."""
+        return C.llama_memory_seq_pos_max(self.memory, seq) + 1
+
+    def seq_rm(self, seq: int, start: int, end: int = -1) -> None:
+        C.llama_memory_seq_rm(self.memory, seq, start, end)
+
+    def seq_cp(self, src: int, dst: int, start: int, end: int) -> None:
+        C.llama_memory_seq_cp(self.memory, src, dst, start, end)
+
+    def seq_shift(self, seq: int, start: int, end: int, delta: int) -> None:
+        C.llama_memory_seq_add(self.memory, seq, start, end, delta)
+
+    def can_shift(self) -> bool:
+        return bool(C.llama_memory_can_shift(self.memory))
+
+
+_SPECIAL_ATTRS = C.LLAMA_TOKEN_ATTR_CONTROL | C.LLAMA_TOKEN_ATTR_USER_DEFINED
+
+
+class Sampler:
+    """Greedy at temperature 0, else top-k/top-p/temperature with a fixed seed."""
+
+    def __init__(self, temperature: float, seed: int = 1234) -> None:
+        self.chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            C.llama_sampler_chain_add(self.chain, C.llama_sampler_init_greedy())
+        else:
+            C.llama_sampler_chain_add(self.chain, C.llama_sampler_init_top_k(40))
+            C.llama_sampler_chain_add(self.chain, C.llama_sampler_init_top_p(0.95, 1))
+            C.llama_sampler_chain_add(self.chain, C.llama_sampler_init_temp(temperature))
+            C.llama_sampler_chain_add(self.chain, C.llama_sampler_init_dist(seed))
+
+    def sample(self, runtime: LlamaRuntime) -> int:
+        return C.llama_sampler_sample(self.chain, runtime.ctx, -1)
+
+    def close(self) -> None:
+        C.llama_sampler_free(self.chain)

@@ -1,0 +1,66 @@
+"""Slots: one llama.cpp sequence per open document, least recently used evicted first."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Slot:
+    seq: int
+    key: str
+    tokens: list[int] = field(default_factory=list)
+    """Exactly the tokens held in the KV cache for `seq`, at positions 0..len-1."""
+    tail_start: int | None = None
+    """Where the cached prompt's stable tail (the FIM suffix) begins."""
+    tail_drift: int = 0
+    """Prefix tokens evaluated since the cached tail (the FIM suffix) was last computed."""
+    last_used: float = field(default_factory=time.monotonic)
+    requests: int = 0
+
+
+class SlotTable:
+    """Maps documents to sequence ids 0..n-1; eviction hands the caller the sequence to clear."""
+
+    def __init__(self, n_slots: int) -> None:
+        self.n_slots = n_slots
+        self._slots: OrderedDict[str, Slot] = OrderedDict()
+
+    def acquire(self, key: str) -> tuple[Slot, Slot | None]:
+        """The slot of `key` (marked most recently used) and the slot evicted for it, if any."""
+        slot = self._slots.get(key)
+        evicted = None
+        if slot is None:
+            used = {s.seq for s in self._slots.values()}
+            free = [seq for seq in range(self.n_slots) if seq not in used]
+            if not free:
+                _, evicted = self._slots.popitem(last=False)
+                free = [evicted.seq]
+            slot = Slot(seq=free[0], key=key)
+            self._slots[key] = slot
+        self._slots.move_to_end(key)
+        slot.last_used = time.monotonic()
+        slot.requests += 1
+        return slot, evicted
+
+    def least_recent_other(self, key: str) -> Slot | None:
+        """The least recently used slot holding tokens, other than `key`'s."""
+        return next((s for k, s in self._slots.items() if k != key and s.tokens), None)
+
+    def release(self, key: str) -> Slot | None:
+        return self._slots.pop(key, None)
+
+    def table(self) -> list[dict[str, object]]:
+        now = time.monotonic()
+        return [
+            {
+                "seq": s.seq,
+                "document": s.key,
+                "cachedTokens": len(s.tokens),
+                "requests": s.requests,
+                "idleMs": round((now - s.last_used) * 1000),
+            }
+            for s in reversed(self._slots.values())
+        ]

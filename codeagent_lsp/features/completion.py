@@ -1,0 +1,75 @@
+"""`textDocument/inlineCompletion` (ghost text) and `textDocument/completion` (the popup)."""
+
+from __future__ import annotations
+
+import re
+
+from lsprotocol import types
+
+from codeagent_lsp.assistant import ModelUnavailable, Suggestion
+from codeagent_lsp.server import CodeagentServer, offset_of
+
+_WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
+
+
+async def _suggest(
+    ls: CodeagentServer, uri: str, position: types.Position
+) -> tuple[Suggestion | None, int]:
+    document = ls.open_document(uri)
+    offset = offset_of(document, position)
+    if not ls.settings.completion.enabled:
+        return None, offset
+    try:
+        suggestion = await ls.assistant.complete(uri, document.source, offset, path=document.path)
+    except ModelUnavailable as exc:
+        ls.tell_problem(str(exc))
+        return None, offset
+    return (suggestion if suggestion.text else None), offset
+
+
+def register(server: CodeagentServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: CodeagentServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList:
+        suggestion, _ = await _suggest(ls, params.text_document.uri, params.position)
+        if suggestion is None:
+            return types.InlineCompletionList(items=[])
+        here = types.Range(params.position, params.position)
+        return types.InlineCompletionList(
+            items=[types.InlineCompletionItem(insert_text=suggestion.text, range=here)]
+        )
+
+    @server.feature(
+        types.TEXT_DOCUMENT_COMPLETION,
+        types.CompletionOptions(trigger_characters=[".", "(", " "], resolve_provider=False),
+    )
+    async def completion(
+        ls: CodeagentServer, params: types.CompletionParams
+    ) -> types.CompletionList:
+        suggestion, offset = await _suggest(ls, params.text_document.uri, params.position)
+        if suggestion is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        document = ls.open_document(params.text_document.uri)
+        return types.CompletionList(
+            is_incomplete=True, items=[_popup_item(document, offset, params.position, suggestion)]
+        )
+
+
+def _popup_item(document, offset: int, position: types.Position, suggestion: Suggestion):
+    """The popup filters items by the word before the cursor, so the edit starts at that word
+    and repeats it: the range is in the client's position encoding, like every position."""
+    word = _WORD_BEFORE.search(document.source[:offset]).group()
+    start = document.client_position_at_offset(offset - len(word))
+    new_text = word + suggestion.text
+    first_line = new_text.split("\n", 1)[0]
+    return types.CompletionItem(
+        label=first_line.strip() or new_text.strip(),
+        kind=types.CompletionItemKind.Text,
+        detail="codeagent",
+        documentation=types.MarkupContent(types.MarkupKind.Markdown, f"```\n{new_text}\n```"),
+        filter_text=new_text,
+        sort_text="0",
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(range=types.Range(start, position), new_text=new_text),
+    )

@@ -1,0 +1,135 @@
+"""The language server: pygls plumbing, settings and the shared Assistant. Features live in
+`features/`, one module each, registered by `build_server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
+
+from codeagent_lsp import __version__, settings
+from codeagent_lsp.assistant import Assistant, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+RESTART_KEYS = ("model", "modelsDir", "engine")
+"""Settings whose change needs the model to be loaded again."""
+
+
+class CodeagentServer(LanguageServer):
+    def __init__(self) -> None:
+        # The stdio reader holds one worker of the pool for good: at least two are needed.
+        super().__init__("codeagent-lsp", __version__, max_workers=4)
+        self.settings = settings.Settings()
+        self.assistant = Assistant(self.settings)
+        self._told_problem = False
+        self._loading_started = False
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def apply_settings(self, raw: Any) -> None:
+        """Overlay client settings; restart the engine when the model or engine changed."""
+        merged, errors = settings.merge(self.settings, raw)
+        if errors:
+            self.window_show_message(
+                types.ShowMessageParams(
+                    types.MessageType.Warning,
+                    "codeagent: some settings were ignored: " + "; ".join(errors),
+                )
+            )
+        restart = any(getattr(merged, k) != getattr(self.settings, k) for k in RESTART_KEYS)
+        self.settings = merged
+        _set_log_level(merged.logging.level)
+        if restart:
+            self.assistant.close()
+            self.assistant = Assistant(merged)
+            self._told_problem = False
+            if self._loading_started:
+                self.start_loading()
+        else:
+            self.assistant.settings = merged
+
+    def start_loading(self) -> None:
+        """Load the model in the background; say once what is missing if it cannot be."""
+        self._loading_started = True
+
+        async def load() -> None:
+            try:
+                info = await self.assistant.load()
+            except ModelUnavailable as exc:
+                self.tell_problem(str(exc))
+                return
+            log.info("ready: %s on %s", info.name, info.device)
+
+        asyncio.get_running_loop().create_task(load())
+
+    def tell_problem(self, message: str) -> None:
+        if self._told_problem:
+            return
+        self._told_problem = True
+        self.window_show_message(
+            types.ShowMessageParams(
+                types.MessageType.Error,
+                f"codeagent: no completions until a model is available. {message}",
+            )
+        )
+
+    async def pull_configuration(self) -> None:
+        """Read the `codeagent` section through workspace/configuration when the client can."""
+        caps = self.client_capabilities.workspace
+        if not (caps and caps.configuration):
+            return
+        try:
+            result = await self.workspace_configuration_async(
+                types.ConfigurationParams([types.ConfigurationItem(section=settings.SECTION)])
+            )
+        except Exception as exc:  # a client that fails this request keeps the settings it had
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+        if result and result[0] is not None:
+            self.apply_settings(result[0])
+
+    # --- documents ------------------------------------------------------------------------------
+
+    def open_document(self, uri: str) -> TextDocument:
+        """An open document; never reads from disk (a URI of an unopened file is refused)."""
+        if uri not in self.workspace.text_documents:
+            raise JsonRpcInvalidParams(f"document is not open: {uri}")
+        return self.workspace.get_text_document(uri)
+
+
+def offset_of(document: TextDocument, position: types.Position) -> int:
+    """Code-point offset of an LSP position in the negotiated encoding; InvalidParams when the
+    position is outside the document (a character past the line end means the line end, as the
+    specification says)."""
+    lines = document.lines
+    if position.line < 0 or position.character < 0 or position.line > len(lines):
+        raise JsonRpcInvalidParams(
+            f"position {position.line}:{position.character} is outside the document "
+            f"({len(lines)} lines)"
+        )
+    if position.line == len(lines):
+        return len(document.source)
+    line = lines[position.line]
+    content = line.rstrip("\r\n")
+    units = document.position_codec.client_num_units(content)
+    clamped = types.Position(position.line, min(position.character, units))
+    return document.offset_at_position(clamped)
+
+
+def _set_log_level(level: str) -> None:
+    logging.getLogger("codeagent_lsp").setLevel(level.upper())
+
+
+def build_server() -> CodeagentServer:
+    from codeagent_lsp.features import completion, lifecycle, stats
+
+    server = CodeagentServer()
+    for feature in (lifecycle, completion, stats):
+        feature.register(server)
+    return server

@@ -1,0 +1,197 @@
+"""One typed settings tree for the whole server.
+
+Layers, lowest first: defaults < initializationOptions < `workspace/configuration` (section
+`codeagent`) < `workspace/didChangeConfiguration`. Keys are camelCase as editors write them. A bad
+value never crashes the server: it is reported and the default (or previous layer) is kept.
+
+Written by hand over dataclasses rather than with pydantic: the tree is small, and this keeps
+error messages in the editor's own terms ("codeagent.completion.maxTokens: expected an integer").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SECTION = "codeagent"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    nGpuLayers: int = -1
+    """Layers offloaded to the GPU; -1 = all when the build supports offload, ignored on CPU."""
+    threads: int = 0
+    """CPU threads for generation and prompt evaluation; 0 = the number of cores."""
+    contextSize: int = 8192
+    """Tokens of KV cache shared by all slots (llama.cpp unified KV cache)."""
+    slots: int = 4
+    """Open documents that keep a KV cache; the least recently used one is evicted."""
+    batchSize: int = 512
+    """Tokens per llama_decode call while evaluating a prompt (cancellation is checked between)."""
+    flashAttention: Literal["auto", "on", "off"] = "auto"
+    """Flash attention in llama.cpp; auto lets llama.cpp decide per device."""
+    cacheShift: bool = True
+    """Reuse the cached suffix after an edit in the prefix by shifting its positions
+    (llama_memory_seq_add) instead of evaluating it again."""
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    enabled: bool = True
+    """Answer inline and classic completion requests."""
+    maxTokens: int = 48
+    """Most tokens generated per suggestion."""
+    temperature: float = 0.0
+    """0 = greedy, deterministic suggestions."""
+    prefixTokens: int = 1536
+    """Token budget for the text before the cursor."""
+    suffixTokens: int = 256
+    """Token budget for the text after the cursor."""
+    template: str = "auto"
+    """FIM template family: auto (from the GGUF), qwen2.5-coder, starcoder2, deepseek-coder,
+    codellama, codestral."""
+    multiline: Literal["auto", "always", "never"] = "auto"
+    """auto: several lines where a block opens, one line in the middle of a line."""
+    reuseSuggestion: bool = True
+    """Answer without a model call when the user types what the last suggestion predicted."""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    """Log level of the server's own log (stderr or --log-file)."""
+    logCode: bool = False
+    """Allow source code and prompts in logs (off by default: logs never hold code)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = ""
+    """A GGUF file path or a name from models/registry.toml; empty = $CODEAGENT_MODEL, then the
+    default model qwen2.5-coder-0.5b."""
+    modelsDir: str = ""
+    """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then the repository's models/."""
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    completion: CompletionSettings = field(default_factory=CompletionSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    def model_name(self) -> str:
+        return self.model or os.environ.get("CODEAGENT_MODEL", "") or DEFAULT_MODEL
+
+    def models_dir_setting(self) -> str | None:
+        return self.modelsDir or None
+
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+
+_MINIMUMS = {
+    "engine.contextSize": 256,
+    "engine.slots": 1,
+    "engine.batchSize": 16,
+    "engine.threads": 0,
+    "completion.maxTokens": 1,
+    "completion.prefixTokens": 16,
+    "completion.suffixTokens": 0,
+    "completion.temperature": 0,
+}
+
+
+def merge(base: Settings, raw: Any) -> tuple[Settings, list[str]]:
+    """Overlay a client-supplied dict on `base`; returns the result and one message per bad key."""
+    errors: list[str] = []
+    merged = _merge_dataclass(base, raw, SECTION, errors)
+    return merged, errors
+
+
+def _merge_dataclass(base: Any, raw: Any, path: str, errors: list[str]) -> Any:
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        errors.append(f"{path}: expected an object, got {type(raw).__name__}")
+        return base
+    hints = typing.get_type_hints(type(base))
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            errors.append(f"{path}.{key}: unknown setting (ignored)")
+            continue
+        current = getattr(base, key)
+        child = f"{path}.{key}"
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge_dataclass(current, value, child, errors)
+            continue
+        converted = _convert(value, hints[key], child, errors)
+        if converted is not _INVALID:
+            changes[key] = converted
+    return dataclasses.replace(base, **changes)
+
+
+_INVALID = object()
+
+
+def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+        errors.append(f"{path}: expected one of {allowed}, got {value!r}")
+        return _INVALID
+    if origin in (types.UnionType, typing.Union):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    ok = _type_ok(value, hint)
+    if not ok:
+        errors.append(f"{path}: expected {_describe(hint)}, got {value!r}")
+        return _INVALID
+    value = float(value) if hint is float else value
+    minimum = _MINIMUMS.get(path.removeprefix(SECTION + "."))
+    if minimum is not None and value < minimum:
+        errors.append(f"{path}: must be at least {minimum}, got {value!r}")
+        return _INVALID
+    return value
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+def documented_keys() -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every leaf setting, read from the attribute docstrings.
+
+    The README's settings table is checked against this list by a test, so no key goes
+    undocumented.
+    """
+    return list(_walk(Settings(), SECTION))
+
+
+def _walk(obj: Any, path: str) -> typing.Iterator[tuple[str, str, str]]:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _walk(value, f"{path}.{f.name}")
+        else:
+            yield f"{path}.{f.name}", repr(value), _attribute_doc(type(obj), f.name)
+
+
+def _attribute_doc(cls: type, name: str) -> str:
+    source = inspect.getsource(cls)
+    match = re.search(rf"^\s+{name}:[^\n]*\n\s+\"\"\"(.*?)\"\"\"", source, re.S | re.M)
+    return " ".join(match.group(1).split()) if match else ""

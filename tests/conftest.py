@@ -1,0 +1,55 @@
+"""Shared fixtures: the tiny GGUF (real llama.cpp, milliseconds per request) and a language
+client driving `codeagent-lsp` over stdio with the capabilities of real editors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.tiny_gguf import write_tiny_gguf
+
+EDITORS = ["visual-studio-code", "neovim"]
+REPO = Path(__file__).resolve().parents[1]
+REAL_MODEL = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+def settings_marker(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("settings")
+    return marker.args[0] if marker else {}
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+    params=EDITORS,
+)
+async def client(
+    lsp_client: LanguageClient, request: pytest.FixtureRequest, tiny_model: Path, workspace: Path
+):
+    """A server on the tiny model; `@pytest.mark.settings({...})` adds initializationOptions."""
+    options = {"model": str(tiny_model), **settings_marker(request)}
+    params = types.InitializeParams(
+        capabilities=client_capabilities(request.param),
+        initialization_options=options,
+        workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
+    )
+    await lsp_client.initialize_session(params)
+    yield
+    await lsp_client.shutdown_session()

@@ -1,0 +1,229 @@
+"""Tests for cleaning raw fill-in-the-middle output: line mode, block ends, suffix overlap."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codeagent_lsp.context.postprocess import postprocess, wants_multiline
+
+
+def normalise(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "expected"),
+    [
+        pytest.param("def area(r):", "\n", True, id="py-def-colon"),
+        pytest.param("def area(r):\n    ", "\n", True, id="py-indented-after-opener"),
+        pytest.param("def area(r):\n", "\n", True, id="py-blank-after-opener"),
+        pytest.param("if ready:  # why: ( not {\n", "", True, id="py-opener-before-comment"),
+        pytest.param("def f():\n    x = 1\n    ", "\n", True, id="py-indented-body"),
+        pytest.param("class A:\n    a = 1\n", "\n    b = 2\n", True, id="py-blank-in-class"),
+        pytest.param("x = 1\n", "\nprint(x)\n", False, id="py-top-level-blank"),
+        pytest.param("x = compute(", ")\n", False, id="py-mid-line"),
+        pytest.param("x = 1", "\n", False, id="py-statement-end"),
+        pytest.param("print('{')", "\n", False, id="py-brace-in-string"),
+        pytest.param("items.forEach((x) =>", "\n", True, id="js-arrow"),
+        pytest.param("function f() {", "\n}\n", True, id="js-brace"),
+        pytest.param("const xs = [", "\n", True, id="js-bracket"),
+        pytest.param("const s = 'a {'", "\n", False, id="js-brace-in-string"),
+        pytest.param("func main() {\n\t", "\n}\n", True, id="go-tab-body"),
+        pytest.param("\tfmt.Println(x)", "\n}\n", False, id="go-statement"),
+        pytest.param("int main(void) {", "\n", True, id="c-brace"),
+        pytest.param("    switch (c) {\n    case 1:", "\n", True, id="c-case-label"),
+        pytest.param("std::", "\n", False, id="cpp-scope"),
+        pytest.param("items.each do |x|", "\n", True, id="ruby-do"),
+        pytest.param("if x then", "\n", True, id="lua-then"),
+        pytest.param("", "", False, id="empty-document"),
+    ],
+)
+def test_wants_multiline(prefix: str, suffix: str, expected: bool) -> None:
+    assert wants_multiline(prefix, suffix) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "prefix", "suffix", "multiline", "expected"),
+    [
+        # Single line in the middle of a line.
+        pytest.param(
+            "a, b\n    print(result)",
+            "    result = compute(",
+            ", c)\n",
+            False,
+            "a, b",
+            id="py-mid-line-first-line-only",
+        ),
+        pytest.param("\n    return 1", "def f():", "\n", False, "", id="single-leading-newline"),
+        # Blocks by indentation.
+        pytest.param(
+            "\n    return 3.14 * r * r\n\nprint(area(3))\n",
+            "def area(r):",
+            "\n\nprint(area(2))\n",
+            True,
+            "\n    return 3.14 * r * r",
+            id="py-block-after-opener",
+        ),
+        pytest.param(
+            "total += x\n    else:\n        total -= x",
+            "for x in xs:\n    if x:\n        ",
+            "\n",
+            True,
+            "total += x",
+            id="py-dedent-ends-block",
+        ),
+        pytest.param(
+            '"debug": True,\n    "port": 8080,\n}\nprint(CONFIG)',
+            "CONFIG = {\n    ",
+            "\n",
+            True,
+            '"debug": True,\n    "port": 8080,\n}',
+            id="py-literal-closer-kept",
+        ),
+        pytest.param(
+            "int s = 0;\n    for (int i = 0; i < n; i++) s += a[i];\n    return s;\n}\n\n"
+            "int main(void) {",
+            "int sum(int *a, int n) {\n    ",
+            "\n",
+            True,
+            "int s = 0;\n    for (int i = 0; i < n; i++) s += a[i];\n    return s;\n}",
+            id="c-closing-brace-kept",
+        ),
+        pytest.param(
+            "return 1;\n    } else {\n        return 2;\n    }",
+            "int f(int x) {\n    if (x) {\n        ",
+            "\n}\n",
+            True,
+            "return 1;\n    }",
+            id="c-else-keeps-only-closer",
+        ),
+        pytest.param(
+            'fmt.Println("hi")\n}\n\nfunc other() {',
+            "func main() {\n\t",
+            "\n",
+            True,
+            'fmt.Println("hi")\n}',
+            id="go-tabs-block",
+        ),
+        pytest.param(
+            "console.log(item);\n});\nfoo();",
+            "items.forEach((item) => {\n  ",
+            "\n",
+            True,
+            "console.log(item);\n});",
+            id="js-callback-close-kept",
+        ),
+        # The suffix already has the code.
+        pytest.param(
+            "console.log(item);\n});\nfoo();",
+            "items.forEach((item) => {\n  ",
+            "\n});\n",
+            True,
+            "console.log(item);",
+            id="js-repeats-suffix-close",
+        ),
+        pytest.param(
+            "int s = 0;\n    return s;\n}",
+            "int sum(int *a, int n) {\n    ",
+            "\n}\n",
+            True,
+            "int s = 0;\n    return s;",
+            id="c-repeats-suffix-brace",
+        ),
+        pytest.param(
+            "y = x * 2\n    return x",
+            "def f(x):\n    ",
+            "\n    return x\n",
+            True,
+            "y = x * 2",
+            id="py-repeats-suffix-line",
+        ),
+        pytest.param(
+            "return x", "def f(x):\n    ", "\n    return x\n", True, "", id="py-only-suffix-line"
+        ),
+        pytest.param("c)", "foo(a, b, ", ")\n", False, "c", id="overlap-paren"),
+        pytest.param("c)", "foo(a, b", ")\n", False, "c", id="overlap-paren-brief"),
+        pytest.param('hello";', 'const s = "', '";\n', False, "hello", id="js-overlap-quote"),
+        pytest.param(", b)) {", "    if (check(a", ")) {\n", False, ", b", id="c-overlap-long"),
+        pytest.param(")", "foo(x", ")\n", False, "", id="overlap-everything"),
+        # Bracket balance.
+        pytest.param("), c)", "print(max(a, b", ")\n", False, "), c", id="py-close-inner-only"),
+        pytest.param(
+            ', ", "))', "fmt.Println(strings.Join(parts", ")\n", False, ', ", ")', id="go-join"
+        ),
+        pytest.param(", 3)]", "const xs = [1, 2", "]\n", False, ", 3", id="js-mismatched-closer"),
+        pytest.param(") * 2", "value = compute(x", ")\n", False, "", id="py-suffix-closes-it"),
+        pytest.param("b)", "foo(\n    a,\n    ", "\n)\n", True, "b", id="py-closer-on-next-line"),
+        pytest.param("b)", "foo(\n    a,\n    ", "\nbar()\n", True, "b)", id="py-closer-needed"),
+        pytest.param("x)", "  call(\n    ", "\n}\n", True, "x)", id="js-other-closer-on-next-line"),
+        pytest.param(' + ")")', 'print(f"(" + name', ")\n", False, ' + ")"', id="py-paren-in-str"),
+        pytest.param(", 2 /* ) */", "  call(arg", ")\n", False, ", 2 /* ) */", id="c-comment"),
+        pytest.param("a, b", "print(len(", ")\n", False, "a, b", id="unclosed-left-alone"),
+        pytest.param("1]", "a(b[", "])\n", False, "1", id="suffix-closes-bracket"),
+        # Nothing worth showing.
+        pytest.param("x = compute()", "x = compute()\n", "", False, "", id="repeat-previous"),
+        pytest.param(
+            "a = 1\n    b = 2", "    a = 1\n    b = 2\n    ", "\n", True, "", id="repeat-two-lines"
+        ),
+        pytest.param("   \n\t\n", "x = ", "\n", True, "", id="whitespace-only-multi"),
+        pytest.param("  \t ", "x = ", "\n", False, "", id="whitespace-only-single"),
+        pytest.param("", "x = ", "\n", False, "", id="empty"),
+        # Newlines.
+        pytest.param("return a\r\nfoo", "    ", "\n", False, "return a", id="crlf-single"),
+        pytest.param(
+            "\r\n    return 1\r\n\r\nx = 2",
+            "def f():",
+            "\r\n",
+            True,
+            "\n    return 1",
+            id="crlf-multi",
+        ),
+        pytest.param("return 1\rx = 2", "def f():\r\n    ", "", True, "return 1", id="lone-cr"),
+        pytest.param("x = 1   \n", "", "", False, "x = 1", id="trailing-space"),
+    ],
+)
+def test_postprocess(raw: str, prefix: str, suffix: str, multiline: bool, expected: str) -> None:
+    assert postprocess(raw, prefix, suffix, multiline=multiline) == expected
+
+
+BODY = "".join(f"    x{i} = {i}\n" for i in range(30))
+
+
+@pytest.mark.parametrize(("max_lines", "kept"), [(16, 16), (3, 3), (1, 1), (0, 1), (100, 30)])
+def test_max_lines(max_lines: int, kept: int) -> None:
+    out = postprocess(BODY[4:], "def f():\n    ", "\n", multiline=True, max_lines=max_lines)
+    assert out == "\n".join(BODY[4:].split("\n")[:kept]).rstrip()
+
+
+TOKENS = st.sampled_from(
+    [*"ab :;,=()[]{}\"'`#/*\\\t\n\r", "\r\n", "    ", "do", "end", "//", "/*", "*/", "é", "𝄞"]
+)
+CODE = st.lists(TOKENS, max_size=40).map("".join) | st.text(max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    raw=CODE,
+    prefix=CODE,
+    suffix=CODE,
+    multiline=st.booleans(),
+    max_lines=st.integers(-2, 20),
+)
+def test_only_removes_text(
+    raw: str, prefix: str, suffix: str, multiline: bool, max_lines: int
+) -> None:
+    out = postprocess(raw, prefix, suffix, multiline=multiline, max_lines=max_lines)
+    assert normalise(raw).startswith(out)
+    assert out == "" or out.strip()
+    if multiline:
+        assert out.count("\n") < max(1, max_lines)
+    else:
+        assert "\n" not in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=CODE, suffix=CODE)
+def test_wants_multiline_never_raises(prefix: str, suffix: str) -> None:
+    assert wants_multiline(prefix, suffix) in (True, False)
