@@ -18,9 +18,9 @@ from codeagent_lsp.engine.engine import (
     Generation,
     GenerationJob,
     RequestRecord,
-    short_name,
 )
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.engine.slots import short_name
 from codeagent_lsp.settings import Settings
 
 log = logging.getLogger(__name__)

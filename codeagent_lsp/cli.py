@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
     parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: warning, or the setting codeagent.logging.level",
     )
     parser.set_defaults(run=_serve)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -97,14 +99,14 @@ def _settings_from(args: argparse.Namespace) -> settings.Settings:
     return merged
 
 
-def _setup_logging(log_file: Path | None, level: str) -> None:
+def _setup_logging(log_file: Path | None, level: str | None) -> None:
     # stdout is the LSP channel: logs go to stderr or a file, never stdout.
     handler: logging.Handler = (
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(handlers=[handler], level=logging.WARNING)
-    logging.getLogger("codeagent_lsp").setLevel(level.upper())
+    logging.getLogger("codeagent_lsp").setLevel((level or "warning").upper())
     # pygls logs every message at INFO, source code included.
     for name in ("pygls", "lsprotocol"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -113,7 +115,7 @@ def _setup_logging(log_file: Path | None, level: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from codeagent_lsp.server import build_server
 
-    server = build_server()
+    server = build_server(args.log_level)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():

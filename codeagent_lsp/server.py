@@ -11,6 +11,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
+from pygls.workspace.position_codec import ServerTextPosition
 
 from codeagent_lsp import __version__, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
@@ -22,9 +23,11 @@ RESTART_KEYS = ("model", "modelsDir", "engine")
 
 
 class CodeagentServer(LanguageServer):
-    def __init__(self) -> None:
+    def __init__(self, log_level: str | None = None) -> None:
         # The stdio reader holds one worker of the pool for good: at least two are needed.
         super().__init__("codeagent-lsp", __version__, max_workers=4)
+        self.log_level = log_level
+        """--log-level from the command line; it wins over codeagent.logging.level."""
         self.settings = settings.Settings()
         self.assistant = Assistant(self.settings)
         self._told_problem = False
@@ -44,7 +47,7 @@ class CodeagentServer(LanguageServer):
             )
         restart = any(getattr(merged, k) != getattr(self.settings, k) for k in RESTART_KEYS)
         self.settings = merged
-        _set_log_level(merged.logging.level)
+        _set_log_level(self.log_level or merged.logging.level)
         if restart:
             self.assistant.close()
             self.assistant = Assistant(merged)
@@ -60,11 +63,11 @@ class CodeagentServer(LanguageServer):
 
         async def load() -> None:
             try:
-                info = await self.assistant.load()
+                loaded = await self.assistant.load()
             except ModelUnavailable as exc:
                 self.tell_problem(str(exc))
                 return
-            log.info("ready: %s on %s", info.name, info.device)
+            log.info("ready: %s on %s", loaded.info.name, loaded.info.device)
 
         asyncio.get_running_loop().create_task(load())
 
@@ -122,14 +125,26 @@ def offset_of(document: TextDocument, position: types.Position) -> int:
     return document.offset_at_position(clamped)
 
 
+def position_of(document: TextDocument, offset: int) -> types.Position:
+    """The LSP position of a code-point offset, in the negotiated encoding. (pygls's own
+    conversion puts the end of a last line without a newline on the line after it.)"""
+    remaining = offset
+    lines = document.lines
+    for number, line in enumerate(lines):
+        if remaining <= len(line.rstrip("\r\n")):
+            return document.position_to_client_units(ServerTextPosition(number, remaining))
+        remaining -= len(line)
+    return types.Position(len(lines), 0)
+
+
 def _set_log_level(level: str) -> None:
     logging.getLogger("codeagent_lsp").setLevel(level.upper())
 
 
-def build_server() -> CodeagentServer:
+def build_server(log_level: str | None = None) -> CodeagentServer:
     from codeagent_lsp.features import completion, lifecycle, stats
 
-    server = CodeagentServer()
+    server = CodeagentServer(log_level)
     for feature in (lifecycle, completion, stats):
         feature.register(server)
     return server

@@ -44,12 +44,15 @@ async def client(
     lsp_client: LanguageClient, request: pytest.FixtureRequest, tiny_model: Path, workspace: Path
 ):
     """A server on the tiny model; `@pytest.mark.settings({...})` adds initializationOptions."""
-    options = {"model": str(tiny_model), **settings_marker(request)}
+    # One thread: on a busy 2-core machine llama.cpp's threads wait on each other far longer
+    # than the tiny model computes.
+    options = {"model": str(tiny_model), "engine": {"threads": 1}, **settings_marker(request)}
     params = types.InitializeParams(
         capabilities=client_capabilities(request.param),
         initialization_options=options,
         workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
     )
-    await lsp_client.initialize_session(params)
+    # Kept on the client so tests can read the negotiated capabilities.
+    lsp_client.initialize_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
     yield
     await lsp_client.shutdown_session()

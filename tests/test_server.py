@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
 from tests.tiny_gguf import write_not_a_gguf
@@ -36,22 +36,33 @@ def type_at(client: LanguageClient, uri: str, position: types.Position, text: st
     )
 
 
-async def inline(client: LanguageClient, uri: str, position: types.Position):
-    return await client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
-            text_document=types.TextDocumentIdentifier(uri),
-            position=position,
-        )
+def inline_params(uri: str, position: types.Position) -> types.InlineCompletionParams:
+    return types.InlineCompletionParams(
+        context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
+        text_document=types.TextDocumentIdentifier(uri),
+        position=position,
     )
 
 
+async def inline(client: LanguageClient, uri: str, position: types.Position):
+    return await client.text_document_inline_completion_async(inline_params(uri, position))
+
+
 async def stats(client: LanguageClient) -> dict:
-    return await client.protocol.send_request_async("codeagent/stats", {})
+    return plain(await client.protocol.send_request_async("codeagent/stats", {}))
+
+
+def plain(value):
+    """pygls hands custom results over as namedtuples: back to dicts and lists."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 async def test_capabilities_advertise_completion_and_incremental_sync(client: LanguageClient):
-    caps = client.protocol.server_capabilities  # type: ignore[attr-defined]
+    caps = client.initialize_result.capabilities  # type: ignore[attr-defined]
     assert caps.inline_completion_provider
     assert caps.completion_provider is not None
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
@@ -122,12 +133,15 @@ async def test_returning_to_a_document_evaluates_only_what_changed(
 @pytest.mark.settings({"completion": {"maxTokens": 3000, "reuseSuggestion": False}})
 async def test_cancel_request_stops_generation(client: LanguageClient, workspace: Path):
     uri = open_doc(client, workspace, "long.py", PYTHON)
-    task = asyncio.create_task(inline(client, uri, CURSOR))
+    # pygls's client does not send $/cancelRequest itself when a request's task is cancelled.
+    pending = client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, CURSOR), msg_id="long-one"
+    )
     await asyncio.sleep(0.3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    for _ in range(50):  # the engine thread records the cancelled request when it stops
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-one"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await asyncio.wrap_future(pending)
+    for _ in range(50):  # the engine thread records the request once it has stopped
         records = (await stats(client))["records"]
         if records:
             break
@@ -146,7 +160,7 @@ async def test_newest_request_for_a_document_supersedes_older(
     await asyncio.sleep(0.3)
     newer = await inline(client, uri, CURSOR)
     assert newer.items
-    assert (await older).items == []
+    assert not (await older).items
     outcomes = [r["outcome"] for r in (await stats(client))["records"]]
     assert outcomes[0] == "superseded"
     assert outcomes[-1] == "ok"
@@ -159,7 +173,8 @@ async def test_out_of_range_position_is_an_error_and_the_server_goes_on(
     with pytest.raises(JsonRpcInvalidParams, match="outside the document"):
         await inline(client, uri, types.Position(line=40, character=0))
     far_right = await inline(client, uri, types.Position(line=0, character=500))
-    assert isinstance(far_right.items, list)  # a character past the end means the line end
+    end_of_line = types.Position(line=0, character=len("x = 1"))  # past the end = the line end
+    assert far_right.items[0].range == types.Range(end_of_line, end_of_line)
 
 
 async def test_unopened_document_is_refused(client: LanguageClient, workspace: Path):
@@ -170,7 +185,7 @@ async def test_unopened_document_is_refused(client: LanguageClient, workspace: P
 async def test_positions_follow_the_negotiated_encoding(client: LanguageClient, workspace: Path):
     line = 'label = "日本語 🎉"; total = su'
     uri = open_doc(client, workspace, "unicode.py", line)
-    encoding = client.protocol.server_capabilities.position_encoding  # type: ignore[attr-defined]
+    encoding = client.initialize_result.capabilities.position_encoding  # type: ignore[attr-defined]
     units = {
         "utf-8": lambda s: len(s.encode()),
         "utf-16": lambda s: len(s.encode("utf-16-le")) // 2,
@@ -185,16 +200,16 @@ async def test_positions_follow_the_negotiated_encoding(client: LanguageClient, 
     assert item.text_edit.new_text.startswith("su")
 
 
-@pytest.mark.settings({"model": "no-such-model"})
+@pytest.mark.settings({"model": "qwen2.5-coder-0.5b", "modelsDir": "/nonexistent/models"})
 async def test_missing_model_is_explained_once_and_other_features_work(
     client: LanguageClient, workspace: Path
 ):
     uri = open_doc(client, workspace, "a.py", PYTHON)
-    assert (await inline(client, uri, CURSOR)).items == []
-    assert (await inline(client, uri, CURSOR)).items == []
+    assert not (await inline(client, uri, CURSOR)).items
+    assert not (await inline(client, uri, CURSOR)).items
     problems = [m.message for m in client.messages if m.type == types.MessageType.Error]
     assert len(problems) == 1
-    assert "no-such-model" in problems[0] and "model add" in problems[0]
+    assert "codeagent-lsp model pull qwen2.5-coder-0.5b" in problems[0]
     assert (await stats(client))["problem"]
 
 
@@ -210,6 +225,14 @@ async def test_bad_settings_are_reported_and_defaults_kept(
     assert (await inline(client, uri, CURSOR)).items
 
 
+@pytest.mark.settings({"model": "no-such-model"})
+async def test_unknown_model_name_lists_the_known_ones(client: LanguageClient, workspace: Path):
+    uri = open_doc(client, workspace, "d.py", PYTHON)
+    assert not (await inline(client, uri, CURSOR)).items
+    (problem,) = [m.message for m in client.messages if m.type == types.MessageType.Error]
+    assert "no-such-model" in problem and "qwen2.5-coder-0.5b" in problem
+
+
 async def test_did_change_configuration_switches_to_an_invalid_model(
     client: LanguageClient, workspace: Path, tmp_path: Path
 ):
@@ -219,6 +242,6 @@ async def test_did_change_configuration_switches_to_an_invalid_model(
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"codeagent": {"model": str(bogus)}})
     )
-    assert (await inline(client, uri, CURSOR)).items == []
+    assert not (await inline(client, uri, CURSOR)).items
     errors = [m.message for m in client.messages if m.type == types.MessageType.Error]
     assert errors and "not a GGUF" in errors[0]

@@ -241,7 +241,7 @@ def _is_identifier_token(token: str, vocab: TinyVocab, index: int) -> bool:
 def _output_weight(rng: np.random.Generator, vocab: TinyVocab) -> np.ndarray:
     """LM head whose rows are zero except for identifier-like tokens.
 
-    Zero rows give logit 0 while the max over ~100 random logits is almost surely positive, so
+    Zero rows give logit 0 while the max over ~180 random logits is almost surely positive, so
     greedy decoding picks printable identifier tokens and never newline, space or EOS: plumbing
     tests get readable output and always run to their token limit.
     """
@@ -304,8 +304,9 @@ def _add_tokenizer(writer: gguf.GGUFWriter, vocab: TinyVocab) -> None:
     writer.add_token_list(list(vocab.tokens))
     writer.add_token_types(list(vocab.types))
     writer.add_token_merges(list(vocab.merges))
-    # As in the real Qwen2.5-Coder GGUFs: bos/eos/pad all <|endoftext|>, no BOS prepended. The FIM
-    # ids are not written: llama.cpp finds them by name, which is what the real files rely on.
+    # As in the base Qwen2.5-Coder GGUFs: bos/eos/pad all <|endoftext|>, no BOS prepended (the
+    # instruct ones say eos = <|im_end|>; both are EOG either way). FIM ids are not written:
+    # llama.cpp finds them by name, as it does for the real files.
     writer.add_bos_token_id(eos)
     writer.add_eos_token_id(eos)
     writer.add_pad_token_id(eos)

@@ -10,7 +10,6 @@ is checked between tokens and interrupts prompt evaluation through llama.cpp's a
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import logging
 import queue
 import threading
@@ -28,7 +27,7 @@ from codeagent_lsp.engine.llama import (
     NoKvSpace,
     Sampler,
 )
-from codeagent_lsp.engine.slots import Slot, SlotTable
+from codeagent_lsp.engine.slots import Slot, SlotTable, short_name
 from codeagent_lsp.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -166,8 +165,7 @@ class Engine:
 
     def add_record(self, record: RequestRecord) -> None:
         """Record a request answered without the engine (a reused suggestion)."""
-        with self._lock:
-            self.records.append(record)
+        self._record(record)
 
     def stats(self) -> dict[str, object]:
         with self._lock:
@@ -210,27 +208,36 @@ class Engine:
         if isinstance(job, _Release):
             self._release_slot(job.key)
             return
+        # A RUNNING future can no longer be cancelled by its waiter (asyncio.wrap_future tries
+        # to when the awaiting task is cancelled); cancellation then goes through the job.
+        started = job.future.set_running_or_notify_cancel()
         with self._lock:
-            if job.cancel_event.is_set():
-                self._finish(job, self._cancelled_record(job))
-                return
-            self._running = job
-            self._runtime.abort.set(False)
+            cancelled = not started or job.cancel_event.is_set()
+            if not cancelled:
+                self._running = job
+                self._runtime.abort.set(False)
+        if cancelled:
+            self._record(self._cancelled_record(job).record)
+            if started:
+                job.future.set_result(self._cancelled_record(job))
+            return
         try:
-            self._finish(job, self._generate(job))
-        except EngineError as exc:
-            log.error("generation failed: %s", exc)
+            generation = self._generate(job)
+        except Exception as exc:  # the engine thread must outlive any one request
+            log.error("generation failed: %s", exc, exc_info=not isinstance(exc, EngineError))
             job.future.set_exception(exc)
+        else:
+            self._record(generation.record)
+            job.future.set_result(generation)
         finally:
             with self._lock:
                 self._running = None
                 if self._latest.get(job.key) is job:
                     del self._latest[job.key]
 
-    def _finish(self, job: GenerationJob, generation: Generation) -> None:
+    def _record(self, record: RequestRecord) -> None:
         with self._lock:
-            self.records.append(generation.record)
-        job.future.set_result(generation)
+            self.records.append(record)
 
     def _cancelled_record(self, job: GenerationJob) -> Generation:
         record = RequestRecord(
@@ -432,9 +439,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
-
-
-def short_name(key: str) -> str:
-    """Documents appear in stats by name and a short hash, never by their text."""
-    name = key.rsplit("/", 1)[-1]
-    return f"{name}#{hashlib.sha256(key.encode()).hexdigest()[:8]}"

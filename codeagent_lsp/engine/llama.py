@@ -216,7 +216,7 @@ class LlamaRuntime:
             return
         if status == 1:
             raise NoKvSpace
-        if status == 2 and self.abort.is_set():
+        if self.abort.is_set():  # llama.cpp reports an abort as 2, or as a failed compute
             raise Aborted
         raise EngineError(f"llama_decode failed with status {status}")
 

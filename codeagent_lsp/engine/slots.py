@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -57,10 +58,16 @@ class SlotTable:
         return [
             {
                 "seq": s.seq,
-                "document": s.key,
+                "document": short_name(s.key),
                 "cachedTokens": len(s.tokens),
                 "requests": s.requests,
                 "idleMs": round((now - s.last_used) * 1000),
             }
             for s in reversed(self._slots.values())
         ]
+
+
+def short_name(key: str) -> str:
+    """Documents appear in stats by file name and a short hash, never by their text."""
+    name = key.rsplit("/", 1)[-1]
+    return f"{name}#{hashlib.sha256(key.encode()).hexdigest()[:8]}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from lsprotocol import types
+from pygls.workspace import TextDocument
 
 from codeagent_lsp.assistant import ModelUnavailable, Suggestion
-from codeagent_lsp.server import CodeagentServer, offset_of
+from codeagent_lsp.server import CodeagentServer, offset_of, position_of
 
 _WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
 
@@ -32,10 +33,11 @@ def register(server: CodeagentServer) -> None:
     async def inline_completion(
         ls: CodeagentServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        suggestion, _ = await _suggest(ls, params.text_document.uri, params.position)
+        suggestion, offset = await _suggest(ls, params.text_document.uri, params.position)
         if suggestion is None:
             return types.InlineCompletionList(items=[])
-        here = types.Range(params.position, params.position)
+        cursor = position_of(ls.open_document(params.text_document.uri), offset)
+        here = types.Range(cursor, cursor)
         return types.InlineCompletionList(
             items=[types.InlineCompletionItem(insert_text=suggestion.text, range=here)]
         )
@@ -52,15 +54,18 @@ def register(server: CodeagentServer) -> None:
             return types.CompletionList(is_incomplete=True, items=[])
         document = ls.open_document(params.text_document.uri)
         return types.CompletionList(
-            is_incomplete=True, items=[_popup_item(document, offset, params.position, suggestion)]
+            is_incomplete=True, items=[_popup_item(document, offset, suggestion)]
         )
 
 
-def _popup_item(document, offset: int, position: types.Position, suggestion: Suggestion):
+def _popup_item(
+    document: TextDocument, offset: int, suggestion: Suggestion
+) -> types.CompletionItem:
     """The popup filters items by the word before the cursor, so the edit starts at that word
     and repeats it: the range is in the client's position encoding, like every position."""
     word = _WORD_BEFORE.search(document.source[:offset]).group()
-    start = document.client_position_at_offset(offset - len(word))
+    start = position_of(document, offset - len(word))
+    end = position_of(document, offset)
     new_text = word + suggestion.text
     first_line = new_text.split("\n", 1)[0]
     return types.CompletionItem(
@@ -71,5 +76,5 @@ def _popup_item(document, offset: int, position: types.Position, suggestion: Sug
         filter_text=new_text,
         sort_text="0",
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start, position), new_text=new_text),
+        text_edit=types.TextEdit(range=types.Range(start, end), new_text=new_text),
     )
