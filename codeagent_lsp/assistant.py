@@ -135,17 +135,20 @@ class Assistant:
     # --- completion -----------------------------------------------------------------------------
 
     async def complete(
-        self, key: str, text: str, offset: int, *, path: str | None = None
+        self, key: str, text: str, offset: int, *, path: str | None = None,
+        repo: str | None = None,
     ) -> Suggestion:
         """A suggestion at `offset` (a code-point index into `text`); cancel by cancelling the
-        awaiting task. Raises ModelUnavailable when no model can serve."""
+        awaiting task. `path` (relative to the repository) and `repo` name the file for models
+        with a multi-file layout. Raises ModelUnavailable when no model can serve."""
         loaded = await self.load()
         state = self._documents.setdefault(key, _DocumentState())
         prefix, suffix = text[:offset], text[offset:]
         reused = self._typeahead(key, state, prefix, suffix, loaded)
         if reused is not None:
             return reused
-        generation = await self._generate(loaded, state, key, text, offset, path)
+        where = (repo, path)
+        generation = await self._generate(loaded, state, key, text, offset, where)
         multiline = self._multiline(prefix, suffix)
         suggestion = postprocess.postprocess(generation.text, prefix, suffix, multiline=multiline)
         if not generation.cancelled:
@@ -155,7 +158,7 @@ class Assistant:
 
     async def _generate(
         self, loaded: _Loaded, state: _DocumentState, key: str, text: str, offset: int,
-        path: str | None,
+        where: tuple[str | None, str | None],
     ) -> Generation:
         opts = self.settings.completion
         excerpt = budget.fit(
@@ -163,7 +166,8 @@ class Assistant:
             lambda s: len(loaded.engine.tokenize(s)), state.window,
         )
         state.window = excerpt.window
-        segments = loaded.template.build(excerpt.prefix, excerpt.suffix, path=path)
+        repo, path = where
+        segments = loaded.template.build(excerpt.prefix, excerpt.suffix, path=path, repo=repo)
         if self.settings.logging.logCode:  # only when the administrator asked for code in logs
             log.debug("prompt for %s: %r", key, segments)
         tokens, tail_start = self._tokens(loaded, segments)

@@ -38,7 +38,7 @@ def complete_at(location: str, settings: Settings, *, as_json: bool) -> int:
     assistant = Assistant(settings)
     try:
         suggestion = asyncio.run(
-            assistant.complete(path.resolve().as_uri(), text, offset, path=str(path))
+            assistant.complete(path.resolve().as_uri(), text, offset, path=path.name)
         )
     except ModelUnavailable as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import PurePath
 from typing import Any
 
 from lsprotocol import types
+from pygls import uris
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
@@ -104,6 +106,18 @@ class CodeagentServer(LanguageServer):
         if uri not in self.workspace.text_documents:
             raise JsonRpcInvalidParams(f"document is not open: {uri}")
         return self.workspace.get_text_document(uri)
+
+
+def prompt_location(server: CodeagentServer, document: TextDocument) -> tuple[str | None, str]:
+    """(repository name, path inside it) for the prompt: the workspace folder holding the
+    document and the path relative to it. Absolute paths never reach the model: they say
+    nothing useful and words in them (a temporary folder called "test_x") sway it."""
+    path = PurePath(document.path)
+    for folder in server.workspace.folders.values():
+        root = PurePath(uris.to_fs_path(folder.uri) or "")
+        if path.is_relative_to(root) and path != root:
+            return folder.name or root.name, path.relative_to(root).as_posix()
+    return None, path.name
 
 
 def offset_of(document: TextDocument, position: types.Position) -> int:

@@ -8,7 +8,7 @@ from lsprotocol import types
 from pygls.workspace import TextDocument
 
 from codeagent_lsp.assistant import ModelUnavailable, Suggestion
-from codeagent_lsp.server import CodeagentServer, offset_of, position_of
+from codeagent_lsp.server import CodeagentServer, offset_of, position_of, prompt_location
 
 _WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
 
@@ -21,7 +21,10 @@ async def _suggest(
     if not ls.settings.completion.enabled:
         return None, offset
     try:
-        suggestion = await ls.assistant.complete(uri, document.source, offset, path=document.path)
+        repo, path = prompt_location(ls, document)
+        suggestion = await ls.assistant.complete(
+            uri, document.source, offset, path=path, repo=repo
+        )
     except ModelUnavailable as exc:
         ls.tell_problem(str(exc))
         return None, offset

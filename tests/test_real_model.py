@@ -1,0 +1,66 @@
+"""End to end with the real Qwen2.5-Coder-0.5B: an editor's session over stdio, and the
+headless command, must complete obvious code sensibly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.conftest import REAL_MODEL, REPO
+from tests.test_server import inline, open_doc, stats
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+)
+async def real_client(lsp_client: LanguageClient, workspace: Path):
+    params = types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={"model": str(REAL_MODEL)},
+        workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
+    )
+    await lsp_client.initialize_session(params)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_obvious_return_is_completed(real_client: LanguageClient, workspace: Path):
+    text = (
+        "def add(a, b):\n    return a + b\n\n\n"
+        "def multiply(a, b):\n    return \n\n\n"
+        "print(multiply(2, 3))\n"
+    )
+    uri = open_doc(real_client, workspace, "arith.py", text)
+    result = await inline(real_client, uri, types.Position(line=5, character=11))
+    assert result.items[0].insert_text.replace(" ", "") in ("a*b", "a*b;")
+    record = (await stats(real_client))["records"][-1]
+    assert record["outcome"] == "ok" and record["generatedTokens"] >= 3
+
+
+async def test_block_opener_gets_a_multi_line_body(real_client: LanguageClient, workspace: Path):
+    text = "def is_even(n: int) -> bool:\n    \n"
+    uri = open_doc(real_client, workspace, "even.py", text)
+    result = await inline(real_client, uri, types.Position(line=1, character=4))
+    body = result.items[0].insert_text
+    assert "%" in body and "2" in body
+    assert "def " not in body  # stops at the end of the block
+
+
+def test_headless_complete_on_the_sample_file():
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "complete", "examples/sample.py:25:44", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )
+    result = json.loads(out.stdout)
+    assert "quantity" in result["suggestion"]
+    assert result["suggestion"].rstrip().endswith("]")
+    assert result["record"]["promptTokens"] > 100
