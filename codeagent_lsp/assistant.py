@@ -68,8 +68,11 @@ class Assistant:
 
     # --- model lifecycle ------------------------------------------------------------------------
 
-    async def load(self) -> _Loaded:
+    async def load(self) -> ModelInfo:
         """Load the configured model once; raises ModelUnavailable with a message for the user."""
+        return (await self._ensure_loaded()).info
+
+    async def _ensure_loaded(self) -> _Loaded:
         if self._loaded is not None:
             return self._loaded
         if self._loading is None:
@@ -141,7 +144,7 @@ class Assistant:
         """A suggestion at `offset` (a code-point index into `text`); cancel by cancelling the
         awaiting task. `path` (relative to the repository) and `repo` name the file for models
         with a multi-file layout. Raises ModelUnavailable when no model can serve."""
-        loaded = await self.load()
+        loaded = await self._ensure_loaded()
         state = self._documents.setdefault(key, _DocumentState())
         prefix, suffix = text[:offset], text[offset:]
         reused = self._typeahead(key, state, prefix, suffix, loaded)

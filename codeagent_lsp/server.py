@@ -65,11 +65,11 @@ class CodeagentServer(LanguageServer):
 
         async def load() -> None:
             try:
-                loaded = await self.assistant.load()
+                info = await self.assistant.load()
             except ModelUnavailable as exc:
                 self.tell_problem(str(exc))
                 return
-            log.info("ready: %s on %s", loaded.info.name, loaded.info.device)
+            log.info("ready: %s on %s", info.name, info.device)
 
         asyncio.get_running_loop().create_task(load())
 
