@@ -1,0 +1,95 @@
+"""The command line: headless completion, model commands, the latency benchmark and --tcp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CLI = [sys.executable, "-m", "codeagent_lsp"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=check
+    )
+
+
+def test_complete_prints_the_suggestion_and_its_timings(tiny_model: Path):
+    out = run("complete", "examples/sample.py:25:44", "--model", str(tiny_model),
+              "--threads", "1", "--json")
+    result = json.loads(out.stdout)
+    assert result["suggestion"]
+    record = result["record"]
+    assert record["promptTokens"] == record["evaluatedTokens"] > 50
+    assert record["totalMs"] >= record["ttftMs"] > 0
+    assert result["model"]["device"].startswith(("cpu", "gpu"))
+
+
+def test_complete_explains_a_bad_location(tiny_model: Path):
+    out = run("complete", "examples/sample.py:999:1", "--model", str(tiny_model), check=False)
+    assert out.returncode == 2
+    assert "past the end" in out.stderr
+    out = run("complete", "examples/sample.py", "--model", str(tiny_model), check=False)
+    assert out.returncode == 2 and "FILE:LINE:COL" in out.stderr
+
+
+def test_complete_without_a_model_names_the_fix(tmp_path: Path):
+    out = run("complete", "examples/sample.py:25:44", "--models-dir", str(tmp_path), check=False)
+    assert out.returncode == 2
+    assert "codeagent-lsp model pull qwen2.5-coder-0.5b" in out.stderr
+
+
+def test_model_list_shows_the_registry(tmp_path: Path):
+    out = run("model", "list", "--models-dir", str(tmp_path))
+    assert "qwen2.5-coder-0.5b" in out.stdout
+
+
+def test_latency_bench_reports_against_its_baseline(tiny_model: Path):
+    out = run("bench", "latency", "--model", str(tiny_model), "--threads", "1", "--json",
+              "--keystrokes", "12", "--baseline-requests", "3")
+    result = json.loads(out.stdout)
+    for key in ("p50_ms", "p95_ms", "baseline_p50_ms", "ratio_p50", "evaluated_tokens_p50",
+                "prompt_tokens_p50", "device"):
+        assert key in result
+    assert result["requests"] == 12 and result["baseline_requests"] == 3
+    assert result["evaluated_tokens_p50"] < result["baseline_evaluated_tokens_p50"]
+    assert result["baseline_evaluated_tokens_p50"] > 0.9 * result["prompt_tokens_p50"]
+
+
+async def test_tcp_transport_answers_initialize(tiny_model: Path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(*CLI, "--tcp", f"127.0.0.1:{port}")
+    try:
+        reader, writer = await _connect(port)
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                           "params": {"capabilities": {}, "processId": None}}).encode()
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = int(headers.split(b":")[1].split(b"\r\n")[0])
+        reply = json.loads(await reader.readexactly(length))
+        assert reply["id"] == 1
+        assert reply["result"]["serverInfo"]["name"] == "codeagent-lsp"
+        writer.close()
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    for _ in range(100):
+        try:
+            return await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+    pytest.fail("the server did not listen")
