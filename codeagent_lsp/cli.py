@@ -85,6 +85,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="GGUF path or registry name (default: $CODEAGENT_MODEL)")
     parser.add_argument("--models-dir", type=Path)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="any setting, e.g. --set completion.maxTokens=16 (VALUE is JSON, else a string)",
+    )
 
 
 def _settings_from(args: argparse.Namespace) -> settings.Settings:
@@ -93,10 +97,27 @@ def _settings_from(args: argparse.Namespace) -> settings.Settings:
         raw["model"] = args.model
     if args.models_dir:
         raw["modelsDir"] = str(args.models_dir)
+    for override in args.overrides:
+        _apply_override(raw, override)
     merged, errors = settings.merge(settings.Settings(), raw)
     for error in errors:
         print(f"codeagent-lsp: {error}", file=sys.stderr)
     return merged
+
+
+def _apply_override(raw: dict[str, object], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep:
+        raise SystemExit(f"codeagent-lsp: --set expects KEY=VALUE, got {override!r}")
+    try:
+        parsed: object = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    *parents, leaf = key.removeprefix(settings.SECTION + ".").split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})  # type: ignore[assignment]
+    node[leaf] = parsed
 
 
 def _setup_logging(log_file: Path | None, level: str | None) -> None:

@@ -13,7 +13,7 @@ from codeagent_lsp.settings import Settings
 
 def parse_location(location: str) -> tuple[Path, int, int]:
     """FILE:LINE:COL with 1-based line and column (in characters), as compilers print them."""
-    path, line, col = (["", "", ""] + location.rsplit(":", 2))[-3:]
+    path, line, col = ["", "", "", *location.rsplit(":", 2)][-3:]
     if not (path and line.isdigit() and col.isdigit()) or int(line) < 1 or int(col) < 1:
         raise ValueError(f"expected FILE:LINE:COL with positive numbers, got {location!r}")
     return Path(path), int(line), int(col)
