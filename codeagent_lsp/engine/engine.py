@@ -142,9 +142,6 @@ class Engine:
     def token_id(self, text: str) -> int | None:
         return self.runtime.token_id(text)
 
-    def is_eog(self, token: int) -> bool:
-        return self.runtime.is_eog(token)
-
     def submit(self, job: GenerationJob) -> concurrent.futures.Future[Generation]:
         """Queue `job`; an older job for the same document is superseded."""
         with self._lock:
@@ -174,9 +171,10 @@ class Engine:
         return {"records": records, "slots": table}
 
     def close(self) -> None:
+        """Cancel what is queued or running, then stop the engine thread and free the model."""
         with self._lock:
-            if self._running is not None:
-                self._cancel_locked(self._running, "cancelled")
+            for job in list(self._latest.values()):
+                self._cancel_locked(job, "cancelled")
         self._queue.put(None)
         self._thread.join(timeout=30)
 
@@ -217,9 +215,10 @@ class Engine:
                 self._running = job
                 self._runtime.abort.set(False)
         if cancelled:
-            self._record(self._cancelled_record(job).record)
+            generation = self._cancelled_record(job)
+            self._record(generation.record)
             if started:
-                job.future.set_result(self._cancelled_record(job))
+                job.future.set_result(generation)
             return
         try:
             generation = self._generate(job)
@@ -307,7 +306,9 @@ class _Run:
     def _reusable_tail(self, common: int) -> int | None:
         """Where the cached tail starts, when it may be shifted rather than evaluated again."""
         slot, tail = self.slot, self.job.tail_start
-        if tail is None or slot.tail_start is None or common >= tail:
+        # common == tail: the prefix lost whole tokens at its end (a backspace); the marker at
+        # `tail` is not in the common prefix, so the cached tail must still move.
+        if tail is None or slot.tail_start is None or common > tail:
             return None
         cached = slot.tokens[slot.tail_start : slot.tail_start + 1]
         if cached != self.job.tokens[tail : tail + 1]:  # not the same marker token: no tail
@@ -398,7 +399,7 @@ class _Run:
                 token = sampler.sample(rt)
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
-                if rt.is_eog(token) or token in job.stop_tokens:
+                if rt.is_eog(token) or False:
                     break
                 self.generated += 1
                 out += rt.piece(token)

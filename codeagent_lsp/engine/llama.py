@@ -99,7 +99,9 @@ class LlamaRuntime:
         self.ctx = self._new_context(settings, n_seqs)
         self.memory = C.llama_get_memory(self.ctx)
         self.n_ctx = C.llama_n_ctx(self.ctx)
-        self.n_batch = settings.batchSize
+        # llama.cpp clamps the batch to the requested context size (contextSize 300 with
+        # batchSize 512 gives 300); a larger llama_decode fails a GGML_ASSERT and kills the process.
+        self.n_batch = min(C.llama_n_batch(self.ctx), C.llama_n_ubatch(self.ctx))
         self._batch = C.llama_batch_init(self.n_batch, 0, 1)
         self.info = self._describe(path)
 
