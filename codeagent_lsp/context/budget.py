@@ -23,6 +23,9 @@ class Window:
 
     start_line: int
     end_line: int
+    lines_below: int = 0
+    """Document lines after `end_line`. Typing at the cursor, new lines included, leaves them
+    alone, so the suffix keeps its end by this count rather than by `end_line`."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,12 @@ def fit(
     tail = after.split("\n")  # tail[0] is the cursor line after the cursor
     cursor_line = len(head) - 1
     start = _prefix_start(head, cursor_line, prefix_budget, count, previous)
-    end_rel = _suffix_end(tail, suffix_budget, count, previous, cursor_line)
+    end_rel = _suffix_end(tail, suffix_budget, count, previous)
     prefix = "\n".join(head[start:])
     if count(prefix) > prefix_budget:  # the cursor line alone is over budget
         prefix = _trim_left(prefix, prefix_budget, count)
     suffix = "\n".join(tail[:end_rel])
-    return Excerpt(prefix, suffix, Window(start, cursor_line + end_rel))
+    return Excerpt(prefix, suffix, Window(start, cursor_line + end_rel, len(tail) - end_rel))
 
 
 def _trim_left(text: str, budget: int, count: CountTokens) -> str:
@@ -91,14 +94,14 @@ def _walk_back(head: list[str], target: int, count: CountTokens) -> int:
 
 
 def _suffix_end(
-    tail: list[str], budget: int, count: CountTokens, previous: Window | None, cursor_line: int
+    tail: list[str], budget: int, count: CountTokens, previous: Window | None
 ) -> int:
     """How many of the suffix's lines (starting with the rest of the cursor line) to keep."""
     if budget <= 0:
         return 0
-    if previous is not None and previous.end_line > cursor_line:
-        kept = min(previous.end_line - cursor_line, len(tail))
-        if count("\n".join(tail[:kept])) <= budget:
+    if previous is not None:
+        kept = len(tail) - previous.lines_below
+        if kept > 0 and count("\n".join(tail[:kept])) <= budget:
             return kept
     kept, total, target = 0, 0, int(budget * SUFFIX_FILL)
     while kept < len(tail) and total + count(tail[kept] + "\n") <= target:

@@ -117,6 +117,7 @@ class Engine:
         self._latest: dict[str, GenerationJob] = {}
         self._loaded: concurrent.futures.Future[ModelInfo] = concurrent.futures.Future()
         self._runtime: LlamaRuntime | None = None
+        self._closed = False
         self._thread = threading.Thread(
             target=self._run, args=(model_path,), name="codeagent-engine", daemon=True
         )
@@ -145,6 +146,9 @@ class Engine:
     def submit(self, job: GenerationJob) -> concurrent.futures.Future[Generation]:
         """Queue `job`; an older job for the same document is superseded."""
         with self._lock:
+            if self._closed:
+                job.future.set_exception(EngineError("the engine was closed"))
+                return job.future
             previous = self._latest.get(job.key)
             if previous is not None:
                 self._cancel_locked(previous, "superseded")
@@ -173,6 +177,7 @@ class Engine:
     def close(self) -> None:
         """Cancel what is queued or running, then stop the engine thread and free the model."""
         with self._lock:
+            self._closed = True
             for job in list(self._latest.values()):
                 self._cancel_locked(job, "cancelled")
         self._queue.put(None)
@@ -252,10 +257,6 @@ class Engine:
 
     def _generate(self, job: GenerationJob) -> Generation:
         started = time.perf_counter()
-        with self._lock:
-            slot, evicted = self.slots.acquire(job.key)
-        if evicted is not None:
-            self._runtime.seq_rm(evicted.seq, 0)
         if not job.tokens:
             raise EngineError("empty prompt")
         if len(job.tokens) + job.max_tokens > self._runtime.n_ctx:
@@ -263,6 +264,10 @@ class Engine:
                 f"prompt of {len(job.tokens)} tokens does not fit the context of "
                 f"{self._runtime.n_ctx}; lower the completion token budgets"
             )
+        with self._lock:
+            slot, evicted = self.slots.acquire(job.key)
+        if evicted is not None:
+            self._runtime.seq_rm(evicted.seq, 0)
         run = _Run(self, slot, job, started)
         try:
             text = run.prompt_then_generate()
@@ -399,7 +404,7 @@ class _Run:
                 token = sampler.sample(rt)
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
-                if rt.is_eog(token) or False:
+                if rt.is_eog(token) or token in job.stop_tokens:
                     break
                 self.generated += 1
                 out += rt.piece(token)
