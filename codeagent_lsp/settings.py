@@ -63,6 +63,21 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class CodegraphSettings:
+    enabled: bool = True
+    """Index the workspace (definitions, references, hover, workspace symbols, context)."""
+    extraRepositories: tuple[str, ...] = ()
+    """More folders to index beside the workspace folders (e.g. a checkout of an internal
+    library the workspace uses), each labelled by its folder name."""
+    exclude: tuple[str, ...] = ()
+    """Extra gitignore-style patterns never indexed (on top of .gitignore files)."""
+    maxFileBytes: int = 1_000_000
+    """Files larger than this are not indexed."""
+    cacheDir: str = ""
+    """Where the index databases live; empty = $XDG_CACHE_HOME/codeagent-lsp (~/.cache/...)."""
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "warning"
     """Log level of the server's own log (stderr or --log-file)."""
@@ -79,6 +94,7 @@ class Settings:
     """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then the repository's models/."""
     engine: EngineSettings = field(default_factory=EngineSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
+    codegraph: CodegraphSettings = field(default_factory=CodegraphSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def model_name(self) -> str:
@@ -99,6 +115,7 @@ _MINIMUMS = {
     "completion.prefixTokens": 16,
     "completion.suffixTokens": 0,
     "completion.temperature": 0,
+    "codegraph.maxFileBytes": 1,
 }
 
 
@@ -142,6 +159,11 @@ def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
             return value
         allowed = ", ".join(repr(a) for a in typing.get_args(hint))
         errors.append(f"{path}: expected one of {allowed}, got {value!r}")
+        return _INVALID
+    if origin is tuple:  # lists of strings arrive as JSON arrays
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        errors.append(f"{path}: expected a list of strings, got {value!r}")
         return _INVALID
     if origin in (types.UnionType, typing.Union):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))

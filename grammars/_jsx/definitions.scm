@@ -1,0 +1,1 @@
+; JSX adds no definitions. Not a language of its own.

@@ -1,0 +1,1 @@
+; JSX adds no imports. Not a language of its own.

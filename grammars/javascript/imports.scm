@@ -1,0 +1,2 @@
+; JavaScript imports.
+; inherits: _ecma

@@ -1,0 +1,2 @@
+; TSX is TypeScript with JSX elements.
+; inherits: typescript
