@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls import uris
@@ -17,6 +17,10 @@ from pygls.workspace.position_codec import ServerTextPosition
 
 from codeagent_lsp import __version__, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+
+if TYPE_CHECKING:
+    from codeagent_lsp.features.indexing import IndexingFeature
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ class CodeagentServer(LanguageServer):
         self.assistant = Assistant(self.settings)
         self._told_problem = False
         self._loading_started = False
+        self.codegraph: WorkspaceIndex | None = None
+        """The workspace's CodeGraph once opened (features answer empty until then)."""
+        self.indexing: IndexingFeature | None = None
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -156,9 +163,9 @@ def _set_log_level(level: str) -> None:
 
 
 def build_server(log_level: str | None = None) -> CodeagentServer:
-    from codeagent_lsp.features import completion, lifecycle, stats
+    from codeagent_lsp.features import completion, hover, indexing, lifecycle, navigation, stats
 
     server = CodeagentServer(log_level)
-    for feature in (lifecycle, completion, stats):
+    for feature in (lifecycle, completion, stats, indexing, navigation, hover):
         feature.register(server)
     return server

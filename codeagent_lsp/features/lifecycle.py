@@ -16,6 +16,8 @@ def register(server: CodeagentServer) -> None:
     async def initialized(ls: CodeagentServer, _params: types.InitializedParams) -> None:
         await ls.pull_configuration()
         ls.start_loading()
+        if ls.indexing is not None:
+            ls.indexing.background(ls.indexing.start())
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(
@@ -27,20 +29,31 @@ def register(server: CodeagentServer) -> None:
         else:  # clients that only say "something changed" expect a pull
             await ls.pull_configuration()
 
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: CodeagentServer, _params: None) -> None:
+        ls.assistant.close()
+        if ls.codegraph is not None:
+            ls.codegraph.close()
+
+    # pygls applies the changes to its workspace itself; these keep the CodeGraph and the
+    # KV-cache slots in step with the open documents.
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeagentServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.assistant.forget(params.text_document.uri)
+        if ls.indexing is not None:
+            ls.indexing.document_closed(params.text_document.uri)
 
-    # pygls applies didOpen/didChange to its workspace itself; registering them advertises
-    # incremental sync with open/close and save notifications.
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(_ls: CodeagentServer, _params: types.DidOpenTextDocumentParams) -> None:
-        return None
+    def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
+        if ls.indexing is not None:
+            ls.indexing.document_changed(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(_ls: CodeagentServer, _params: types.DidChangeTextDocumentParams) -> None:
-        return None
+    def did_change(ls: CodeagentServer, params: types.DidChangeTextDocumentParams) -> None:
+        if ls.indexing is not None:
+            ls.indexing.document_changed(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
-    def did_save(_ls: CodeagentServer, _params: types.DidSaveTextDocumentParams) -> None:
-        return None
+    def did_save(ls: CodeagentServer, params: types.DidSaveTextDocumentParams) -> None:
+        if ls.indexing is not None:
+            ls.indexing.document_changed(params.text_document.uri)

@@ -1,0 +1,197 @@
+"""Ranking over the stored edges: what else in the workspace matters at a cursor.
+
+`related()` answers, within a token budget: definitions of identifiers near the cursor first,
+then signatures from the modules the file imports, then symbols ranked by a personalized
+PageRank over the import and reference graph (seeded on the cursor's file). PageRank runs on the
+file's neighbourhood only (at most MAX_NEIGHBOURHOOD nodes), so a request stays in milliseconds
+on a workspace the size of the Python standard library, and the ranking is cached per file so it
+does not change while the user types inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from codeagent_lsp.codegraph.store import GraphStore, StoredSymbol
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NEAR_LINES = 12
+"""Lines above and below the cursor whose identifiers count as near."""
+MAX_NEIGHBOURHOOD = 2000
+PAGERANK_CACHE = 64
+_KEYWORDS = (
+    "and as assert async await break case class const continue def del elif else enum except "
+    "export extends false finally for from func function go if impl import in interface is "
+    "lambda let match mod new nil none not null or package pass pub raise return self static "
+    "struct super switch this throw true try type use var void while with yield int str bool "
+    "float char long unsigned"
+)
+KEYWORDS = frozenset(_KEYWORDS.split())
+
+
+@dataclass(frozen=True)
+class Snippet:
+    repo: str
+    path: str
+    line: int
+    text: str
+    reason: str
+    """definition (of a name near the cursor), import (signature of an imported module) or
+    ranked (personalized PageRank)."""
+
+
+class CodeGraph:
+    def __init__(self, store: GraphStore) -> None:
+        self.store = store
+        self._graph: nx.DiGraph | None = None
+        self._ranks: OrderedDict[int, list[int]] = OrderedDict()
+
+    def invalidate(self) -> None:
+        """Files changed: rebuild the graph on next use."""
+        self._graph = None
+        self._ranks.clear()
+
+    def graph(self) -> nx.DiGraph:
+        if self._graph is None:
+            self._graph = self._build()
+        return self._graph
+
+    def _build(self) -> nx.DiGraph:
+        graph = nx.DiGraph()
+        for edge in self.store.edges():
+            graph.add_edge(
+                (edge.src_kind, edge.src_id), (edge.dst_kind, edge.dst_id), weight=edge.weight
+            )
+        # A symbol leads back to its file, so rank flows on through what that file uses.
+        for symbol_id, file_id in self.store.symbol_owners().items():
+            node = ("symbol", symbol_id)
+            if node in graph:
+                graph.add_edge(node, ("file", file_id), weight=1.0)
+        return graph
+
+    def related(
+        self,
+        repo: str,
+        path: str,
+        text: str,
+        line: int,
+        budget: int,
+        count: Callable[[str], int] = lambda s: len(s) // 4 + 1,
+    ) -> list[Snippet]:
+        """Snippets most relevant to a cursor on `line` of `text`, best first, within `budget`
+        tokens as measured by `count`."""
+        picked: list[Snippet] = []
+        seen: set[tuple[str, str, int]] = set()
+        used = 0
+        for snippet in self._candidates(repo, path, text, line):
+            key = (snippet.repo, snippet.path, snippet.line)
+            if key in seen:
+                continue
+            cost = count(snippet.text)
+            if used + cost > budget:
+                continue
+            seen.add(key)
+            picked.append(snippet)
+            used += cost
+        return picked
+
+    def _candidates(self, repo: str, path: str, text: str, line: int):
+        yield from self._near_definitions(repo, path, text, line)
+        yield from self._imported_signatures(repo, path)
+        yield from self._ranked(repo, path)
+
+    def _near_definitions(self, repo: str, path: str, text: str, line: int):
+        for name in names_near(text, line):
+            for symbol in self._best_definitions(name, repo, path):
+                yield _snippet(symbol, "definition")
+
+    def _best_definitions(self, name: str, repo: str, path: str) -> list[StoredSymbol]:
+        found = [
+            s
+            for s in self.store.definitions(name)
+            if not (s.repo == repo and s.path == path)  # the file itself is in the prompt
+        ]
+        imported = {f.id for _, f in self.store.imports_of(repo, path) if f is not None}
+        found.sort(key=lambda s: (s.file_id not in imported, s.repo != repo, s.path))
+        return found[:2]
+
+    def _imported_signatures(self, repo: str, path: str):
+        for _, target in self.store.imports_of(repo, path):
+            if target is None:
+                continue
+            for symbol in self.store.symbols_in(target.repo, target.path):
+                if not symbol.definition.scope:  # module level: the module's API
+                    yield _snippet(symbol, "import")
+
+    def _ranked(self, repo: str, path: str):
+        record = self.store.file_info(repo, path)
+        if record is None:
+            return
+        for symbol_id in self._ranking(record.id):
+            for symbol in self.store.symbol(symbol_id):
+                if symbol.file_id != record.id:
+                    yield _snippet(symbol, "ranked")
+
+    def _ranking(self, file_id: int) -> list[int]:
+        if file_id in self._ranks:
+            self._ranks.move_to_end(file_id)
+            return self._ranks[file_id]
+        graph = self.graph()
+        seed = ("file", file_id)
+        ranked: list[int] = []
+        if seed in graph:
+            local = graph.subgraph(_neighbourhood(graph, seed, MAX_NEIGHBOURHOOD))
+            scores = nx.pagerank(local, personalization={seed: 1.0}, weight="weight")
+            ranked = [
+                node[1]
+                for node, _ in sorted(scores.items(), key=lambda item: -item[1])
+                if node[0] == "symbol"
+            ][:50]
+        self._ranks[file_id] = ranked
+        if len(self._ranks) > PAGERANK_CACHE:
+            self._ranks.popitem(last=False)
+        return ranked
+
+
+def names_near(text: str, line: int) -> list[str]:
+    """Identifiers within NEAR_LINES of the cursor line, nearest first, without keywords."""
+    lines = text.split("\n")
+    order: list[str] = []
+    seen: set[str] = set()
+    for distance in range(NEAR_LINES + 1):
+        for row in {line - distance, line + distance}:
+            if 0 <= row < len(lines):
+                for name in IDENTIFIER.findall(lines[row]):
+                    if name not in seen and name.lower() not in KEYWORDS and len(name) > 1:
+                        seen.add(name)
+                        order.append(name)
+    return order
+
+
+def _neighbourhood(graph: nx.DiGraph, seed: tuple[str, int], limit: int) -> set:
+    """Breadth-first over edges in both directions from `seed`, at most `limit` nodes."""
+    seen = {seed}
+    frontier = [seed]
+    while frontier and len(seen) < limit:
+        following = []
+        for node in frontier:
+            for neighbour in (*graph.successors(node), *graph.predecessors(node)):
+                if neighbour not in seen:
+                    seen.add(neighbour)
+                    following.append(neighbour)
+                    if len(seen) >= limit:
+                        return seen
+        frontier = following
+    return seen
+
+
+def _snippet(symbol: StoredSymbol, reason: str) -> Snippet:
+    definition = symbol.definition
+    doc = definition.doc.strip().split("\n", 1)[0]
+    text = definition.signature + (f"\n    {doc}" if doc else "")
+    return Snippet(symbol.repo, symbol.path, definition.span.start_line, text, reason)

@@ -1,0 +1,551 @@
+"""Indexer: walks the workspace roots and keeps the GraphStore current.
+
+What is indexed: files of a supported language, not ignored by .gitignore (nested ones too) or
+.git/info/exclude or the caller's globs, outside vendored and generated folders, not generated
+("Code generated ... DO NOT EDIT.", "@generated"), not binary, not above max_file_bytes. Nothing
+outside the roots is ever read: symlinked folders are not followed (what they point at inside a
+root is walked anyway, and following them invites loops), a symlinked file only when it resolves
+inside its root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import stat
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from pathspec import GitIgnoreSpec
+
+from codeagent_lsp.codegraph.extract import extract
+from codeagent_lsp.codegraph.languages import language_for
+from codeagent_lsp.codegraph.store import FileRecord, GraphStore, default_db_path, open_store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+Cancelled = Callable[[], bool]
+
+SKIP_DIRS = frozenset(
+    {
+        ".git", ".hg", ".svn", "node_modules", "vendor", "third_party", "dist", "build",
+        "target", "__pycache__", ".venv", "venv", ".tox", ".nox", ".mypy_cache",
+        ".pytest_cache", ".ruff_cache", "site-packages", "dist-packages",
+    }
+)  # fmt: skip
+"""Vendored, generated or tool folders: other people's code, or copies of ours."""
+SKIP_SUFFIXES = (".min.js", ".min.mjs", ".bundle.js")
+BINARY_PROBE_BYTES = 8192
+GENERATED_PROBE_LINES = 10
+BATCH_SECONDS = 0.5
+"""index_all commits this often: far fewer commits, and other writers wait at most this long."""
+_GENERATED = re.compile(rb"Code generated .* DO NOT EDIT|@generated")
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    files: int
+    """Files in the index after the run (likewise symbols and references)."""
+    symbols: int
+    references: int
+    skipped: int
+    """Files of a supported language left out (binary, too big, generated, unreadable...)."""
+    seconds: float
+    cancelled: bool
+    parsed: int = 0
+    """Files (re-)extracted by this run."""
+    unchanged: int = 0
+    removed: int = 0
+    skip_reasons: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Root:
+    repo: str
+    path: Path
+    """Absolute and resolved: what is walked and what reads are checked against."""
+    given: Path
+    """Absolute as given (maybe through a symlink): how an editor may name files in it."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    repo: str
+    root: Path
+    rel: str
+    """Relative to the root, posix."""
+    target: Path
+    """The file to read: the path itself, or a symlink's target inside the root."""
+    language: str
+
+
+@dataclass
+class _Tally:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    """Files indexed (or open in an editor): what the index keeps."""
+
+
+class _Skip(Exception):
+    """A candidate that turns out not to be indexable; the message is the reason."""
+
+
+class Indexer:
+    def __init__(
+        self,
+        store: GraphStore,
+        roots: list[tuple[str, Path]],
+        max_file_bytes: int = 1_000_000,
+        exclude_globs: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.store = store
+        self.roots = [
+            _Root(repo, Path(path).expanduser().resolve(), Path(os.path.abspath(path)))
+            for repo, path in roots
+        ]
+        self.max_file_bytes = max_file_bytes
+        self._excludes = GitIgnoreSpec.from_lines(list(exclude_globs)) if exclude_globs else None
+        self._ignore_files: dict[Path, GitIgnoreSpec | None] = {}
+        self._open_texts: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()
+        """Serialises "is it open in an editor?" with storing: index_all runs in a worker."""
+        """Files whose index comes from an editor's text, not the disk: index_all leaves them."""
+
+    # --- paths --------------------------------------------------------------------------------
+
+    def root_for(self, path: Path | str) -> tuple[str, str] | None:
+        """(repo, path relative to its root, posix) for an absolute path inside a root (the
+        deepest one when roots nest), else None. A path through a symlinked folder counts where
+        the folder really is; the file itself is not resolved (a link keeps its own name)."""
+        absolute = Path(os.path.abspath(path))
+        found = self._locate(absolute)
+        if found is None and absolute.parent != absolute:
+            found = self._locate(Path(os.path.realpath(absolute.parent)) / absolute.name)
+        return found
+
+    def _locate(self, absolute: Path) -> tuple[str, str] | None:
+        best: tuple[_Root, Path] | None = None
+        for root in self.roots:
+            for base in (root.path, root.given):
+                if absolute.is_relative_to(base) and (
+                    best is None or len(base.parts) > len(best[1].parts)
+                ):
+                    best = (root, base)
+        if best is None or absolute == best[1]:
+            return None
+        return best[0].repo, absolute.relative_to(best[1]).as_posix()
+
+    def _root(self, repo: str) -> _Root | None:
+        return next((root for root in self.roots if root.repo == repo), None)
+
+    # --- scanning -----------------------------------------------------------------------------
+
+    def scan(self, skipped: Counter[str] | None = None) -> Iterator[Candidate]:
+        """The files to index, root by root; `skipped` counts what was left out and why."""
+        skipped = Counter() if skipped is None else skipped
+        for root in self.roots:
+            yield from self._walk(root, "", skipped)
+
+    def _walk(self, root: _Root, start: str, skipped: Counter[str]) -> Iterator[Candidate]:
+        nested = {r.path for r in self.roots if r.path != root.path}
+        pending = [start]
+        while pending:
+            rel_dir = pending.pop()
+            directory = root.path / rel_dir if rel_dir else root.path
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError as exc:
+                log.debug("codegraph: cannot list %s: %s", directory, exc)
+                continue
+            subdirs = []
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if not self._dir_excluded(root, rel) and Path(entry.path) not in nested:
+                        subdirs.append(rel)
+                    continue
+                if entry.is_symlink() and Path(entry.path).is_dir():
+                    continue  # symlinked folders are never followed
+                candidate = self._candidate(root, rel, skipped)
+                if candidate is not None:
+                    yield candidate
+            pending.extend(reversed(subdirs))
+
+    def _candidate(self, root: _Root, rel: str, skipped: Counter[str]) -> Candidate | None:
+        language = language_for(rel)
+        if language is None or self._file_excluded(root, rel):
+            return None
+        if rel.endswith(SKIP_SUFFIXES):
+            skipped["minified"] += 1
+            return None
+        path = root.path / rel
+        target = path
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(root.path) or not target.is_file():
+                skipped["symlink outside root"] += 1
+                return None
+        return Candidate(root.repo, root.path, rel, target, language)
+
+    def _dir_excluded(self, root: _Root, rel: str) -> bool:
+        return PurePosixPath(rel).name in SKIP_DIRS or self._ignored(root, rel, is_dir=True)
+
+    def _file_excluded(self, root: _Root, rel: str) -> bool:
+        return self._ignored(root, rel, is_dir=False)
+
+    def _path_excluded(self, root: _Root, rel: str) -> bool:
+        """For one path out of a walk: its folders count too."""
+        parts = rel.split("/")
+        for end in range(1, len(parts)):
+            if self._dir_excluded(root, "/".join(parts[:end])):
+                return True
+        return self._file_excluded(root, rel)
+
+    def _ignored(self, root: _Root, rel: str, *, is_dir: bool) -> bool:
+        """Git's rules: the deepest .gitignore with a matching pattern decides, a `!` pattern
+        re-includes; .git/info/exclude ranks below every .gitignore."""
+        probe = rel + "/" if is_dir else rel
+        if self._excludes is not None and self._excludes.match_file(probe):
+            return True
+        decision: bool | None = None
+        parts = rel.split("/")
+        specs = [(root.path / ".git" / "info" / "exclude", "")]
+        specs += [
+            (root.path.joinpath(*parts[:depth], ".gitignore"), "/".join(parts[:depth]))
+            for depth in range(len(parts))
+        ]
+        for ignore_file, base in specs:
+            spec = self._ignore_spec(ignore_file)
+            if spec is None:
+                continue
+            relative = probe[len(base) + 1 :] if base else probe
+            include = spec.check_file(relative).include
+            if include is not None:
+                decision = include
+        return bool(decision)
+
+    def _ignore_spec(self, ignore_file: Path) -> GitIgnoreSpec | None:
+        if ignore_file in self._ignore_files:
+            return self._ignore_files[ignore_file]
+        spec = None
+        try:
+            lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
+            spec = GitIgnoreSpec.from_lines(lines)
+        except OSError:
+            pass  # no such file, mostly
+        self._ignore_files[ignore_file] = spec
+        return spec
+
+    # --- indexing -----------------------------------------------------------------------------
+
+    def index_all(
+        self, progress: Progress | None = None, cancelled: Cancelled | None = None
+    ) -> IndexSummary:
+        """Bring the index in line with the disk: re-extract files whose size, mtime and hash
+        changed, drop files that vanished, then resolve imports."""
+        started = time.monotonic()
+        generation = self.store.generation
+        summary = self._index_pass(progress, cancelled, started)
+        if self.store.generation != generation and not summary.cancelled:
+            # The database was rebuilt under us: what this pass stored before that is gone.
+            summary = self._index_pass(progress, cancelled, started)
+        return summary
+
+    def _index_pass(
+        self, progress: Progress | None, cancelled: Cancelled | None, started: float
+    ) -> IndexSummary:
+        tally = _Tally(seen=set(self._open_texts))
+        self._ignore_files.clear()  # a full pass rereads them: they may have changed unwatched
+        candidates = list(self.scan(tally.skipped))
+        modules_changed = self._record_go_modules()
+        known = {(f.repo, f.path): f for f in self.store.files()}
+        finished = self._index_candidates(candidates, known, tally, progress, cancelled)
+        if finished:
+            # Only a pass that saw every file may conclude that the others are gone.
+            for key in known.keys() - tally.seen:
+                self.store.remove_file(*key)
+                tally.outcomes["removed"] += 1
+            changed = tally.outcomes["parsed"] + tally.outcomes["removed"]
+            if changed or modules_changed:
+                # Re-resolving every import costs seconds on a large workspace: only when much
+                # changed, or go.mod files moved module paths.
+                many = changed > max(50, len(known) // 10)
+                self.store.resolve_imports(full=many or modules_changed)
+        stats = self.store.stats()
+        return IndexSummary(
+            files=stats.files,
+            symbols=stats.symbols,
+            references=stats.references,
+            skipped=sum(tally.skipped.values()),
+            seconds=time.monotonic() - started,
+            cancelled=not finished,
+            parsed=tally.outcomes["parsed"],
+            unchanged=tally.outcomes["unchanged"],
+            removed=tally.outcomes["removed"],
+            skip_reasons=dict(tally.skipped),
+        )
+
+    def _index_candidates(
+        self,
+        candidates: list[Candidate],
+        known: Mapping[tuple[str, str], FileRecord],
+        tally: _Tally,
+        progress: Progress | None,
+        cancelled: Cancelled | None,
+    ) -> bool:
+        """Index the candidates in batches of BATCH_SECONDS; False when cancelled."""
+        done = 0
+        while done < len(candidates):
+            with self.store.batch():
+                batch_end = time.monotonic() + BATCH_SECONDS
+                while done < len(candidates) and time.monotonic() < batch_end:
+                    if cancelled is not None and cancelled():
+                        return False
+                    candidate = candidates[done]
+                    key = (candidate.repo, candidate.rel)
+                    if key not in self._open_texts:
+                        outcome = self._index_file(candidate, known.get(key))
+                        if outcome in ("parsed", "unchanged"):
+                            tally.seen.add(key)
+                            tally.outcomes[outcome] += 1
+                        else:
+                            tally.skipped[outcome] += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(candidates), candidate.rel)
+        return True
+
+    def _index_file(self, candidate: Candidate, record: FileRecord | None) -> str:
+        """parsed, unchanged, or why the file was skipped."""
+        try:
+            info = os.stat(candidate.target, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):
+                return "not a regular file"
+            if info.st_size > self.max_file_bytes:
+                return "too big"
+            if record is not None and (record.size, record.mtime) == (info.st_size, info.st_mtime):
+                return "unchanged"
+            source = self._read(candidate.target)
+            _check_content(source)
+        except _Skip as reason:
+            return str(reason)
+        except OSError as exc:
+            log.debug("codegraph: cannot read %s: %s", candidate.target, exc)
+            return "unreadable"
+        digest = hashlib.sha256(source).hexdigest()
+        repo, rel = candidate.repo, candidate.rel
+        if record is not None and record.sha256 == digest:
+            self.store.touch_file(repo, rel, info.st_mtime, info.st_size)
+            return "unchanged"
+        return self._store(repo, rel, candidate.language, source, digest, info.st_mtime)
+
+    def _store(
+        self, repo: str, rel: str, language: str, source: bytes, digest: str, mtime: float
+    ) -> str:
+        """Extract and store; the disk's version (mtime >= 0) never replaces an editor's."""
+        try:
+            facts = extract(source, language)
+        except Exception:
+            # One file the grammar or a query chokes on must not stop the index.
+            log.exception("codegraph: cannot extract %s:%s", repo, rel)
+            return "extract error"
+        text = source.decode("utf-8", errors="replace")
+        with self._lock:
+            # Checked again here: the document may have been opened while this was parsed.
+            if mtime >= 0 and (repo, rel) in self._open_texts:
+                return "unchanged"
+            self.store.replace_file(repo, rel, language, digest, mtime, len(source), facts, text)
+        return "parsed"
+
+    def _read(self, path: Path) -> bytes:
+        # O_NOFOLLOW: a file swapped for a symlink after the scan is not followed out of the root.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+        descriptor = os.open(path, flags)
+        with os.fdopen(descriptor, "rb") as handle:
+            data = handle.read(self.max_file_bytes + 1)
+        if len(data) > self.max_file_bytes:
+            raise _Skip("too big")
+        return data
+
+    def _record_go_modules(self) -> bool:
+        """Tell the store where go.mod files put module paths; True when that changed."""
+        modules: dict[str, tuple[str, str]] = {}
+        for root in self.roots:
+            for go_mod in _go_mod_files(root.path):
+                name = _go_module_name(go_mod)
+                if name:
+                    modules[name] = (root.repo, go_mod.parent.relative_to(root.path).as_posix())
+        modules = {name: (repo, "" if d == "." else d) for name, (repo, d) in modules.items()}
+        if modules == self.store.go_modules():
+            return False
+        self.store.set_go_modules(modules)
+        return True
+
+    # --- live updates -------------------------------------------------------------------------
+
+    def update_text(self, repo: str, path: str, text: str) -> bool:
+        """An open document changed: index `text` (not the disk) as (repo, path). True when
+        the index changed."""
+        root = self._root(repo)
+        language = language_for(path)
+        if root is None or language is None or self._path_excluded(root, path):
+            return False
+        source = text.encode("utf-8", errors="surrogatepass")
+        if len(source) > self.max_file_bytes:
+            return False
+        digest = hashlib.sha256(source).hexdigest()
+        with self._lock:
+            self._open_texts.add((repo, path))
+            if self.store.file_hash(repo, path) == digest:
+                return False
+            # mtime -1: the disk differs, so the next index_all after close_text reads it.
+            return self._store(repo, path, language, source, digest, -1.0) == "parsed"
+
+    def close_text(self, repo: str, path: str) -> bool:
+        """The document closed: the disk is the truth again."""
+        self._open_texts.discard((repo, path))
+        root = self._root(repo)
+        return root is not None and self.update_path(root.path / path)
+
+    def update_path(self, path: Path | str) -> bool:
+        """A watched file or folder was created or changed (absolute path). True when the index
+        changed; paths outside the roots are ignored."""
+        located = self.root_for(path)
+        if located is None:
+            return False
+        repo, rel = located
+        root = self._root(repo)
+        assert root is not None
+        absolute = root.path / rel
+        if PurePosixPath(rel).name == ".gitignore" or rel == ".git/info/exclude":
+            self._ignore_files.clear()
+            return False  # what it changes is seen by the next index_all
+        if not os.path.lexists(absolute):
+            return self.remove_path(absolute)
+        if not Path(os.path.realpath(absolute.parent)).is_relative_to(root.path):
+            return False  # reached through a symlinked folder that leaves the root
+        if absolute.is_dir() and not absolute.is_symlink():
+            if self._path_excluded_dir(root, rel):
+                return False
+            skipped: Counter[str] = Counter()
+            changed = [self._update_candidate(c) for c in self._walk(root, rel, skipped)]
+            return any(changed)
+        if (repo, rel) in self._open_texts or self._path_excluded(root, rel):
+            return False
+        candidate = self._candidate(root, rel, Counter())
+        if candidate is None:
+            return self.store.remove_file(repo, rel)
+        return self._update_candidate(candidate)
+
+    def _path_excluded_dir(self, root: _Root, rel: str) -> bool:
+        parts = rel.split("/")
+        prefixes = ("/".join(parts[:end]) for end in range(1, len(parts) + 1))
+        return any(self._dir_excluded(root, prefix) for prefix in prefixes)
+
+    def _update_candidate(self, candidate: Candidate) -> bool:
+        key = (candidate.repo, candidate.rel)
+        if key in self._open_texts:
+            return False
+        outcome = self._index_file(candidate, self.store.file_info(*key))
+        if outcome == "parsed":
+            return True
+        if outcome != "unchanged":
+            return self.store.remove_file(*key)  # it became binary, too big, generated...
+        return False
+
+    def remove_path(self, path: Path | str) -> bool:
+        """A watched file or folder was deleted (absolute path)."""
+        located = self.root_for(path)
+        if located is None:
+            return False
+        repo, rel = located
+        self._open_texts.discard((repo, rel))
+        if self.store.remove_file(repo, rel):
+            return True
+        return self.store.remove_tree(repo, rel) > 0
+
+
+def _check_content(source: bytes) -> None:
+    if b"\0" in source[:BINARY_PROBE_BYTES]:
+        raise _Skip("binary")
+    head = source[:BINARY_PROBE_BYTES].split(b"\n", GENERATED_PROBE_LINES)[:GENERATED_PROBE_LINES]
+    if any(_GENERATED.search(line) for line in head):
+        raise _Skip("generated")
+
+
+def _go_mod_files(root: Path) -> Iterator[Path]:
+    # go.mod files sit at module roots, rarely deep: a shallow look is enough.
+    for depth in range(3):
+        for candidate in root.glob("/".join(["*"] * depth + ["go.mod"])):
+            if not any(part in SKIP_DIRS for part in candidate.relative_to(root).parts):
+                yield candidate
+
+
+def _go_module_name(go_mod: Path) -> str:
+    try:
+        text = go_mod.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    match = re.search(r"^\s*module\s+\"?([^\s\"]+)", text, re.MULTILINE)
+    return match.group(1) if match else ""
+
+
+# --- headless command -------------------------------------------------------------------------
+
+
+def index_command(path: Path, db: Path | None, progress_to_stderr: bool) -> int:
+    """`codeagent-lsp index PATH`: index one folder into its workspace database (or `db`),
+    a progress bar on stderr, a summary line on stdout."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        print(f"codeagent-lsp index: not a folder: {path}", file=sys.stderr)
+        return 2
+    store = open_store(db if db is not None else default_db_path(root))
+    if store.status.state in ("rebuilt", "memory"):
+        print(f"codeagent-lsp index: {store.status.reason}", file=sys.stderr)
+    try:
+        bar = _ProgressBar() if progress_to_stderr else None
+        summary = Indexer(store, [(root.name, root)]).index_all(progress=bar)
+        if bar is not None:
+            bar.finish()
+    finally:
+        store.close()
+    print(
+        f"{summary.files} files, {summary.symbols} symbols, {summary.references} references"
+        f" in {summary.seconds:.1f}s ({summary.parsed} parsed, {summary.unchanged} unchanged,"
+        f" {summary.removed} removed, {summary.skipped} skipped)"
+    )
+    return 0
+
+
+class _ProgressBar:
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return  # redrawing every file would cost more than some files take to parse
+        self._last = now
+        filled = self.WIDTH * done // max(total, 1)
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {path[-40:]}"
+        sys.stderr.write(f"\r{line:<90}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,164 @@
+"""The CodeGraph of one workspace: store, indexer and graph behind one small API, in the terms
+the features need (absolute paths, names at a cursor). Thread-safe: the store serialises its
+own access, so queries may run while `index_all` works in another thread."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from codeagent_lsp.codegraph.graph import CodeGraph, Snippet
+from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary
+from codeagent_lsp.codegraph.languages import language_for
+from codeagent_lsp.codegraph.store import (
+    GraphStore,
+    StoredReference,
+    StoredSymbol,
+    default_db_path,
+)
+from codeagent_lsp.settings import CodegraphSettings
+
+_WORD = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+
+@dataclass(frozen=True)
+class Location:
+    path: Path
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+
+class WorkspaceIndex:
+    def __init__(self, roots: list[tuple[str, Path]], settings: CodegraphSettings) -> None:
+        self.roots = roots
+        primary = roots[0][1] if roots else Path.cwd()
+        db_path = default_db_path(primary)
+        if settings.cacheDir:
+            db_path = Path(settings.cacheDir).expanduser() / db_path.name
+        self.store = GraphStore.open(db_path)
+        self.indexer = Indexer(
+            self.store, roots, max_file_bytes=settings.maxFileBytes,
+            exclude_globs=settings.exclude,
+        )
+        self.graph = CodeGraph(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- keeping it current ---------------------------------------------------------------------
+
+    def index_all(
+        self,
+        progress: Callable[[int, int, str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> IndexSummary:
+        summary = self.indexer.index_all(progress, cancelled)
+        self.graph.invalidate()
+        return summary
+
+    def document_changed(self, path: Path, text: str) -> None:
+        located = self.indexer.root_for(path)
+        if located and self.indexer.update_text(*located, text):
+            self.graph.invalidate()
+
+    def document_closed(self, path: Path) -> None:
+        located = self.indexer.root_for(path)
+        if located and self.indexer.close_text(*located):  # the disk is the truth again
+            self.graph.invalidate()
+
+    def file_changed(self, path: Path) -> None:
+        if self.indexer.update_path(path):
+            self.graph.invalidate()
+
+    def file_deleted(self, path: Path) -> None:
+        if self.indexer.remove_path(path):
+            self.graph.invalidate()
+
+    # --- queries --------------------------------------------------------------------------------
+
+    def absolute(self, repo: str, path: str) -> Path | None:
+        return next((root / path for name, root in self.roots if name == repo), None)
+
+    def locate(self, path: Path) -> tuple[str, str] | None:
+        return self.indexer.root_for(path)
+
+    def definitions(self, name: str, near: Path | None = None) -> list[StoredSymbol]:
+        """Definitions of `name` in the asking file's language family, best first: the file
+        itself, the files it imports, then by how much of its folder path they share."""
+        found = self.store.definitions(name)
+        here = self.locate(near) if near else None
+        if here is None:
+            return found
+        family = _family(language_for(here[1]))
+        same = [s for s in found if _family(s.language) == family]
+        imported = {f.id for _, f in self.store.imports_of(*here) if f is not None}
+        folder = here[1].split("/")[:-1]
+        same.sort(
+            key=lambda s: (
+                (s.repo, s.path) != here,
+                s.file_id not in imported,
+                s.repo != here[0],
+                -_shared_prefix(folder, s.path.split("/")[:-1]),
+                s.path,
+                s.definition.span.start_line,
+            )
+        )
+        return same
+
+    def references(self, name: str) -> list[StoredReference]:
+        return self.store.references(name)
+
+    def search(self, query: str, limit: int = 50) -> list[StoredSymbol]:
+        return self.store.search_symbols(query, limit)
+
+    def related(
+        self, path: Path, text: str, line: int, budget: int, count: Callable[[str], int]
+    ) -> list[Snippet]:
+        located = self.locate(path)
+        if located is None:
+            return []
+        return self.graph.related(*located, text, line, budget, count)
+
+    def symbol_location(self, symbol: StoredSymbol, *, name_only: bool = False) -> Location | None:
+        root = self.absolute(symbol.repo, symbol.path)
+        if root is None:
+            return None
+        span = symbol.definition.name_span if name_only else symbol.definition.span
+        return Location(root, span.start_line, span.start_col, span.end_line, span.end_col)
+
+    def reference_location(self, ref: StoredReference) -> Location | None:
+        root = self.absolute(ref.repo, ref.path)
+        if root is None:
+            return None
+        span = ref.reference.span
+        return Location(root, span.start_line, span.start_col, span.end_line, span.end_col)
+
+
+def word_at(text: str, offset: int) -> str | None:
+    """The identifier under or just before a code-point offset."""
+    start = offset
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_$"):
+        start -= 1
+    match = _WORD.match(text, start)
+    return match.group() if match and match.end() >= offset else None
+
+
+_FAMILIES = {"javascript": "ecma", "typescript": "ecma", "tsx": "ecma", "c": "c", "cpp": "c"}
+
+
+def _family(language: str | None) -> str | None:
+    """Languages whose files import each other (JS and TS; C and C++) form one family."""
+    return _FAMILIES.get(language or "", language)
+
+
+def _shared_prefix(a: list[str], b: list[str]) -> int:
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count

@@ -1,0 +1,192 @@
+"""Keeps the CodeGraph current: the whole workspace in the background on start (with
+`$/progress`, cancellable), open documents as they change (debounced), files through
+`workspace/didChangeWatchedFiles`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from lsprotocol import types
+from pygls import uris
+
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.server import CodeagentServer
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_S = 0.3
+"""Quiet time after a keystroke before an open document is indexed again."""
+PROGRESS_EVERY_S = 0.5
+
+
+class IndexingFeature:
+    def __init__(self, server: CodeagentServer) -> None:
+        self.server = server
+        self.cancel_event = threading.Event()
+        self.ready = asyncio.Event()
+        self._progress_token: str | None = None
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def background(self, work) -> None:
+        """Run a coroutine without awaiting it, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- start ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ls = self.server
+        if not ls.settings.codegraph.enabled:
+            return
+        roots = _roots(ls)
+        index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph)
+        ls.codegraph = index
+        status = index.store.status
+        if status.state in ("rebuilt", "memory"):  # say why the index starts from scratch
+            log.warning("codegraph store %s: %s", status.state, status.reason)
+        await self._watch_files()
+        await self._index_all(index)
+
+    async def _index_all(self, index: WorkspaceIndex) -> None:
+        loop = asyncio.get_running_loop()
+        token = await self._begin_progress()
+        last = [0.0]
+
+        def progress(done: int, total: int, path: str) -> None:
+            now = time.monotonic()
+            if token and (now - last[0] > PROGRESS_EVERY_S or done == total):
+                last[0] = now
+                pct = int(done * 100 / total) if total else 100
+                loop.call_soon_threadsafe(self._report, token, f"{done}/{total} files", pct)
+
+        try:
+            summary = await asyncio.to_thread(index.index_all, progress, self.cancel_event.is_set)
+        finally:
+            self.ready.set()
+        message = (
+            f"{summary.files} files, {summary.symbols} symbols, {summary.references} references "
+            f"in {summary.seconds:.1f} s" + (" (cancelled)" if summary.cancelled else "")
+        )
+        log.info("index: %s", message)
+        if token:
+            self.server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+    async def _begin_progress(self) -> str | None:
+        window = self.server.client_capabilities.window
+        if not (window and window.work_done_progress):
+            return None
+        token = f"codeagent-index-{uuid.uuid4().hex[:8]}"
+        try:
+            await self.server.work_done_progress.create_async(token)
+        except Exception as exc:  # a client refusing progress still gets an index
+            log.info("no progress reports: %s", exc)
+            return None
+        self._progress_token = token
+        self.server.work_done_progress.begin(
+            token,
+            types.WorkDoneProgressBegin(title="codeagent: indexing", cancellable=True,
+                                        percentage=0),
+        )
+        return token
+
+    def _report(self, token: str, message: str, percentage: int) -> None:
+        self.server.work_done_progress.report(
+            token, types.WorkDoneProgressReport(message=message, percentage=percentage)
+        )
+
+    async def _watch_files(self) -> None:
+        caps = self.server.client_capabilities.workspace
+        watched = caps and caps.did_change_watched_files
+        if not (watched and watched.dynamic_registration):
+            return
+        options = types.DidChangeWatchedFilesRegistrationOptions(
+            watchers=[types.FileSystemWatcher(glob_pattern="**/*")]
+        )
+        registration = types.Registration(
+            id="codeagent-watch", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=options,
+        )
+        try:
+            await self.server.client_register_capability_async(
+                types.RegistrationParams([registration])
+            )
+        except Exception as exc:
+            log.info("file watching not registered: %s", exc)
+
+    # --- updates --------------------------------------------------------------------------------
+
+    def document_changed(self, uri: str) -> None:
+        """Index an open document's text once the user pauses."""
+        if self.server.codegraph is None:
+            return
+        if handle := self._pending.pop(uri, None):
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._pending[uri] = loop.call_later(DEBOUNCE_S, self._index_document, uri)
+
+    def _index_document(self, uri: str) -> None:
+        self._pending.pop(uri, None)
+        index = self.server.codegraph
+        path = uris.to_fs_path(uri)
+        if index is None or path is None or uri not in self.server.workspace.text_documents:
+            return
+        text = self.server.workspace.get_text_document(uri).source
+        asyncio.get_running_loop().run_in_executor(
+            None, index.document_changed, Path(path), text
+        )
+
+    def document_closed(self, uri: str) -> None:
+        if handle := self._pending.pop(uri, None):
+            handle.cancel()
+        index, path = self.server.codegraph, uris.to_fs_path(uri)
+        if index is not None and path is not None:
+            asyncio.get_running_loop().run_in_executor(None, index.document_closed, Path(path))
+
+    async def files_changed(self, changes: list[types.FileEvent]) -> None:
+        index = self.server.codegraph
+        if index is None:
+            return
+        for change in changes:
+            path = uris.to_fs_path(change.uri)
+            if path is None:
+                continue
+            if change.type == types.FileChangeType.Deleted:
+                await asyncio.to_thread(index.file_deleted, Path(path))
+            else:
+                await asyncio.to_thread(index.file_changed, Path(path))
+
+
+def _roots(ls: CodeagentServer) -> list[tuple[str, Path]]:
+    """Workspace folders, then the extra repositories from the settings, by folder name."""
+    roots: list[tuple[str, Path]] = []
+    for folder in ls.workspace.folders.values():
+        path = uris.to_fs_path(folder.uri)
+        if path:
+            roots.append((folder.name or Path(path).name, Path(path)))
+    if not roots and ls.workspace.root_path:
+        roots.append((Path(ls.workspace.root_path).name, Path(ls.workspace.root_path)))
+    for extra in ls.settings.codegraph.extraRepositories:
+        path = Path(extra).expanduser()
+        roots.append((path.name, path))
+    return roots
+
+
+def register(server: CodeagentServer) -> None:
+    feature = IndexingFeature(server)
+    server.indexing = feature
+
+    @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
+    def cancel_progress(_ls: CodeagentServer, params: types.WorkDoneProgressCancelParams) -> None:
+        if params.token == feature._progress_token:
+            feature.cancel_event.set()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    async def watched(_ls: CodeagentServer, params: types.DidChangeWatchedFilesParams) -> None:
+        await feature.files_changed(params.changes)

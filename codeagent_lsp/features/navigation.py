@@ -1,0 +1,123 @@
+"""Definition, references, document and workspace symbols, from the CodeGraph: no model."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lsprotocol import types
+from pygls import uris
+
+from codeagent_lsp.codegraph import extract, languages
+from codeagent_lsp.codegraph.model import Definition
+from codeagent_lsp.codegraph.workspace import Location, word_at
+from codeagent_lsp.server import CodeagentServer, offset_of
+
+SYMBOL_KINDS = {
+    "function": types.SymbolKind.Function, "method": types.SymbolKind.Method,
+    "class": types.SymbolKind.Class, "interface": types.SymbolKind.Interface,
+    "struct": types.SymbolKind.Struct, "enum": types.SymbolKind.Enum,
+    "type": types.SymbolKind.TypeParameter, "variable": types.SymbolKind.Variable,
+    "constant": types.SymbolKind.Constant, "field": types.SymbolKind.Field,
+    "module": types.SymbolKind.Module, "macro": types.SymbolKind.Constant,
+    "namespace": types.SymbolKind.Namespace, "trait": types.SymbolKind.Interface,
+    "impl": types.SymbolKind.Class,
+}
+
+
+def name_at(ls: CodeagentServer, uri: str, position: types.Position) -> tuple[str | None, Path]:
+    document = ls.open_document(uri)
+    name = word_at(document.source, offset_of(document, position))
+    return name, Path(document.path)
+
+
+def lsp_location(location: Location) -> types.Location:
+    """CodeGraph positions are code points; this assumes the target file's lines are what
+    the client counts in (exact for ASCII, the usual case for identifiers' lines)."""
+    start = types.Position(location.line, location.col)
+    end = types.Position(location.end_line, location.end_col)
+    return types.Location(uris.from_fs_path(str(location.path)) or "", types.Range(start, end))
+
+
+def register(server: CodeagentServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_DEFINITION)
+    async def definition(
+        ls: CodeagentServer, params: types.DefinitionParams
+    ) -> list[types.Location]:
+        name, path = name_at(ls, params.text_document.uri, params.position)
+        if not name or ls.codegraph is None:
+            return []
+        index = ls.codegraph
+        found = await asyncio.to_thread(index.definitions, name, path)
+        locations = (index.symbol_location(s, name_only=True) for s in found)
+        return [lsp_location(loc) for loc in locations if loc is not None]
+
+    @server.feature(types.TEXT_DOCUMENT_REFERENCES)
+    async def references(
+        ls: CodeagentServer, params: types.ReferenceParams
+    ) -> list[types.Location]:
+        name, path = name_at(ls, params.text_document.uri, params.position)
+        if not name or ls.codegraph is None:
+            return []
+        index = ls.codegraph
+        refs = await asyncio.to_thread(index.references, name)
+        found = [index.reference_location(r) for r in refs]
+        if params.context.include_declaration:
+            symbols = await asyncio.to_thread(index.definitions, name, path)
+            found += [index.symbol_location(s, name_only=True) for s in symbols]
+        return [lsp_location(loc) for loc in found if loc is not None]
+
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    async def document_symbol(
+        ls: CodeagentServer, params: types.DocumentSymbolParams
+    ) -> list[types.DocumentSymbol]:
+        document = ls.open_document(params.text_document.uri)
+        language = languages.language_for(document.path)
+        if language is None:
+            return []
+        source = document.source.encode("utf-8", errors="surrogatepass")
+        facts = await asyncio.to_thread(extract.extract, source, language)
+        return nest(facts.definitions)
+
+    @server.feature(types.WORKSPACE_SYMBOL)
+    async def workspace_symbol(
+        ls: CodeagentServer, params: types.WorkspaceSymbolParams
+    ) -> list[types.SymbolInformation]:
+        if ls.codegraph is None or not params.query.strip():
+            return []
+        index = ls.codegraph
+        found = await asyncio.to_thread(index.search, params.query)
+        result = []
+        for symbol in found:
+            location = index.symbol_location(symbol, name_only=True)
+            if location is not None:
+                result.append(types.SymbolInformation(
+                    name=symbol.definition.name,
+                    kind=SYMBOL_KINDS.get(symbol.definition.kind, types.SymbolKind.Variable),
+                    location=lsp_location(location),
+                    container_name=symbol.definition.scope or None,
+                ))
+        return result
+
+
+def nest(definitions: list[Definition]) -> list[types.DocumentSymbol]:
+    """Definitions as a tree by scope (a method under its class)."""
+    by_name: dict[str, types.DocumentSymbol] = {}
+    roots: list[types.DocumentSymbol] = []
+    for item in definitions:
+        span, name_span = item.span, item.name_span
+        symbol = types.DocumentSymbol(
+            name=item.name,
+            kind=SYMBOL_KINDS.get(item.kind, types.SymbolKind.Variable),
+            range=types.Range(types.Position(span.start_line, span.start_col),
+                              types.Position(span.end_line, span.end_col)),
+            selection_range=types.Range(
+                types.Position(name_span.start_line, name_span.start_col),
+                types.Position(name_span.end_line, name_span.end_col)),
+            detail=item.signature,
+            children=[],
+        )
+        parent = by_name.get(item.scope)
+        (parent.children if parent is not None else roots).append(symbol)
+        by_name.setdefault(item.qualified_name, symbol)
+    return roots

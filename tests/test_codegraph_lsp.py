@@ -1,0 +1,143 @@
+"""Navigation and hover from the CodeGraph over stdio, on the fixture projects: no model."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.conftest import EDITORS
+from tests.test_server import open_doc, stats
+
+PROJECTS = Path(__file__).parent / "fixtures" / "projects"
+
+# (language, file, text just before the name, name): a use whose definition is in another file.
+CROSS_FILE = [
+    ("python", "app.py", "describe(", "Circle"),
+    ("javascript", "app.js", "console.log(", "area"),
+    ("typescript", "app.ts", "= new ", "Circle"),
+    ("tsx", "App.tsx", "{shown && <", "Counter"),
+    ("go", "main.go", "geo.", "NewCircle"),
+    ("rust", "src/main.rs", "let c = ", "Circle"),
+    ("java", "src/app/Main.java", "= new ", "Circle"),
+    ("c", "main.c", "printf(\"%f %f\\n\", ", "circle_area"),
+    ("cpp", "main.cpp", "geo::", "square"),
+]
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+    params=EDITORS,
+)
+async def graph_client(
+    lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path
+):
+    root = tmp_path / "workspace"
+    for language in ("python", *{c[0] for c in CROSS_FILE}):
+        shutil.copytree(PROJECTS / language, root / language, dirs_exist_ok=True)
+    params = types.InitializeParams(
+        capabilities=client_capabilities(request.param),
+        initialization_options={
+            "model": str(tiny_model), "engine": {"threads": 1},
+            "codegraph": {"cacheDir": str(tmp_path / "cache")},
+        },
+        workspace_folders=[types.WorkspaceFolder(root.as_uri(), "workspace")],
+    )
+    await lsp_client.initialize_session(params)
+    lsp_client.root = root  # type: ignore[attr-defined]
+    for _ in range(300):
+        graph = (await stats(lsp_client)).get("codegraph")
+        if graph and graph["ready"]:
+            break
+        await asyncio.sleep(0.1)
+    yield
+    await lsp_client.shutdown_session()
+
+
+def cursor_on(text: str, before: str, name: str) -> types.Position:
+    offset = text.index(before + name) + len(before) + 1
+    line = text.count("\n", 0, offset)
+    return types.Position(line, offset - (text.rfind("\n", 0, offset) + 1))
+
+
+def open_file(client: LanguageClient, relative: str) -> tuple[str, str]:
+    path = client.root / relative  # type: ignore[attr-defined]
+    text = path.read_text()
+    uri = open_doc(client, path.parent, path.name, text)
+    return uri, text
+
+
+@pytest.mark.parametrize(("language", "file", "before", "name"), CROSS_FILE)
+async def test_definition_across_files(
+    graph_client: LanguageClient, language: str, file: str, before: str, name: str
+):
+    uri, text = open_file(graph_client, f"{language}/{file}")
+    result = await graph_client.text_document_definition_async(
+        types.DefinitionParams(types.TextDocumentIdentifier(uri), cursor_on(text, before, name))
+    )
+    assert result, f"no definition of {name}"
+    elsewhere = [loc for loc in result if loc.uri != uri]
+    assert elsewhere, f"{name} resolved only to the file using it"
+    target = Path(elsewhere[0].uri.removeprefix("file://"))
+    line = target.read_text().split("\n")[elsewhere[0].range.start.line]
+    assert name in line
+
+
+async def test_references_hover_and_symbols(graph_client: LanguageClient):
+    uri, text = open_file(graph_client, "python/app.py")
+    position = cursor_on(text, "describe(", "Circle")
+    refs = await graph_client.text_document_references_async(types.ReferenceParams(
+        context=types.ReferenceContext(include_declaration=True),
+        text_document=types.TextDocumentIdentifier(uri), position=position))
+    files = {Path(r.uri).name for r in refs}
+    assert {"app.py", "geometry.py"} <= files
+
+    hover = await graph_client.text_document_hover_async(
+        types.HoverParams(types.TextDocumentIdentifier(uri), position))
+    content = hover.contents.value
+    assert "class Circle(Shape)" in content
+    assert "shapes/geometry.py" in content and "reference" in content
+
+    geometry, _ = open_file(graph_client, "python/shapes/geometry.py")
+    symbols = await graph_client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(types.TextDocumentIdentifier(geometry)))
+    shape = next(s for s in symbols if s.name == "Shape")
+    assert {"__init__", "area"} <= {c.name for c in shape.children}
+
+    found = await graph_client.workspace_symbol_async(types.WorkspaceSymbolParams(query="Circ"))
+    assert any(s.name == "Circle" for s in found)
+
+
+async def test_watched_file_rename_and_delete(graph_client: LanguageClient):
+    root = graph_client.root  # type: ignore[attr-defined]
+    uri, text = open_file(graph_client, "python/app.py")
+    position = cursor_on(text, "describe(", "Circle")
+    old = root / "python/shapes/geometry.py"
+    new = root / "python/shapes/geom.py"
+    old.rename(new)
+    graph_client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams([
+        types.FileEvent(old.as_uri(), types.FileChangeType.Deleted),
+        types.FileEvent(new.as_uri(), types.FileChangeType.Created),
+    ]))
+    params = types.DefinitionParams(types.TextDocumentIdentifier(uri), position)
+    for _ in range(50):
+        result = await graph_client.text_document_definition_async(params)
+        if result and result[0].uri.endswith("geom.py"):
+            break
+        await asyncio.sleep(0.1)
+    assert {Path(r.uri).name for r in result} == {"geom.py"}
+    new.unlink()
+    graph_client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams([
+        types.FileEvent(new.as_uri(), types.FileChangeType.Deleted)]))
+    for _ in range(50):
+        result = await graph_client.text_document_definition_async(params)
+        if not result:
+            break
+        await asyncio.sleep(0.1)
+    assert not result
