@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--models-dir", type=Path)
     listing.set_defaults(run=_model_list)
 
+    index = commands.add_parser("index", help="index a folder into its CodeGraph database")
+    index.add_argument("path", type=Path)
+    index.add_argument("--db", type=Path, help="database file (default: the workspace cache)")
+    index.set_defaults(run=_index)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         title="benchmarks", metavar="BENCHMARK", required=True
     )
@@ -78,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     latency.add_argument("--baseline-requests", type=int, default=8)
     latency.add_argument("--json", action="store_true")
     latency.set_defaults(run=_bench_latency)
+    related = bench.add_parser("related", help="time the CodeGraph's related() on a repository")
+    related.add_argument("--repo", type=Path, help="default: the Python standard library")
+    related.add_argument("--samples", type=int, default=200)
+    related.add_argument("--seed", type=int, default=0)
+    related.add_argument("--budget", type=int, default=1024, help="tokens of snippets")
+    related.add_argument("--baseline-samples", type=int, default=10)
+    related.add_argument("--json", action="store_true")
+    related.set_defaults(run=_bench_related)
     return parser
 
 
@@ -187,6 +200,30 @@ def _bench_latency(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result) if args.json else result["table"])
     return 0
+
+
+def _bench_related(args: argparse.Namespace) -> int:
+    import sysconfig
+
+    from codeagent_lsp.bench.related import run_related_bench
+
+    repo = args.repo or Path(sysconfig.get_paths()["stdlib"])
+    result = run_related_bench(
+        repo, args.samples, args.seed, args.budget, args.baseline_samples,
+        progress=None if args.json else _progress,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>18}: {value}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from codeagent_lsp.codegraph.indexer import index_command
+
+    return index_command(args.path, args.db, progress_to_stderr=True)
 
 
 def _progress(message: str) -> None:
