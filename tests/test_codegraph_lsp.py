@@ -51,6 +51,7 @@ async def graph_client(
     )
     await lsp_client.initialize_session(params)
     lsp_client.root = root  # type: ignore[attr-defined]
+    lsp_client.cache_dir = tmp_path / "cache"  # type: ignore[attr-defined]
     for _ in range(300):
         graph = (await stats(lsp_client)).get("codegraph")
         if graph and graph["ready"]:
@@ -141,3 +142,26 @@ async def test_watched_file_rename_and_delete(graph_client: LanguageClient):
             break
         await asyncio.sleep(0.1)
     assert not result
+
+
+async def test_database_deleted_under_the_running_server(graph_client: LanguageClient):
+    graph = (await stats(graph_client))["codegraph"]
+    assert graph["files"] > 10
+    for database in (graph_client.cache_dir).rglob("*.db*"):  # type: ignore[attr-defined]
+        database.unlink()
+    path = graph_client.root / "python" / "app.py"  # type: ignore[attr-defined]
+    text = path.read_text() + "\n# edited\n"
+    uri = open_doc(graph_client, path.parent, path.name, text)  # a write: the store notices
+    params = types.DefinitionParams(
+        types.TextDocumentIdentifier(uri), cursor_on(text, "describe(", "Circle")
+    )
+    for _ in range(100):
+        result = await graph_client.text_document_definition_async(params)
+        graph = (await stats(graph_client))["codegraph"]
+        if result and graph["store"] == "rebuilt" and graph["ready"] and graph["files"] > 10:
+            break
+        await asyncio.sleep(0.2)
+    assert result and Path(result[0].uri).name == "geometry.py"
+    assert graph["files"] > 10  # indexed again, not just the one file
+    assert graph["store"] == "rebuilt"
+    assert list(graph_client.cache_dir.rglob("*.db"))  # type: ignore[attr-defined]

@@ -45,6 +45,12 @@ class WorkspaceIndex:
             exclude_globs=settings.exclude,
         )
         self.graph = CodeGraph(self.store)
+        self._generation = self.store.generation
+
+    def lost_its_data(self) -> bool:
+        """The database was rebuilt (deleted, corrupted) since the last full index: what it
+        held is gone and the workspace must be indexed again."""
+        return self.store.generation != self._generation
 
     def close(self) -> None:
         self.store.close()
@@ -56,6 +62,7 @@ class WorkspaceIndex:
         progress: Callable[[int, int, str], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> IndexSummary:
+        self._generation = self.store.generation
         summary = self.indexer.index_all(progress, cancelled)
         self.graph.invalidate()
         return summary

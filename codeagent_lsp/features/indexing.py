@@ -138,16 +138,24 @@ class IndexingFeature:
         if index is None or path is None or uri not in self.server.workspace.text_documents:
             return
         text = self.server.workspace.get_text_document(uri).source
-        asyncio.get_running_loop().run_in_executor(
-            None, index.document_changed, Path(path), text
-        )
+        self.background(self._update(index.document_changed, Path(path), text))
+
+    async def _update(self, update, *args) -> None:
+        """Apply one change off the event loop; index everything again when the database had
+        to be rebuilt under the running server."""
+        index = self.server.codegraph
+        await asyncio.to_thread(update, *args)
+        if index is not None and index.lost_its_data() and self.ready.is_set():
+            log.warning("the index database was rebuilt: indexing the workspace again")
+            self.ready.clear()
+            await self._index_all(index)
 
     def document_closed(self, uri: str) -> None:
         if handle := self._pending.pop(uri, None):
             handle.cancel()
         index, path = self.server.codegraph, uris.to_fs_path(uri)
         if index is not None and path is not None:
-            asyncio.get_running_loop().run_in_executor(None, index.document_closed, Path(path))
+            self.background(self._update(index.document_closed, Path(path)))
 
     async def files_changed(self, changes: list[types.FileEvent]) -> None:
         index = self.server.codegraph
@@ -157,10 +165,8 @@ class IndexingFeature:
             path = uris.to_fs_path(change.uri)
             if path is None:
                 continue
-            if change.type == types.FileChangeType.Deleted:
-                await asyncio.to_thread(index.file_deleted, Path(path))
-            else:
-                await asyncio.to_thread(index.file_changed, Path(path))
+            deleted = change.type == types.FileChangeType.Deleted
+            await self._update(index.file_deleted if deleted else index.file_changed, Path(path))
 
 
 def _roots(ls: CodeagentServer) -> list[tuple[str, Path]]:
