@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import tree_sitter
 from pathspec import GitIgnoreSpec
 
 from codeagent_lsp.codegraph.extract import extract
@@ -349,11 +350,18 @@ class Indexer:
         return self._store(repo, rel, candidate.language, source, digest, info.st_mtime)
 
     def _store(
-        self, repo: str, rel: str, language: str, source: bytes, digest: str, mtime: float
+        self,
+        repo: str,
+        rel: str,
+        language: str,
+        source: bytes,
+        digest: str,
+        mtime: float,
+        tree: tree_sitter.Tree | None = None,
     ) -> str:
         """Extract and store; the disk's version (mtime >= 0) never replaces an editor's."""
         try:
-            facts = extract(source, language)
+            facts = extract(source, language, tree)
         except Exception:
             # One file the grammar or a query chokes on must not stop the index.
             log.exception("codegraph: cannot extract %s:%s", repo, rel)
@@ -392,9 +400,11 @@ class Indexer:
 
     # --- live updates -------------------------------------------------------------------------
 
-    def update_text(self, repo: str, path: str, text: str) -> bool:
-        """An open document changed: index `text` (not the disk) as (repo, path). True when
-        the index changed."""
+    def update_text(
+        self, repo: str, path: str, text: str, tree: tree_sitter.Tree | None = None
+    ) -> bool:
+        """An open document changed: index `text` (not the disk) as (repo, path), from `tree`
+        when the caller parsed it already (incrementally). True when the index changed."""
         root = self._root(repo)
         language = language_for(path)
         if root is None or language is None or self._path_excluded(root, path):
@@ -408,7 +418,7 @@ class Indexer:
             if self.store.file_hash(repo, path) == digest:
                 return False
             # mtime -1: the disk differs, so the next index_all after close_text reads it.
-            return self._store(repo, path, language, source, digest, -1.0) == "parsed"
+            return self._store(repo, path, language, source, digest, -1.0, tree) == "parsed"
 
     def close_text(self, repo: str, path: str) -> bool:
         """The document closed: the disk is the truth again."""

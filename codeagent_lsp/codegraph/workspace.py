@@ -12,6 +12,7 @@ from pathlib import Path
 from codeagent_lsp.codegraph.graph import CodeGraph, Snippet
 from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary
 from codeagent_lsp.codegraph.languages import language_for
+from codeagent_lsp.codegraph.live import LiveTrees
 from codeagent_lsp.codegraph.store import (
     GraphStore,
     StoredReference,
@@ -45,6 +46,7 @@ class WorkspaceIndex:
             exclude_globs=settings.exclude,
         )
         self.graph = CodeGraph(self.store)
+        self.live = LiveTrees()
         self._generation = self.store.generation
 
     def lost_its_data(self) -> bool:
@@ -68,11 +70,18 @@ class WorkspaceIndex:
         return summary
 
     def document_changed(self, path: Path, text: str) -> None:
+        """An open document's new text: parsed incrementally from its previous tree."""
         located = self.indexer.root_for(path)
-        if located and self.indexer.update_text(*located, text):
+        language = language_for(path)
+        if not located or language is None:
+            return
+        source = text.encode("utf-8", errors="surrogatepass")
+        tree, _ = self.live.update(str(path), source, language)
+        if self.indexer.update_text(*located, text, tree):
             self.graph.invalidate()
 
     def document_closed(self, path: Path) -> None:
+        self.live.forget(str(path))
         located = self.indexer.root_for(path)
         if located and self.indexer.close_text(*located):  # the disk is the truth again
             self.graph.invalidate()

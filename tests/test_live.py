@@ -1,0 +1,52 @@
+"""Open documents are re-parsed incrementally, and the result is the same as a full parse."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codeagent_lsp.codegraph.extract import extract, parse
+from codeagent_lsp.codegraph.live import LiveTrees
+
+SOURCE = (
+    "import os\n\n\nclass Shape:\n    def area(self) -> float:\n        return 0.0\n\n\n"
+    "def total(shapes: list[Shape]) -> float:\n    return sum(s.area() for s in shapes)\n"
+)
+
+
+def test_second_parse_is_incremental_and_sees_the_edit():
+    live = LiveTrees()
+    _, first = live.update("doc", SOURCE.encode(), "python")
+    edited = SOURCE.replace("def total", "def grand_total")
+    tree, incremental = live.update("doc", edited.encode(), "python")
+    assert not first and incremental
+    names = [d.name for d in extract(edited.encode(), "python", tree).definitions]
+    assert "grand_total" in names and "total" not in names
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(SOURCE)), st.integers(0, 12),
+                  st.text("abcdef():\n _é", max_size=10)),
+        min_size=1, max_size=6,
+    )
+)
+def test_incremental_parse_equals_a_full_parse(edits):
+    live = LiveTrees()
+    text = SOURCE
+    live.update("doc", text.encode(), "python")
+    for position, removed, inserted in edits:
+        position = min(position, len(text))
+        text = text[:position] + inserted + text[position + removed :]
+        tree, _ = live.update("doc", text.encode(), "python")
+        assert str(tree.root_node) == str(parse(text.encode(), "python").root_node)
+        assert extract(text.encode(), "python", tree) == extract(text.encode(), "python")
+
+
+def test_forget_starts_over():
+    live = LiveTrees()
+    live.update("doc", SOURCE.encode(), "python")
+    live.forget("doc")
+    _, incremental = live.update("doc", SOURCE.encode(), "python")
+    assert not incremental
