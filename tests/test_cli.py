@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -93,3 +95,25 @@ async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
         except OSError:
             await asyncio.sleep(0.1)
     pytest.fail("the server did not listen")
+
+
+def test_index_command_prints_a_summary(tmp_path: Path):
+    project = REPO / "tests" / "fixtures" / "projects" / "python"
+    out = run("index", str(project), "--db", str(tmp_path / "graph.db"))
+    files, symbols = out.stdout.split()[0:3:2]
+    assert int(files) == 3 and int(symbols) > 10  # app.py, shapes/__init__.py, geometry.py
+    assert "references" in out.stdout and (tmp_path / "graph.db").exists()
+
+
+def test_related_bench_reports_against_its_baseline(tmp_path: Path):
+    project = tmp_path / "projects"
+    shutil.copytree(REPO / "tests" / "fixtures" / "projects", project)
+    out = subprocess.run(
+        [*CLI, "bench", "related", "--repo", str(project), "--samples", "5", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    result = json.loads(out.stdout)
+    assert result["samples"] == 5 and result["files"] > 20
+    for key in ("p50_ms", "p95_ms", "baseline_p50_ms", "ratio_p50", "snippets_p50"):
+        assert key in result
