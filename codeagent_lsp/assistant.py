@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from codeagent_lsp.context import budget, postprocess
 from codeagent_lsp.context.templates import FimTemplate, Segment, Special, detect_template
@@ -28,6 +30,22 @@ log = logging.getLogger(__name__)
 
 class ModelUnavailable(Exception):
     """No model can serve: the message says what is missing and the command that fixes it."""
+
+
+ContextProvider = Callable[
+    [str, Path, str, int, int, Callable[[str], int]], list[tuple[str, str]]
+]
+"""(document key, file, text, offset, token budget, token counter) -> (path, text) pairs."""
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """Where the document lives, for the prompt's file header and the repository context."""
+
+    repo: str | None = None
+    path: str | None = None
+    """Relative to the repository: absolute paths never reach the model."""
+    file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,8 @@ class Assistant:
         self._documents: dict[str, _DocumentState] = {}
         self._loaded: _Loaded | None = None
         self._loading: asyncio.Future[_Loaded] | None = None
+        self.context: ContextProvider | None = None
+        """Repository context for prompts (the server sets it once the CodeGraph is open)."""
         self.problem: str | None = None
         """Why no model is available, for the user; None while loading or loaded."""
 
@@ -138,20 +158,18 @@ class Assistant:
     # --- completion -----------------------------------------------------------------------------
 
     async def complete(
-        self, key: str, text: str, offset: int, *, path: str | None = None,
-        repo: str | None = None,
+        self, key: str, text: str, offset: int, where: PromptFile | None = None
     ) -> Suggestion:
         """A suggestion at `offset` (a code-point index into `text`); cancel by cancelling the
-        awaiting task. `path` (relative to the repository) and `repo` name the file for models
-        with a multi-file layout. Raises ModelUnavailable when no model can serve."""
+        awaiting task. `where` names the file for the prompt and the repository context.
+        Raises ModelUnavailable when no model can serve."""
         loaded = await self._ensure_loaded()
         state = self._documents.setdefault(key, _DocumentState())
         prefix, suffix = text[:offset], text[offset:]
         reused = self._typeahead(key, state, prefix, suffix, loaded)
         if reused is not None:
             return reused
-        where = (repo, path)
-        generation = await self._generate(loaded, state, key, text, offset, where)
+        generation = await self._generate(loaded, state, key, text, offset, where or PromptFile())
         multiline = self._multiline(prefix, suffix)
         suggestion = postprocess.postprocess(generation.text, prefix, suffix, multiline=multiline)
         if not generation.cancelled:
@@ -161,16 +179,24 @@ class Assistant:
 
     async def _generate(
         self, loaded: _Loaded, state: _DocumentState, key: str, text: str, offset: int,
-        where: tuple[str | None, str | None],
+        where: PromptFile,
     ) -> Generation:
         opts = self.settings.completion
+        count = loaded.engine.count_tokens
         excerpt = budget.fit(
-            text, offset, opts.prefixTokens, opts.suffixTokens,
-            lambda s: len(loaded.engine.tokenize(s)), state.window,
+            text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
         )
         state.window = excerpt.window
-        repo, path = where
-        segments = loaded.template.build(excerpt.prefix, excerpt.suffix, path=path, repo=repo)
+        context: list[tuple[str, str]] = []
+        if self.context is not None and where.file is not None:
+            room = opts.totalTokens - count(excerpt.prefix) - count(excerpt.suffix)
+            context = await asyncio.to_thread(
+                self.context, key, where.file, text, offset, min(opts.contextTokens, room), count
+            )
+        segments = loaded.template.build(
+            excerpt.prefix, excerpt.suffix, path=where.path, repo=where.repo,
+            context_files=context,
+        )
         if self.settings.logging.logCode:  # only when the administrator asked for code in logs
             log.debug("prompt for %s: %r", key, segments)
         tokens, tail_start = self._tokens(loaded, segments)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from codeagent_lsp.assistant import Assistant, ModelUnavailable
+from codeagent_lsp.assistant import Assistant, ModelUnavailable, PromptFile
 from codeagent_lsp.settings import Settings
 
 
@@ -38,7 +38,9 @@ def complete_at(location: str, settings: Settings, *, as_json: bool) -> int:
     assistant = Assistant(settings)
     try:
         suggestion = asyncio.run(
-            assistant.complete(path.resolve().as_uri(), text, offset, path=path.name)
+            assistant.complete(
+                path.resolve().as_uri(), text, offset, PromptFile(path=path.name)
+            )
         )
     except ModelUnavailable as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from pygls.workspace.position_codec import ServerTextPosition
 from codeagent_lsp import __version__, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.builder import ContextBuilder
 
 if TYPE_CHECKING:
     from codeagent_lsp.features.indexing import IndexingFeature
@@ -41,6 +42,8 @@ class CodeagentServer(LanguageServer):
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
         self.indexing: IndexingFeature | None = None
+        self.context_builder: ContextBuilder | None = None
+        """Repository context for completion prompts, once the CodeGraph is open."""
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -60,11 +63,16 @@ class CodeagentServer(LanguageServer):
         if restart:
             self.assistant.close()
             self.assistant = Assistant(merged)
+            self.use_context_builder(self.context_builder)
             self._told_problem = False
             if self._loading_started:
                 self.start_loading()
         else:
             self.assistant.settings = merged
+
+    def use_context_builder(self, builder: ContextBuilder | None) -> None:
+        self.context_builder = builder
+        self.assistant.context = builder.context_files if builder else None
 
     def start_loading(self) -> None:
         """Load the model in the background; say once what is missing if it cannot be."""

@@ -53,6 +53,11 @@ class CompletionSettings:
     """Token budget for the text before the cursor."""
     suffixTokens: int = 256
     """Token budget for the text after the cursor."""
+    contextTokens: int = 1024
+    """Token budget for repository context (definitions, signatures, similar code, API
+    schemas and configuration) placed before the file."""
+    totalTokens: int = 3072
+    """Cap on the whole prompt: the context gets what prefix and suffix leave of it."""
     template: str = "auto"
     """FIM template family: auto (from the GGUF), qwen2.5-coder, starcoder2, deepseek-coder,
     codellama, codestral."""
@@ -114,6 +119,8 @@ _MINIMUMS = {
     "completion.maxTokens": 1,
     "completion.prefixTokens": 16,
     "completion.suffixTokens": 0,
+    "completion.contextTokens": 0,
+    "completion.totalTokens": 64,
     "completion.temperature": 0,
     "codegraph.maxFileBytes": 1,
 }

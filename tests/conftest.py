@@ -31,6 +31,14 @@ def workspace(tmp_path: Path) -> Path:
     return root
 
 
+def accept_registrations(client: LanguageClient) -> None:
+    """Answer client/registerCapability as editors do (the server registers file watchers)."""
+
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(_params: types.RegistrationParams) -> None:
+        return None
+
+
 def settings_marker(request: pytest.FixtureRequest) -> dict[str, Any]:
     marker = request.node.get_closest_marker("settings")
     return marker.args[0] if marker else {}
@@ -52,6 +60,7 @@ async def client(
         initialization_options=options,
         workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
     )
+    accept_registrations(lsp_client)
     # Kept on the client so tests can read the negotiated capabilities.
     lsp_client.initialize_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
     yield

@@ -12,7 +12,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from tests.conftest import EDITORS
+from tests.conftest import EDITORS, accept_registrations
 from tests.test_server import open_doc, stats
 
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
@@ -49,6 +49,7 @@ async def graph_client(
         },
         workspace_folders=[types.WorkspaceFolder(root.as_uri(), "workspace")],
     )
+    accept_registrations(lsp_client)
     await lsp_client.initialize_session(params)
     lsp_client.root = root  # type: ignore[attr-defined]
     lsp_client.cache_dir = tmp_path / "cache"  # type: ignore[attr-defined]

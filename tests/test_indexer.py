@@ -82,9 +82,9 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The languages of every file extracted, in order."""
     seen: list[str] = []
 
-    def counting(source: bytes, language: str):
+    def counting(source: bytes, language: str, tree=None):
         seen.append(language)
-        return real_extract(source, language)
+        return real_extract(source, language, tree)
 
     monkeypatch.setattr(indexer_module, "extract", counting)
     return seen

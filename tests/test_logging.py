@@ -12,6 +12,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from tests.conftest import accept_registrations
 from tests.test_server import CURSOR, PYTHON, inline, open_doc
 
 LOG_FILE = Path(tempfile.gettempdir()) / f"codeagent-test-{os.getpid()}.log"
@@ -33,6 +34,7 @@ async def verbose_client(lsp_client: LanguageClient, tiny_model: Path, workspace
         initialization_options={"model": str(tiny_model), "engine": {"threads": 1}},
         workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
     )
+    accept_registrations(lsp_client)
     await lsp_client.initialize_session(params)
     yield
     await lsp_client.shutdown_session()

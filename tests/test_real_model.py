@@ -13,7 +13,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from tests.conftest import REAL_MODEL, REPO
+from tests.conftest import REAL_MODEL, REPO, accept_registrations
 from tests.test_server import inline, open_doc, stats
 
 pytestmark = pytest.mark.real_model
@@ -28,6 +28,7 @@ async def real_client(lsp_client: LanguageClient, workspace: Path):
         initialization_options={"model": str(REAL_MODEL)},
         workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
     )
+    accept_registrations(lsp_client)
     await lsp_client.initialize_session(params)
     yield
     await lsp_client.shutdown_session()

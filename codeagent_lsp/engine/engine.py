@@ -140,6 +140,9 @@ class Engine:
         tokenization only reads the vocabulary."""
         return self.runtime.tokenize(text)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.runtime.tokenize(text))
+
     def token_id(self, text: str) -> int | None:
         return self.runtime.token_id(text)
 

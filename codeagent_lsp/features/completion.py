@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
-from codeagent_lsp.assistant import ModelUnavailable, Suggestion
+from codeagent_lsp.assistant import ModelUnavailable, PromptFile, Suggestion
 from codeagent_lsp.server import CodeagentServer, offset_of, position_of, prompt_location
 
 _WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
@@ -22,9 +23,8 @@ async def _suggest(
         return None, offset
     try:
         repo, path = prompt_location(ls, document)
-        suggestion = await ls.assistant.complete(
-            uri, document.source, offset, path=path, repo=repo
-        )
+        where = PromptFile(repo, path, Path(document.path))
+        suggestion = await ls.assistant.complete(uri, document.source, offset, where)
     except ModelUnavailable as exc:
         ls.tell_problem(str(exc))
         return None, offset

@@ -15,6 +15,7 @@ from lsprotocol import types
 from pygls import uris
 
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.server import CodeagentServer
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class IndexingFeature:
         roots = _roots(ls)
         index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph)
         ls.codegraph = index
+        ls.use_context_builder(ContextBuilder(index))
         status = index.store.status
         if status.state in ("rebuilt", "memory"):  # say why the index starts from scratch
             log.warning("codegraph store %s: %s", status.state, status.reason)

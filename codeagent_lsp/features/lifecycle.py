@@ -40,6 +40,8 @@ def register(server: CodeagentServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeagentServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.assistant.forget(params.text_document.uri)
+        if ls.context_builder is not None:
+            ls.context_builder.forget(params.text_document.uri)
         if ls.indexing is not None:
             ls.indexing.document_closed(params.text_document.uri)
 

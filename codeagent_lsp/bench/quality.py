@@ -1,0 +1,386 @@
+"""`codeagent-lsp bench quality`: how much repository context improves completions.
+
+Cursor positions are sampled with a fixed seed from a real repository, the rest of the line is
+hidden, and the line is completed under several conditions (no repository context, similar
+code windows only, the full context builder) with the same model and budget. Each completion
+is scored as in the CrossCodeEval / RepoCoder literature: exact match, edit similarity and
+identifier match on the first line. This module samples, scores and aggregates; the caller
+supplies one async callable per condition that runs the server's completion path.
+"""
+
+from __future__ import annotations
+
+import io
+import keyword
+import math
+import os
+import random
+import re
+import statistics
+import tokenize
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+NEXT_LINE = "next-line"
+MID_LINE = "mid-line"
+KINDS = (NEXT_LINE, MID_LINE)
+
+# Folders that hold no code of the repository's own (dependencies, caches) or test code, whose
+# repetitive asserts would flatter every condition.
+_SKIP_DIRS = frozenset({
+    "test", "tests", "site-packages", "__pycache__", "node_modules", "venv", "build", "dist",
+})
+_MIN_FILE_LINES = 20
+_MIN_CODE_CHARS = 8
+_MAX_LINE_CHARS = 160
+# Larger files are generated (vendored bundles, tables); they are not what a person types.
+_MAX_FILE_BYTES = 1 << 20
+_PER_FILE = 3
+# A mid-line cut leaves at least this much to predict: a lone ")" or ":" measures nothing.
+_MIN_REST_CHARS = 2
+_TOKEN = re.compile(r"\w+|\S")
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+# Comment openers by language family: "#" starts C's #include, "*" Python's star-unpacking.
+_HASH_COMMENTS = frozenset({".py", ".pyi", ".rb", ".sh", ".pl", ".r"})
+_SLASH_COMMENTS = ("//", "/*", "* ", "*/")
+# Python 3.12+ tokenizes f-strings in parts; on 3.11 these never match a token type.
+_FSTRING_START = getattr(tokenize, "FSTRING_START", -1)
+_FSTRING_END = getattr(tokenize, "FSTRING_END", -1)
+
+Condition = Callable[["Task"], Awaitable[tuple[str, float]]]
+
+
+@dataclass
+class Task:
+    """One masked cursor: the document is `prefix_text + suffix_text`, the answer `expected`.
+
+    `line` and `column` are 0-based; `column` counts characters (code points) of the line, so
+    `prefix_text` ends at it. `suffix_text` starts with the newline that ended the masked line
+    (empty when it was the file's last line without one). `uses_other_file` is left for the
+    caller to set (e.g. when the expected line names a symbol defined in another file).
+    """
+
+    path: Path
+    relative: str
+    line: int
+    column: int
+    prefix_text: str
+    suffix_text: str
+    expected: str
+    kind: str
+    uses_other_file: bool = False
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+def sample_tasks(
+    root: Path, samples: int, seed: int, extensions: Sequence[str] = (".py",)
+) -> list[Task]:
+    """Up to `samples` tasks from the files under `root`, the same ones for the same seed.
+
+    Kinds alternate so half are next-line and half mid-line. Each file gives at most
+    `max(3, ceil(samples / files))` tasks: the sample spreads over the repository, and a small
+    repository still yields the requested count when it can.
+    """
+    root = root.expanduser().resolve()
+    rng = random.Random(seed)
+    files = list(_source_files(root, tuple(extensions)))
+    rng.shuffle(files)
+    cap = max(_PER_FILE, math.ceil(samples / len(files))) if files else 0
+    tasks: list[Task] = []
+    for path in files:
+        if len(tasks) >= samples:
+            break
+        tasks.extend(_tasks_in_file(root, path, rng, min(cap, samples - len(tasks)), len(tasks)))
+    return tasks
+
+
+def _source_files(root: Path, extensions: tuple[str, ...]) -> Iterator[Path]:
+    """Candidate files in sorted order, so the seed alone decides the sample."""
+    for folder, dirs, names in os.walk(root):
+        # Pruned in place so os.walk never descends into dependencies or hidden folders.
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(names):
+            path = Path(folder) / name
+            if name.endswith(extensions) and not path.is_symlink():
+                yield path
+
+
+def _tasks_in_file(
+    root: Path, path: Path, rng: random.Random, limit: int, already: int
+) -> list[Task]:
+    text = _read(path)
+    if text is None:
+        return []
+    lines = text.split("\n")
+    if len(lines) < _MIN_FILE_LINES:
+        return []
+    candidates = _candidate_lines(text, lines, path.suffix.lower())
+    chosen = sorted(rng.sample(candidates, min(limit, len(candidates))))
+    relative = path.relative_to(root).as_posix()
+    tasks = []
+    for number in chosen:
+        # The kind alternates over the whole sample, not per file, to keep the halves even.
+        kind = KINDS[(already + len(tasks)) % 2]
+        column = _cut_column(lines[number], kind, rng)
+        tasks.append(_mask(path, relative, lines, number, column, kind))
+    return tasks
+
+
+def _read(path: Path) -> str | None:
+    try:
+        if path.stat().st_size > _MAX_FILE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _candidate_lines(text: str, lines: list[str], suffix: str) -> list[int]:
+    """Line numbers worth completing: real code, not too short or long, cuttable mid-line."""
+    prose = _python_prose_lines(text) if suffix in (".py", ".pyi") else set()
+    comment = ("#",) if suffix in _HASH_COMMENTS else _SLASH_COMMENTS
+    return [
+        number for number, line in enumerate(lines)
+        if number not in prose and _is_code_line(line, comment) and _mid_cuts(line)
+    ]
+
+
+def _is_code_line(line: str, comment: tuple[str, ...]) -> bool:
+    code = line.strip()
+    return (
+        len(code) >= _MIN_CODE_CHARS and len(line) <= _MAX_LINE_CHARS
+        and not code.startswith(comment)
+        and not code.startswith(('"""', "'''"))
+    )
+
+
+def _python_prose_lines(text: str) -> set[int]:
+    """0-based lines that are docstrings, bare string statements or inside a multi-line string.
+
+    Tokenizing is the reliable way to know a line sits inside a string; a file that does not
+    tokenize is left to the line-level checks in `_is_code_line`. Comment lines are caught there.
+    """
+    prose: set[int] = set()
+    statement_start = {tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+    previous, opened = tokenize.NEWLINE, None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == _FSTRING_START:
+                # Python 3.12+ splits f-strings into parts; the span runs from start to end.
+                opened = (token.start[0], previous)
+            elif token.type in (tokenize.STRING, _FSTRING_END):
+                first, before = (token.start[0], previous) if opened is None else opened
+                opened = None
+                prose.update(range(first, token.end[0]))  # lines that open inside the string
+                if before in statement_start:
+                    prose.add(first - 1)  # a docstring's opening line holds no code
+            if token.type not in (tokenize.NL, tokenize.COMMENT) and opened is None:
+                previous = token.type
+    except (tokenize.TokenError, SyntaxError):
+        return set()
+    return prose
+
+
+def _mid_cuts(line: str) -> list[int]:
+    """Columns just after a token that leave at least one token and a few characters to type."""
+    start = len(line) - len(line.lstrip())
+    code_end = len(line.rstrip())
+    return [
+        match.end() for match in _TOKEN.finditer(line)
+        if start < match.end() and len(line[match.end():code_end].strip()) >= _MIN_REST_CHARS
+    ]
+
+
+def _cut_column(line: str, kind: str, rng: random.Random) -> int:
+    if kind == NEXT_LINE:
+        return len(line) - len(line.lstrip())
+    return rng.choice(_mid_cuts(line))
+
+
+def _mask(
+    path: Path, relative: str, lines: list[str], number: int, column: int, kind: str
+) -> Task:
+    before = "".join(line + "\n" for line in lines[:number])
+    after = "".join("\n" + line for line in lines[number + 1:])
+    line = lines[number]
+    return Task(
+        path=path, relative=relative, line=number, column=column,
+        prefix_text=before + line[:column], suffix_text=after,
+        expected=line[column:], kind=kind,
+    )
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def _first_line(text: str) -> str:
+    """The completion's first line, stripped: later lines are a bonus no metric here scores."""
+    return text.split("\n", 1)[0].strip()
+
+
+def exact_match(prediction: str, expected: str) -> bool:
+    """First lines equal after stripping surrounding whitespace (inner spacing counts)."""
+    return _first_line(prediction) == _first_line(expected)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Character edit distance (insert, delete, substitute all cost 1).
+
+    Written out because the project takes no dependency for it, and difflib's ratio() is a
+    different measure (matching blocks), not the edit similarity the papers report.
+    """
+    if len(a) < len(b):
+        a, b = b, a
+    row = list(range(len(b) + 1))  # two rows of the DP table: O(len(b)) memory
+    for i, char_a in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, char_b in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(
+                row[j] + 1, row[j - 1] + 1, diagonal + (char_a != char_b)
+            )
+    return row[-1]
+
+
+def edit_similarity(prediction: str, expected: str) -> float:
+    """0-100: `1 - levenshtein / max(len)` on the stripped first lines; two empties score 100."""
+    a, b = _first_line(prediction), _first_line(expected)
+    longest = max(len(a), len(b))
+    return 100.0 if longest == 0 else 100.0 * (1 - levenshtein(a, b) / longest)
+
+
+def identifiers(text: str) -> list[str]:
+    """Identifiers of the first line in order, Python keywords left out."""
+    return [
+        word for word in _IDENTIFIER.findall(_first_line(text)) if not keyword.iskeyword(word)
+    ]
+
+
+def identifier_match(prediction: str, expected: str) -> float:
+    """0-100: F1 over the identifier multisets of the two first lines (CrossCodeEval's ID F1).
+
+    Two lines without identifiers score 100; one without, against one with, scores 0.
+    """
+    predicted, wanted = Counter(identifiers(prediction)), Counter(identifiers(expected))
+    if not predicted and not wanted:
+        return 100.0
+    common = sum((predicted & wanted).values())
+    if common == 0:
+        return 0.0
+    precision = common / sum(predicted.values())
+    recall = common / sum(wanted.values())
+    return 100.0 * 2 * precision * recall / (precision + recall)
+
+
+# --- running and aggregating ------------------------------------------------------------------
+
+
+@dataclass
+class _Score:
+    task: Task
+    condition: str
+    prediction: str
+    latency_ms: float
+    em: float
+    es: float
+    id: float
+
+
+async def run_quality_bench(
+    tasks: Sequence[Task],
+    conditions: Mapping[str, Condition],
+    progress: Callable[[str], None] | None = None,
+    keep_predictions: bool = False,
+) -> dict[str, object]:
+    """Complete every task under every condition, one at a time, and aggregate the scores.
+
+    Keys: `samples`, `conditions`, `em_<c>`, `es_<c>`, `id_<c>` (means, 0-100), `p50_ms`
+    (all completions), `p50_ms_<c>`, `per_kind` (the same metric keys per kind, with its
+    `samples`), `other_file` (the same for tasks with `uses_other_file`) and `table`
+    (markdown). With `keep_predictions`, `per_task` lists every prediction and its scores.
+    """
+    say = progress or (lambda _m: None)
+    names = list(conditions)
+    scores: list[_Score] = []
+    for index, task in enumerate(tasks):
+        say(f"{index + 1}/{len(tasks)} {task.relative}:{task.line + 1} {task.kind}")
+        # The order rotates per task so a warm cache or warm-up left by one condition favours
+        # each condition equally often.
+        shift = index % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            prediction, latency = await conditions[name](task)
+            scores.append(_score(task, name, prediction, latency))
+    return _aggregate(tasks, names, scores, keep_predictions)
+
+
+def _score(task: Task, condition: str, prediction: str, latency_ms: float) -> _Score:
+    return _Score(
+        task=task, condition=condition, prediction=prediction, latency_ms=latency_ms,
+        em=100.0 if exact_match(prediction, task.expected) else 0.0,
+        es=edit_similarity(prediction, task.expected),
+        id=identifier_match(prediction, task.expected),
+    )
+
+
+def _aggregate(
+    tasks: Sequence[Task], names: list[str], scores: list[_Score], keep_predictions: bool
+) -> dict[str, object]:
+    result: dict[str, object] = {"samples": len(tasks), "conditions": names}
+    result.update(_metrics(names, scores))
+    result["p50_ms"] = _median([s.latency_ms for s in scores])
+    for name in names:
+        result[f"p50_ms_{name}"] = _median([s.latency_ms for s in scores if s.condition == name])
+    result["per_kind"] = {
+        kind: _block(names, [s for s in scores if s.task.kind == kind]) for kind in KINDS
+    }
+    result["other_file"] = _block(names, [s for s in scores if s.task.uses_other_file])
+    result["table"] = _table(names, result)
+    if keep_predictions:
+        result["per_task"] = [_row(s) for s in scores]
+    return result
+
+
+def _block(names: list[str], scores: list[_Score]) -> dict[str, object]:
+    tasks = {id(s.task) for s in scores}
+    return {"samples": len(tasks), **_metrics(names, scores)}
+
+
+def _metrics(names: list[str], scores: list[_Score]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name in names:
+        mine = [s for s in scores if s.condition == name]
+        for metric in ("em", "es", "id"):
+            metrics[f"{metric}_{name}"] = _mean([getattr(s, metric) for s in mine])
+    return metrics
+
+
+def _table(names: list[str], result: Mapping[str, object]) -> str:
+    lines = ["| condition | EM | ES | ID | p50 ms |", "|---|---:|---:|---:|---:|"]
+    for name in names:
+        lines.append(
+            f"| {name} | {result[f'em_{name}']:.1f} | {result[f'es_{name}']:.1f} "
+            f"| {result[f'id_{name}']:.1f} | {result[f'p50_ms_{name}']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _row(score: _Score) -> dict[str, object]:
+    task = score.task
+    return {
+        "file": task.relative, "line": task.line, "column": task.column, "kind": task.kind,
+        "uses_other_file": task.uses_other_file, "condition": score.condition,
+        "expected": task.expected, "prediction": score.prediction,
+        "em": score.em, "es": round(score.es, 2), "id": round(score.id, 2),
+        "latency_ms": round(score.latency_ms, 2),
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 2) if values else 0.0
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2) if values else 0.0

@@ -1,0 +1,158 @@
+"""Repository context for a completion prompt, within a token budget.
+
+What goes in, best first: definitions of identifiers near the cursor, signatures of the modules
+the file imports, symbols ranked by personalized PageRank (all three from the CodeGraph's
+`related()`), code windows similar to the lines around the cursor (BM25 over the FTS index), and
+the workspace's API schemas, configuration and docs when their words meet the cursor's. Text the
+prefix or suffix already holds is left out.
+
+Stability: the context chosen for a cursor is kept while the cursor stays inside the same
+definition (function, method, class body), so the prompt's first tokens do not change while the
+user types and the KV cache keeps them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from codeagent_lsp.codegraph.graph import names_near
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+
+Mode = Literal["none", "windows", "full"]
+CountTokens = Callable[[str], int]
+
+WINDOW_QUERY_LINES = 8
+"""Lines above the cursor that make the query for similar code windows."""
+WINDOWS = 4
+FILE_OVERHEAD_TOKENS = 1
+"""The file separator token each context file costs in a multi-file layout."""
+
+
+class AssetSource:
+    """What the builder needs from an asset index (context/assets.py)."""
+
+    def relevant(self, words: list[str], limit: int, exclude_text: str = "") -> list:
+        raise NotImplementedError
+
+
+@dataclass
+class _Chosen:
+    scope: str
+    files: list[tuple[str, str]]
+
+
+@dataclass
+class ContextBuilder:
+    index: WorkspaceIndex | None
+    assets: AssetSource | None = None
+    mode: Mode = "full"
+    _chosen: dict[str, _Chosen] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def context_files(
+        self, key: str, path: Path, text: str, offset: int, budget: int, count: CountTokens
+    ) -> list[tuple[str, str]]:
+        """(path, text) pairs for the prompt, at most `budget` tokens including each file's
+        header; the same pairs as last time while the cursor stays in the same definition."""
+        if self.mode == "none" or self.index is None or budget <= 0:
+            return []
+        line = text.count("\n", 0, offset)
+        scope = self._scope(path, text, line)
+        with self._lock:
+            chosen = self._chosen.get(key)
+        if chosen is not None and chosen.scope == scope:
+            return chosen.files
+        files = self._choose(path, text, offset, line, budget, count)
+        with self._lock:
+            self._chosen[key] = _Chosen(scope, files)
+        return files
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._chosen.pop(key, None)
+
+    def _scope(self, path: Path, text: str, line: int) -> str:
+        """The innermost definition holding the cursor (by qualified name, which typing does
+        not move), else the indentation block's opener line text."""
+        located = self.index.locate(path) if self.index else None
+        if located:
+            inner = None
+            for symbol in self.index.store.symbols_in(*located):
+                span = symbol.definition.span
+                holds = span.start_line <= line <= span.end_line and span.end_line > span.start_line
+                if holds and (inner is None or span.start_line >= inner.span.start_line):
+                    inner = symbol.definition
+            if inner is not None:
+                return f"{inner.kind}:{inner.qualified_name}"
+        return "module:" + _block_opener(text.split("\n"), line)
+
+    def _choose(
+        self, path: Path, text: str, offset: int, line: int, budget: int, count: CountTokens
+    ) -> list[tuple[str, str]]:
+        assert self.index is not None
+        located = self.index.locate(path)
+        candidates: list[tuple[str, str]] = []
+        if self.mode == "full":
+            for snippet in self.index.related(path, text, line, budget, count):
+                candidates.append((snippet.path, snippet.text))
+        candidates += self._windows(located, text, offset)
+        if self.mode == "full" and self.assets is not None:
+            words = names_near(text, line) + _literals_near(text, line)
+            for section, _score in self.assets.relevant(words, 4, exclude_text=text):
+                candidates.append((section.path, section.text))
+        return _fit(candidates, text, budget, count)
+
+    def _windows(
+        self, located: tuple[str, str] | None, text: str, offset: int
+    ) -> list[tuple[str, str]]:
+        assert self.index is not None
+        query = "\n".join(text[:offset].split("\n")[-WINDOW_QUERY_LINES:])
+        hits = self.index.store.search_windows(query, WINDOWS, exclude=located)
+        return [(hit.path, hit.text) for hit in hits]
+
+
+def _fit(
+    candidates: list[tuple[str, str]], document: str, budget: int, count: CountTokens
+) -> list[tuple[str, str]]:
+    """Group snippets by file in first-seen order, skip what the document already holds, and
+    stop at the budget, counting each file's header as the template writes it."""
+    by_file: dict[str, list[str]] = {}
+    used = 0
+    for path, snippet in candidates:
+        snippet = snippet.strip("\n")
+        if not snippet.strip() or snippet in document:
+            continue
+        pieces = by_file.get(path)
+        if pieces is not None and snippet in pieces:
+            continue
+        cost = count(snippet + "\n") + (0 if pieces else count(f"{path}\n") + FILE_OVERHEAD_TOKENS)
+        if used + cost > budget:
+            continue
+        by_file.setdefault(path, []).append(snippet)
+        used += cost
+    return [(path, "\n".join(pieces)) for path, pieces in by_file.items()]
+
+
+_LITERAL = re.compile(r"""["']([^"'\n]{3,80})["']""")
+
+
+def _literals_near(text: str, line: int, spread: int = 6) -> list[str]:
+    """String literals around the cursor ("/users/{id}", "DATABASE_URL"): assets match them."""
+    lines = text.split("\n")[max(0, line - spread) : line + spread + 1]
+    return [m.group(1) for row in lines for m in _LITERAL.finditer(row)]
+
+
+def _block_opener(lines: list[str], line: int) -> str:
+    """The nearest line above with less indentation than the cursor line (its block's head)."""
+    current = lines[line] if line < len(lines) else ""
+    depth = len(current) - len(current.lstrip())
+    for row in range(line - 1, -1, -1):
+        candidate = lines[row]
+        if candidate.strip() and len(candidate) - len(candidate.lstrip()) < max(depth, 1):
+            return f"{row}:{candidate.strip()[:80]}"
+    return "top"
