@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     latency.add_argument("--baseline-requests", type=int, default=8)
     latency.add_argument("--json", action="store_true")
     latency.set_defaults(run=_bench_latency)
+    quality = bench.add_parser("quality", help="completion quality with and without context")
+    _add_model_options(quality)
+    quality.add_argument("--repo", type=Path, required=True)
+    quality.add_argument("--samples", type=int, default=200)
+    quality.add_argument("--seed", type=int, default=0)
+    quality.add_argument("--json", action="store_true")
+    quality.set_defaults(run=_bench_quality)
     related = bench.add_parser("related", help="time the CodeGraph's related() on a repository")
     related.add_argument("--repo", type=Path, help="default: the Python standard library")
     related.add_argument("--samples", type=int, default=200)
@@ -195,6 +202,19 @@ def _bench_latency(args: argparse.Namespace) -> int:
     result = asyncio.run(
         run_latency_bench(
             _settings_from(args), args.file, args.keystrokes, args.baseline_requests,
+            progress=None if args.json else _progress,
+        )
+    )
+    print(json.dumps(result) if args.json else result["table"])
+    return 0
+
+
+def _bench_quality(args: argparse.Namespace) -> int:
+    from codeagent_lsp.bench import quality_run
+
+    result = asyncio.run(
+        quality_run.run(
+            _settings_from(args), args.repo, args.samples, args.seed,
             progress=None if args.json else _progress,
         )
     )
