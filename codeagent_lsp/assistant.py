@@ -7,6 +7,7 @@ post-processing -> suggestion. Nothing here knows LSP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ class ModelUnavailable(Exception):
 
 
 ContextProvider = Callable[
-    [str, Path, str, int, int, Callable[[str], int]], list[tuple[str, str]]
+    [str, Path, str, int, int, Callable[[str, str], int]], list[tuple[str, str]]
 ]
-"""(document key, file, text, offset, token budget, token counter) -> (path, text) pairs."""
+"""(document key, file, text, offset, token budget, cost of a (path, text) file in the prompt)
+-> (path, text) pairs."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,9 @@ class Assistant:
         context: list[tuple[str, str]] = []
         if self.context is not None and where.file is not None:
             room = opts.totalTokens - count(excerpt.prefix) - count(excerpt.suffix)
+            cost = functools.partial(loaded.template.context_cost, count=count)
             context = await asyncio.to_thread(
-                self.context, key, where.file, text, offset, min(opts.contextTokens, room), count
+                self.context, key, where.file, text, offset, min(opts.contextTokens, room), cost
             )
         segments = loaded.template.build(
             excerpt.prefix, excerpt.suffix, path=where.path, repo=where.repo,

@@ -186,8 +186,8 @@ class AssetIndex:
             return True
         if not os.path.lexists(absolute):
             return self.remove_path(path)
-        if not Path(os.path.realpath(absolute.parent)).is_relative_to(root.path):
-            return False  # reached through a symlinked folder that leaves the root
+        if os.path.realpath(absolute.parent) != str(absolute.parent):
+            return False  # reached through a symlinked folder, which a walk does not enter
         if absolute.is_dir() and not absolute.is_symlink():
             return self._refresh_dir(root, rel)
         if self._path_excluded(root, rel):
@@ -601,7 +601,8 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 def _markdown_sections(name: str, text: str) -> list[tuple[str, str, str]]:
     """A section per ATX heading (`## Title`), titled by its heading trail ("Usage > Install");
     headings inside code fences are code. The text before the first heading is titled by the
-    file's name."""
+    file's name. A heading with nothing under it before the next is left out: its words are in
+    the titles of the sections below it."""
     sections: list[tuple[str, str, str]] = []
     trail: list[tuple[int, str]] = []
     body: list[str] = []
@@ -613,14 +614,19 @@ def _markdown_sections(name: str, text: str) -> list[tuple[str, str, str]]:
             fence = opener.group(1)[:3] if fence is None else None
         heading = None if fence else _HEADING.match(line)
         if heading:
-            sections.append((title, "\n".join(body), "markdown"))
+            _add_markdown(sections, title, body)
             level = len(heading.group(1))
             trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, heading.group(2))]
             title = " > ".join(t for _, t in trail)
             body = []
         body.append(line)
-    sections.append((title, "\n".join(body), "markdown"))
+    _add_markdown(sections, title, body)
     return sections
+
+
+def _add_markdown(sections: list[tuple[str, str, str]], title: str, body: list[str]) -> None:
+    if any(line.strip() and not _HEADING.match(line) for line in body):
+        sections.append((title, "\n".join(body), "markdown"))
 
 
 # TOML -------------------------------------------------------------------------------------------
@@ -1001,6 +1007,8 @@ def _yaml_value(inline: str, lines: list[str]) -> Any:
     inline = inline.strip()
     if inline.startswith("&"):  # an anchor: what follows it is the value
         inline = inline.partition(" ")[2].strip()
+    if inline.startswith("#"):  # `key:  # a comment`, the value below
+        inline = ""
     if inline.startswith(("|", ">")):
         return "\n".join(line.strip() for line in lines if line.strip())
     if inline:
@@ -1030,8 +1038,19 @@ def _yaml_list(lines: list[str], level: int) -> list[Any]:
     return values
 
 
-def _yaml_scalar(text: str) -> str:
+def _yaml_scalar(text: str) -> Any:
+    """A scalar as text; a flat flow mapping or list (`{type: integer}`, `[id, email]`) as a
+    dict or list of text. Nested flow collections stay text."""
     if text[0] in "\"'":
         end = text.find(text[0], 1)
         return text[1:end] if end > 0 else text[1:]
-    return text.split(" #", 1)[0].strip()
+    text = text.split(" #", 1)[0].strip()
+    inner = text[1:-1]
+    if len(text) < 2 or any(c in inner for c in "{}[]"):
+        return text
+    if text[0] == "[" and text[-1] == "]":
+        return [_yaml_scalar(item.strip()) for item in inner.split(",") if item.strip()]
+    if text[0] == "{" and text[-1] == "}":
+        pairs = (item.partition(":") for item in inner.split(",") if item.strip())
+        return {k.strip().strip("\"'"): _yaml_scalar(v.strip() or "~") for k, _, v in pairs}
+    return text

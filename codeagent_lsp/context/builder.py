@@ -25,12 +25,12 @@ from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 
 Mode = Literal["none", "windows", "full"]
 CountTokens = Callable[[str], int]
+FileCost = Callable[[str, str], int]
+"""Tokens a (path, text) context file takes in the prompt (FimTemplate.context_cost)."""
 
 WINDOW_QUERY_LINES = 8
 """Lines above the cursor that make the query for similar code windows."""
 WINDOWS = 4
-FILE_OVERHEAD_TOKENS = 1
-"""The file separator token each context file costs in a multi-file layout."""
 
 
 class AssetSource:
@@ -55,10 +55,10 @@ class ContextBuilder:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def context_files(
-        self, key: str, path: Path, text: str, offset: int, budget: int, count: CountTokens
+        self, key: str, path: Path, text: str, offset: int, budget: int, cost: FileCost
     ) -> list[tuple[str, str]]:
-        """(path, text) pairs for the prompt, at most `budget` tokens including each file's
-        header; the same pairs as last time while the cursor stays in the same definition."""
+        """(path, text) pairs for the prompt, costing at most `budget` tokens as `cost` counts
+        them; the same pairs as last time while the cursor stays in the same definition."""
         if self.mode == "none" or self.index is None or budget <= 0:
             return []
         line = text.count("\n", 0, offset)
@@ -67,7 +67,7 @@ class ContextBuilder:
             chosen = self._chosen.get(key)
         if chosen is not None and chosen.scope == scope:
             return chosen.files
-        files = self._choose(path, text, offset, line, budget, count)
+        files = self._choose(path, text, offset, line, budget, cost)
         with self._lock:
             self._chosen[key] = _Chosen(scope, files)
         return files
@@ -92,20 +92,21 @@ class ContextBuilder:
         return "module:" + _block_opener(text.split("\n"), line)
 
     def _choose(
-        self, path: Path, text: str, offset: int, line: int, budget: int, count: CountTokens
+        self, path: Path, text: str, offset: int, line: int, budget: int, cost: FileCost
     ) -> list[tuple[str, str]]:
         assert self.index is not None
         located = self.index.locate(path)
         candidates: list[tuple[str, str]] = []
         if self.mode == "full":
-            for snippet in self.index.related(path, text, line, budget, count):
+            snippet_cost: CountTokens = lambda s: cost("", s)  # noqa: E731
+            for snippet in self.index.related(path, text, line, budget, snippet_cost):
                 candidates.append((snippet.path, snippet.text))
         candidates += self._windows(located, text, offset)
         if self.mode == "full" and self.assets is not None:
             words = names_near(text, line) + _literals_near(text, line)
             for section, _score in self.assets.relevant(words, 4, exclude_text=text):
                 candidates.append((section.path, section.text))
-        return _fit(candidates, text, budget, count)
+        return _fit(candidates, text, budget, cost)
 
     def _windows(
         self, located: tuple[str, str] | None, text: str, offset: int
@@ -117,24 +118,22 @@ class ContextBuilder:
 
 
 def _fit(
-    candidates: list[tuple[str, str]], document: str, budget: int, count: CountTokens
+    candidates: list[tuple[str, str]], document: str, budget: int, cost: FileCost
 ) -> list[tuple[str, str]]:
     """Group snippets by file in first-seen order, skip what the document already holds, and
-    stop at the budget, counting each file's header as the template writes it."""
+    add each only if every file, priced as the template writes it, still fits the budget."""
     by_file: dict[str, list[str]] = {}
-    used = 0
+    prices: dict[str, int] = {}
     for path, snippet in candidates:
         snippet = snippet.strip("\n")
-        if not snippet.strip() or snippet in document:
+        pieces = by_file.get(path, [])
+        if not snippet.strip() or snippet in document or snippet in pieces:
             continue
-        pieces = by_file.get(path)
-        if pieces is not None and snippet in pieces:
+        price = cost(path, "\n".join([*pieces, snippet]))
+        if sum(prices.values()) - prices.get(path, 0) + price > budget:
             continue
-        cost = count(snippet + "\n") + (0 if pieces else count(f"{path}\n") + FILE_OVERHEAD_TOKENS)
-        if used + cost > budget:
-            continue
-        by_file.setdefault(path, []).append(snippet)
-        used += cost
+        by_file[path] = [*pieces, snippet]
+        prices[path] = price
     return [(path, "\n".join(pieces)) for path, pieces in by_file.items()]
 
 

@@ -62,6 +62,13 @@ class FimTemplate:
             segments.append(Special(self.middle_token))
         return [s for s in segments if s != ""]
 
+    def context_cost(self, path: str, text: str, count: Callable[[str], int]) -> int:
+        """Tokens one context file takes in this template's prompt, exactly as `build` writes
+        it (the budget is kept to the token)."""
+        if self.repo_token and self.file_token:
+            return 1 + count(f"{path}\n{text}\n")
+        return count(_comment_block(path, text))
+
     def _repo_header(
         self, repo: str | None, path: str | None, context_files: list[tuple[str, str]]
     ) -> list[Segment]:

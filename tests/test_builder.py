@@ -1,0 +1,94 @@
+"""The context builder: budget to the token, stable while typing in a definition, no leaks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.settings import CodegraphSettings
+
+PROJECTS = Path(__file__).parent / "fixtures" / "projects"
+
+
+def count(path: str, text: str) -> int:
+    """As a multi-file template prices a context file (a separator token, path, text)."""
+    return 1 + (len(f"{path}\n{text}\n") // 4 + 1)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path):
+    root = tmp_path / "python"
+    shutil.copytree(PROJECTS / "python", root)
+    index = WorkspaceIndex([("python", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
+    index.index_all()
+    yield index, root
+    index.close()
+
+
+def cursor_in_describe(root: Path) -> tuple[Path, str, int]:
+    path = root / "app.py"
+    text = path.read_text()
+    return path, text, text.index("    return f\"{c.name}") + 4
+
+
+@pytest.mark.parametrize("budget", [0, 30, 120, 400, 1600])
+def test_context_stays_within_the_budget(workspace, budget):
+    index, root = workspace
+    path, text, offset = cursor_in_describe(root)
+    files = ContextBuilder(index).context_files("k", path, text, offset, budget, count)
+    assert sum(count(p, t) for p, t in files) <= budget
+    if budget >= 400:
+        assert any("class Circle(Shape)" in t for _, t in files)
+
+
+def test_context_is_kept_while_typing_in_the_same_function(workspace):
+    index, root = workspace
+    path, text, offset = cursor_in_describe(root)
+    builder = ContextBuilder(index)
+    first = builder.context_files("k", path, text, offset, 400, count)
+    for typed in ("c", "c.", "c.na", "c.name + str(len("):
+        edited = text[:offset] + typed + text[offset:]
+        again = builder.context_files("k", path, edited, offset + len(typed), 400, count)
+        assert again is first
+    main_at = text.index("    print(rect_area")
+    elsewhere = builder.context_files("k", path, text, main_at + 4, 400, count)
+    assert elsewhere is not first
+
+
+def test_text_already_in_the_document_is_not_repeated(workspace):
+    index, root = workspace
+    path, text, offset = cursor_in_describe(root)
+    plain = ContextBuilder(index).context_files("k", path, text, offset, 400, count)
+    assert any("class Circle(Shape)" in t for _, t in plain)
+    geometry = (root / "shapes" / "geometry.py").read_text()
+    combined = text + "\n" + geometry  # as if the file held geometry's code itself
+    files = ContextBuilder(index).context_files("k", path, combined, offset, 400, count)
+    assert not any("class Circle(Shape)" in t for _, t in files)
+
+
+def test_masked_text_does_not_leak_through_the_index(workspace):
+    index, root = workspace
+    path = root / "shapes" / "geometry.py"
+    original = path.read_text()
+    hidden = "return 2 * self.radius"
+    masked = original.replace(hidden, "")
+    index.document_changed(path, masked)  # the benchmark's way: the masked file as open text
+    offset = masked.index("    @property") + 4
+    for mode in ("windows", "full"):
+        files = ContextBuilder(index, mode=mode).context_files(
+            "k", path, masked, offset, 2000, count
+        )
+        assert files  # there is context ...
+        assert all(hidden not in snippet for _, snippet in files)  # ... without the answer
+
+
+def test_no_context_mode_and_no_index(workspace):
+    index, root = workspace
+    path, text, offset = cursor_in_describe(root)
+    none = ContextBuilder(index, mode="none")
+    assert none.context_files("k", path, text, offset, 400, count) == []
+    assert ContextBuilder(None).context_files("k", path, text, offset, 400, count) == []
