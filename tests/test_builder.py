@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.settings import CodegraphSettings
 
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
@@ -92,3 +94,34 @@ def test_no_context_mode_and_no_index(workspace):
     none = ContextBuilder(index, mode="none")
     assert none.context_files("k", path, text, offset, 400, count) == []
     assert ContextBuilder(None).context_files("k", path, text, offset, 400, count) == []
+
+
+def test_api_schemas_come_in_and_secrets_never_do(tmp_path: Path):
+    root = tmp_path / "service"
+    root.mkdir()
+    (root / "openapi.yaml").write_text(
+        "openapi: 3.0.0\ninfo:\n  title: Users\n  version: '1'\npaths:\n  /users/{id}:\n"
+        "    get:\n      operationId: getUser\n      summary: Fetch one user by id\n"
+        "      responses:\n        '200':\n          description: the user\n"
+    )
+    (root / ".env").write_text("API_TOKEN=canary-5e1f0c9a7d\n")
+    (root / "secrets.py").write_text("TOKEN = 'canary-5e1f0c9a7d'\n")
+    client = root / "client.py"
+    client.write_text(
+        "import requests\n\n\ndef get_user(user_id):\n    url = f\"/users/{user_id}\"\n    \n"
+    )
+    index = WorkspaceIndex([("service", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
+    index.index_all()
+    assets = AssetIndex([("service", root)], PathPolicy())
+    assets.refresh()
+    try:
+        text = client.read_text()
+        files = ContextBuilder(index, assets).context_files(
+            "k", client, text, len(text) - 1, 600, count
+        )
+        assert not index.store.file_info("service", "secrets.py")  # denied: never indexed
+    finally:
+        index.close()
+    joined = "\n".join(f"{p}\n{t}" for p, t in files)
+    assert "openapi.yaml" in joined and "getUser" in joined
+    assert "canary-5e1f0c9a7d" not in joined

@@ -17,7 +17,9 @@ from pathlib import Path
 from codeagent_lsp.assistant import Assistant, PromptFile
 from codeagent_lsp.bench.quality import Task, identifiers, run_quality_bench, sample_tasks
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder, Mode
+from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.settings import Settings
 
 CONDITIONS: tuple[Mode, ...] = ("none", "windows", "full")
@@ -41,7 +43,9 @@ async def run(
         tasks = sample_tasks(root, samples, seed)
         for task in tasks:
             task.uses_other_file = _uses_other_file(index, task)
-        conditions = {mode: _condition(assistant, index, mode) for mode in CONDITIONS}
+        assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
+        assets.refresh()
+        conditions = {mode: _condition(assistant, index, assets, mode) for mode in CONDITIONS}
         result = await run_quality_bench(tasks, conditions, progress=say)
     finally:
         assistant.close()
@@ -54,8 +58,8 @@ async def run(
     return result
 
 
-def _condition(assistant: Assistant, index: WorkspaceIndex, mode: Mode):
-    builder = ContextBuilder(index, mode=mode)
+def _condition(assistant: Assistant, index: WorkspaceIndex, assets: AssetIndex, mode: Mode):
+    builder = ContextBuilder(index, assets, mode=mode)
 
     async def complete(task: Task) -> tuple[str, float]:
         text = task.prefix_text + task.suffix_text

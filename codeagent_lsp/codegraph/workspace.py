@@ -19,6 +19,7 @@ from codeagent_lsp.codegraph.store import (
     StoredSymbol,
     default_db_path,
 )
+from codeagent_lsp.security.paths import DEFAULT_DENY
 from codeagent_lsp.settings import CodegraphSettings
 
 _WORD = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -41,9 +42,10 @@ class WorkspaceIndex:
         if settings.cacheDir:
             db_path = Path(settings.cacheDir).expanduser() / db_path.name
         self.store = GraphStore.open(db_path)
+        # Secrets (.env, keys, credentials) are never indexed, whatever the settings say.
         self.indexer = Indexer(
             self.store, roots, max_file_bytes=settings.maxFileBytes,
-            exclude_globs=settings.exclude,
+            exclude_globs=(*DEFAULT_DENY, *settings.exclude),
         )
         self.graph = CodeGraph(self.store)
         self.live = LiveTrees()

@@ -22,6 +22,7 @@ from typing import Literal
 
 from codeagent_lsp.codegraph.graph import names_near
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.assets import AssetIndex
 
 Mode = Literal["none", "windows", "full"]
 CountTokens = Callable[[str], int]
@@ -33,13 +34,6 @@ WINDOW_QUERY_LINES = 8
 WINDOWS = 4
 
 
-class AssetSource:
-    """What the builder needs from an asset index (context/assets.py)."""
-
-    def relevant(self, words: list[str], limit: int, exclude_text: str = "") -> list:
-        raise NotImplementedError
-
-
 @dataclass
 class _Chosen:
     scope: str
@@ -49,7 +43,7 @@ class _Chosen:
 @dataclass
 class ContextBuilder:
     index: WorkspaceIndex | None
-    assets: AssetSource | None = None
+    assets: AssetIndex | None = None
     mode: Mode = "full"
     _chosen: dict[str, _Chosen] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

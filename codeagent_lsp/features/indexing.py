@@ -15,7 +15,9 @@ from lsprotocol import types
 from pygls import uris
 
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.server import CodeagentServer
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class IndexingFeature:
         self._progress_token: str | None = None
         self._pending: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.assets: AssetIndex | None = None
+        """API schemas, configuration and docs of the workspace, for prompts."""
 
     def background(self, work) -> None:
         """Run a coroutine without awaiting it, keeping a reference until it is done."""
@@ -49,7 +53,9 @@ class IndexingFeature:
         roots = _roots(ls)
         index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph)
         ls.codegraph = index
-        ls.use_context_builder(ContextBuilder(index))
+        policy = PathPolicy(deny=ls.settings.codegraph.exclude)
+        self.assets = AssetIndex(roots, policy)
+        ls.use_context_builder(ContextBuilder(index, self.assets))
         status = index.store.status
         if status.state in ("rebuilt", "memory"):  # say why the index starts from scratch
             log.warning("codegraph store %s: %s", status.state, status.reason)
@@ -70,6 +76,8 @@ class IndexingFeature:
 
         try:
             summary = await asyncio.to_thread(index.index_all, progress, self.cancel_event.is_set)
+            if self.assets is not None:
+                await asyncio.to_thread(self.assets.refresh)
         finally:
             self.ready.set()
         message = (
@@ -169,6 +177,10 @@ class IndexingFeature:
                 continue
             deleted = change.type == types.FileChangeType.Deleted
             await self._update(index.file_deleted if deleted else index.file_changed, Path(path))
+            if self.assets is not None:
+                assets = self.assets
+                update = assets.remove_path if deleted else assets.refresh_path
+                await asyncio.to_thread(update, Path(path))
 
 
 def _roots(ls: CodeagentServer) -> list[tuple[str, Path]]:
