@@ -13,7 +13,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import EDITORS, accept_registrations
-from tests.test_server import open_doc, stats
+from tests.test_server import inline, open_doc, stats, type_at
 
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
 
@@ -166,3 +166,23 @@ async def test_database_deleted_under_the_running_server(graph_client: LanguageC
     assert graph["files"] > 10  # indexed again, not just the one file
     assert graph["store"] == "rebuilt"
     assert list(graph_client.cache_dir.rglob("*.db"))  # type: ignore[attr-defined]
+
+
+async def test_typing_in_a_function_keeps_the_context_cached(graph_client: LanguageClient):
+    uri, text = open_file(graph_client, "python/app.py")
+    start = cursor_on(text, "    return f", '"')
+    line_end = types.Position(start.line, len(text.split("\n")[start.line]))
+    type_at(graph_client, uri, line_end, "\n    ", 2)
+    cursor = types.Position(line_end.line + 1, 4)
+    await inline(graph_client, uri, cursor)
+    for i, char in enumerate("total = c.area() * 2"):
+        type_at(graph_client, uri, cursor, char, 3 + i)
+        cursor = types.Position(cursor.line, cursor.character + 1)
+        await inline(graph_client, uri, cursor)
+    records = (await stats(graph_client))["records"]
+    first, typed = records[0], records[1:]
+    assert first["evaluatedTokens"] == first["promptTokens"] > 100
+    assert len(typed) == 20
+    for record in typed:  # the context and the file above stay cached; the suffix is shifted
+        assert record["evaluatedTokens"] <= 8, record
+        assert record["reusedTokens"] >= record["promptTokens"] - 8
