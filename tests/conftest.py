@@ -3,6 +3,7 @@ client driving `codeagent-lsp` over stdio with the capabilities of real editors.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,30 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.settings import CodegraphSettings
 from tests.tiny_gguf import write_tiny_gguf
 
 EDITORS = ["visual-studio-code", "neovim"]
 REPO = Path(__file__).resolve().parents[1]
 REAL_MODEL = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+PROJECTS = Path(__file__).parent / "fixtures" / "projects"
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture
+def python_index(tmp_path: Path):
+    """The Python fixture project, copied and indexed: (WorkspaceIndex, root)."""
+    root = tmp_path / "python"
+    shutil.copytree(PROJECTS / "python", root)
+    index = WorkspaceIndex([("python", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
+    index.index_all()
+    yield index, root
+    index.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,10 @@ from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.settings import CodegraphSettings
 
-PROJECTS = Path(__file__).parent / "fixtures" / "projects"
-
 
 def count(path: str, text: str) -> int:
     """As a multi-file template prices a context file (a separator token, path, text)."""
     return 1 + (len(f"{path}\n{text}\n") // 4 + 1)
-
-
-@pytest.fixture
-def workspace(tmp_path: Path):
-    root = tmp_path / "python"
-    shutil.copytree(PROJECTS / "python", root)
-    index = WorkspaceIndex([("python", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
-    index.index_all()
-    yield index, root
-    index.close()
 
 
 def cursor_in_describe(root: Path) -> tuple[Path, str, int]:
@@ -38,8 +25,8 @@ def cursor_in_describe(root: Path) -> tuple[Path, str, int]:
 
 
 @pytest.mark.parametrize("budget", [0, 30, 120, 400, 1600])
-def test_context_stays_within_the_budget(workspace, budget):
-    index, root = workspace
+def test_context_stays_within_the_budget(python_index, budget):
+    index, root = python_index
     path, text, offset = cursor_in_describe(root)
     files = ContextBuilder(index).context_files("k", path, text, offset, budget, count)
     assert sum(count(p, t) for p, t in files) <= budget
@@ -47,8 +34,8 @@ def test_context_stays_within_the_budget(workspace, budget):
         assert any("class Circle(Shape)" in t for _, t in files)
 
 
-def test_context_is_kept_while_typing_in_the_same_function(workspace):
-    index, root = workspace
+def test_context_is_kept_while_typing_in_the_same_function(python_index):
+    index, root = python_index
     path, text, offset = cursor_in_describe(root)
     builder = ContextBuilder(index)
     first = builder.context_files("k", path, text, offset, 400, count)
@@ -61,8 +48,8 @@ def test_context_is_kept_while_typing_in_the_same_function(workspace):
     assert elsewhere is not first
 
 
-def test_text_already_in_the_document_is_not_repeated(workspace):
-    index, root = workspace
+def test_text_already_in_the_document_is_not_repeated(python_index):
+    index, root = python_index
     path, text, offset = cursor_in_describe(root)
     plain = ContextBuilder(index).context_files("k", path, text, offset, 400, count)
     assert any("class Circle(Shape)" in t for _, t in plain)
@@ -72,8 +59,8 @@ def test_text_already_in_the_document_is_not_repeated(workspace):
     assert not any("class Circle(Shape)" in t for _, t in files)
 
 
-def test_masked_text_does_not_leak_through_the_index(workspace):
-    index, root = workspace
+def test_masked_text_does_not_leak_through_the_index(python_index):
+    index, root = python_index
     path = root / "shapes" / "geometry.py"
     original = path.read_text()
     hidden = "return 2 * self.radius"
@@ -88,8 +75,8 @@ def test_masked_text_does_not_leak_through_the_index(workspace):
         assert all(hidden not in snippet for _, snippet in files)  # ... without the answer
 
 
-def test_no_context_mode_and_no_index(workspace):
-    index, root = workspace
+def test_no_context_mode_and_no_index(python_index):
+    index, root = python_index
     path, text, offset = cursor_in_describe(root)
     none = ContextBuilder(index, mode="none")
     assert none.context_files("k", path, text, offset, 400, count) == []

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import networkx as nx
 import pytest
 
 from codeagent_lsp.codegraph.graph import names_near, personalized_pagerank
-from codeagent_lsp.codegraph.workspace import WorkspaceIndex
-from codeagent_lsp.settings import CodegraphSettings
-
-PROJECTS = Path(__file__).parent / "fixtures" / "projects"
 
 
 def test_pagerank_restarts_at_the_seed_and_decays_with_distance():
@@ -38,16 +31,6 @@ def test_pagerank_follows_weights():
 def test_names_near_the_cursor_come_nearest_first():
     text = "alpha = 1\nbeta = alpha\ncursor_here\ngamma = beta\n"
     assert names_near(text, 2)[:4] == ["cursor_here", "beta", "alpha", "gamma"]
-
-
-@pytest.fixture
-def python_index(tmp_path: Path):
-    root = tmp_path / "python"
-    shutil.copytree(PROJECTS / "python", root)
-    index = WorkspaceIndex([("python", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
-    index.index_all()
-    yield index, root
-    index.close()
 
 
 def test_related_puts_definitions_near_the_cursor_first(python_index):

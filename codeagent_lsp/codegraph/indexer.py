@@ -29,6 +29,7 @@ from pathspec import GitIgnoreSpec
 from codeagent_lsp.codegraph.extract import extract
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.store import FileRecord, GraphStore, default_db_path, open_store
+from codeagent_lsp.security.roots import Root, locate
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,6 @@ class IndexSummary:
 
 
 @dataclass(frozen=True)
-class _Root:
-    repo: str
-    path: Path
-    """Absolute and resolved: what is walked and what reads are checked against."""
-    given: Path
-    """Absolute as given (maybe through a symlink): how an editor may name files in it."""
-
-
-@dataclass(frozen=True)
 class Candidate:
     repo: str
     root: Path
@@ -110,7 +102,7 @@ class Indexer:
     ) -> None:
         self.store = store
         self.roots = [
-            _Root(repo, Path(path).expanduser().resolve(), Path(os.path.abspath(path)))
+            Root.of(repo, path)
             for repo, path in roots
         ]
         self.max_file_bytes = max_file_bytes
@@ -125,27 +117,11 @@ class Indexer:
 
     def root_for(self, path: Path | str) -> tuple[str, str] | None:
         """(repo, path relative to its root, posix) for an absolute path inside a root (the
-        deepest one when roots nest), else None. A path through a symlinked folder counts where
-        the folder really is; the file itself is not resolved (a link keeps its own name)."""
-        absolute = Path(os.path.abspath(path))
-        found = self._locate(absolute)
-        if found is None and absolute.parent != absolute:
-            found = self._locate(Path(os.path.realpath(absolute.parent)) / absolute.name)
-        return found
+        deepest one when roots nest), else None."""
+        found = locate(self.roots, path)
+        return (found[0].repo, found[1]) if found else None
 
-    def _locate(self, absolute: Path) -> tuple[str, str] | None:
-        best: tuple[_Root, Path] | None = None
-        for root in self.roots:
-            for base in (root.path, root.given):
-                if absolute.is_relative_to(base) and (
-                    best is None or len(base.parts) > len(best[1].parts)
-                ):
-                    best = (root, base)
-        if best is None or absolute == best[1]:
-            return None
-        return best[0].repo, absolute.relative_to(best[1]).as_posix()
-
-    def _root(self, repo: str) -> _Root | None:
+    def _root(self, repo: str) -> Root | None:
         return next((root for root in self.roots if root.repo == repo), None)
 
     # --- scanning -----------------------------------------------------------------------------
@@ -156,7 +132,7 @@ class Indexer:
         for root in self.roots:
             yield from self._walk(root, "", skipped)
 
-    def _walk(self, root: _Root, start: str, skipped: Counter[str]) -> Iterator[Candidate]:
+    def _walk(self, root: Root, start: str, skipped: Counter[str]) -> Iterator[Candidate]:
         nested = {r.path for r in self.roots if r.path != root.path}
         pending = [start]
         while pending:
@@ -181,7 +157,7 @@ class Indexer:
                     yield candidate
             pending.extend(reversed(subdirs))
 
-    def _candidate(self, root: _Root, rel: str, skipped: Counter[str]) -> Candidate | None:
+    def _candidate(self, root: Root, rel: str, skipped: Counter[str]) -> Candidate | None:
         language = language_for(rel)
         if language is None or self._file_excluded(root, rel):
             return None
@@ -197,13 +173,13 @@ class Indexer:
                 return None
         return Candidate(root.repo, root.path, rel, target, language)
 
-    def _dir_excluded(self, root: _Root, rel: str) -> bool:
+    def _dir_excluded(self, root: Root, rel: str) -> bool:
         return PurePosixPath(rel).name in SKIP_DIRS or self._ignored(root, rel, is_dir=True)
 
-    def _file_excluded(self, root: _Root, rel: str) -> bool:
+    def _file_excluded(self, root: Root, rel: str) -> bool:
         return self._ignored(root, rel, is_dir=False)
 
-    def _path_excluded(self, root: _Root, rel: str) -> bool:
+    def _path_excluded(self, root: Root, rel: str) -> bool:
         """For one path out of a walk: its folders count too."""
         parts = rel.split("/")
         for end in range(1, len(parts)):
@@ -211,7 +187,7 @@ class Indexer:
                 return True
         return self._file_excluded(root, rel)
 
-    def _ignored(self, root: _Root, rel: str, *, is_dir: bool) -> bool:
+    def _ignored(self, root: Root, rel: str, *, is_dir: bool) -> bool:
         """Git's rules: the deepest .gitignore with a matching pattern decides, a `!` pattern
         re-includes; .git/info/exclude ranks below every .gitignore."""
         probe = rel + "/" if is_dir else rel
@@ -456,7 +432,7 @@ class Indexer:
             return self.store.remove_file(repo, rel)
         return self._update_candidate(candidate)
 
-    def _path_excluded_dir(self, root: _Root, rel: str) -> bool:
+    def _path_excluded_dir(self, root: Root, rel: str) -> bool:
         parts = rel.split("/")
         prefixes = ("/".join(parts[:end]) for end in range(1, len(parts) + 1))
         return any(self._dir_excluded(root, prefix) for prefix in prefixes)

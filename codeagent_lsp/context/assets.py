@@ -43,6 +43,7 @@ from pathspec import GitIgnoreSpec
 
 from codeagent_lsp.codegraph.indexer import SKIP_DIRS
 from codeagent_lsp.security.paths import PathPolicy
+from codeagent_lsp.security.roots import Root, locate
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,6 @@ class _Doc:
     """The text with whitespace runs collapsed: how exclude_text containment is checked."""
 
 
-@dataclass(frozen=True)
-class _Root:
-    repo: str
-    path: Path
-    """Absolute and resolved: what is walked and what reads are checked against."""
-    given: Path
-    """Absolute as given (maybe through a symlink): how an editor may name files in it."""
-
-
 @dataclass
 class _Corpus:
     files: dict[tuple[str, str], list[_Doc]] = field(default_factory=dict)
@@ -143,7 +135,7 @@ class AssetIndex:
         max_files: int = 2000,
     ) -> None:
         self.roots = [
-            _Root(repo, Path(path).expanduser().resolve(), Path(os.path.abspath(path)))
+            Root.of(repo, path)
             for repo, path in roots
         ]
         self.policy = policy
@@ -217,7 +209,7 @@ class AssetIndex:
                 self._corpus.remove(key)
         return bool(keys)
 
-    def _refresh_dir(self, root: _Root, rel: str) -> bool:
+    def _refresh_dir(self, root: Root, rel: str) -> bool:
         if self._dir_path_excluded(root, rel):
             return self.remove_path(root.path / rel)
         loaded = {(root.repo, r): self._load(root, r) for r in self._walk(root, rel)}
@@ -277,30 +269,12 @@ class AssetIndex:
 
     # --- paths ----------------------------------------------------------------------------------
 
-    def _locate(self, path: Path | str) -> tuple[_Root, str] | None:
-        """The deepest root holding an absolute path, and the path relative to it (posix). A
-        path through a symlinked folder counts where the folder really is."""
-        absolute = Path(os.path.abspath(path))
-        found = self._locate_in_roots(absolute)
-        if found is None and absolute.parent != absolute:
-            found = self._locate_in_roots(Path(os.path.realpath(absolute.parent)) / absolute.name)
-        return found
-
-    def _locate_in_roots(self, absolute: Path) -> tuple[_Root, str] | None:
-        best: tuple[_Root, Path] | None = None
-        for root in self.roots:
-            for base in (root.path, root.given):
-                if absolute.is_relative_to(base) and (
-                    best is None or len(base.parts) > len(best[1].parts)
-                ):
-                    best = (root, base)
-        if best is None or absolute == best[1]:
-            return None
-        return best[0], absolute.relative_to(best[1]).as_posix()
+    def _locate(self, path: Path | str) -> tuple[Root, str] | None:
+        return locate(self.roots, path)
 
     # --- scanning -------------------------------------------------------------------------------
 
-    def _walk(self, root: _Root, start: str) -> Iterator[str]:
+    def _walk(self, root: Root, start: str) -> Iterator[str]:
         """Asset files under `start` (relative, posix; "" for the root), sorted, folders that
         hold other roots left to those."""
         nested = {r.path for r in self.roots if r.path != root.path}
@@ -324,7 +298,7 @@ class AssetIndex:
                     yield rel
             pending.extend(reversed(subdirs))
 
-    def _dir_excluded(self, root: _Root, rel: str) -> bool:
+    def _dir_excluded(self, root: Root, rel: str) -> bool:
         name = PurePosixPath(rel).name
         return (
             name in SKIP_DIRS
@@ -333,7 +307,7 @@ class AssetIndex:
             or self._ignored(root, rel, is_dir=True)
         )
 
-    def _file_excluded(self, root: _Root, rel: str) -> bool:
+    def _file_excluded(self, root: Root, rel: str) -> bool:
         name = PurePosixPath(rel).name
         return (
             PurePosixPath(name.lower()).suffix not in ASSET_SUFFIXES
@@ -342,13 +316,13 @@ class AssetIndex:
             or self._ignored(root, rel, is_dir=False)
         )
 
-    def _dir_path_excluded(self, root: _Root, rel: str) -> bool:
+    def _dir_path_excluded(self, root: Root, rel: str) -> bool:
         """For a folder out of a walk: the folders above it count too."""
         parts = rel.split("/")
         prefixes = ("/".join(parts[:end]) for end in range(1, len(parts) + 1))
         return any(self._dir_excluded(root, prefix) for prefix in prefixes)
 
-    def _path_excluded(self, root: _Root, rel: str) -> bool:
+    def _path_excluded(self, root: Root, rel: str) -> bool:
         """For one file out of a walk: the folders above it count, and links are not read."""
         parent = rel.rpartition("/")[0]
         return (
@@ -357,7 +331,7 @@ class AssetIndex:
             or self._file_excluded(root, rel)
         )
 
-    def _ignored(self, root: _Root, rel: str, *, is_dir: bool) -> bool:
+    def _ignored(self, root: Root, rel: str, *, is_dir: bool) -> bool:
         """Git's rules: the deepest .gitignore with a matching pattern decides, a `!` pattern
         re-includes; .git/info/exclude ranks below every .gitignore."""
         probe = rel + "/" if is_dir else rel
@@ -388,7 +362,7 @@ class AssetIndex:
 
     # --- reading --------------------------------------------------------------------------------
 
-    def _load(self, root: _Root, rel: str) -> list[_Doc] | None:
+    def _load(self, root: Root, rel: str) -> list[_Doc] | None:
         """The file's sections, or None when it cannot or may not be read."""
         text = self._read(root.path / rel)
         if text is None:

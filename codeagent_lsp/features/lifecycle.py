@@ -6,6 +6,10 @@ from lsprotocol import types
 
 from codeagent_lsp.server import CodeagentServer
 
+DID_OPEN = types.TEXT_DOCUMENT_DID_OPEN
+DID_CHANGE = types.TEXT_DOCUMENT_DID_CHANGE
+DID_SAVE = types.TEXT_DOCUMENT_DID_SAVE
+
 
 def register(server: CodeagentServer) -> None:
     @server.feature(types.INITIALIZE)
@@ -45,17 +49,14 @@ def register(server: CodeagentServer) -> None:
         if ls.indexing is not None:
             ls.indexing.document_closed(params.text_document.uri)
 
-    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
+    def text_changed(
+        ls: CodeagentServer,
+        params: types.DidOpenTextDocumentParams
+        | types.DidChangeTextDocumentParams
+        | types.DidSaveTextDocumentParams,
+    ) -> None:
         if ls.indexing is not None:
             ls.indexing.document_changed(params.text_document.uri)
 
-    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls: CodeagentServer, params: types.DidChangeTextDocumentParams) -> None:
-        if ls.indexing is not None:
-            ls.indexing.document_changed(params.text_document.uri)
-
-    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
-    def did_save(ls: CodeagentServer, params: types.DidSaveTextDocumentParams) -> None:
-        if ls.indexing is not None:
-            ls.indexing.document_changed(params.text_document.uri)
+    for method in (DID_OPEN, DID_CHANGE, DID_SAVE):
+        server.feature(method)(text_changed)
