@@ -50,7 +50,7 @@ async def graph_client(
         workspace_folders=[types.WorkspaceFolder(root.as_uri(), "workspace")],
     )
     accept_registrations(lsp_client)
-    await lsp_client.initialize_session(params)
+    lsp_client.initialize_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
     lsp_client.root = root  # type: ignore[attr-defined]
     lsp_client.cache_dir = tmp_path / "cache"  # type: ignore[attr-defined]
     for _ in range(300):
@@ -186,3 +186,29 @@ async def test_typing_in_a_function_keeps_the_context_cached(graph_client: Langu
     for record in typed:  # the context and the file above stay cached; the suffix is shifted
         assert record["evaluatedTokens"] <= 8, record
         assert record["reusedTokens"] >= record["promptTokens"] - 8
+
+
+async def test_locations_are_in_the_negotiated_encoding(graph_client: LanguageClient):
+    root = graph_client.root  # type: ignore[attr-defined]
+    extra = root / "python" / "units.py"
+    extra.write_text("from shapes.geometry import area\n\nsurface_ünité = area(1, 2)\n")
+    graph_client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams([
+        types.FileEvent(extra.as_uri(), types.FileChangeType.Created)]))
+    uri, _ = open_file(graph_client, "python/units.py")
+    capabilities = graph_client.initialize_result.capabilities  # type: ignore[attr-defined]
+    encoding = capabilities.position_encoding
+    before = "surface_ünité = "
+    expected = len(before.encode()) if encoding == "utf-8" else len(before)
+    params = types.ReferenceParams(
+        context=types.ReferenceContext(include_declaration=False),
+        text_document=types.TextDocumentIdentifier(uri),
+        position=types.Position(2, expected + 1),
+    )
+    for _ in range(50):
+        refs = [r for r in await graph_client.text_document_references_async(params)
+                if r.uri.endswith("units.py") and r.range.start.line == 2]
+        if refs:
+            break
+        await asyncio.sleep(0.1)
+    assert refs[0].range.start.character == expected
+    assert refs[0].range.end.character == expected + len("area")

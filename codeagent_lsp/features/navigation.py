@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from lsprotocol import types
@@ -31,12 +32,37 @@ def name_at(ls: CodeagentServer, uri: str, position: types.Position) -> tuple[st
     return name, Path(document.path)
 
 
-def lsp_location(location: Location) -> types.Location:
-    """CodeGraph positions are code points; this assumes the target file's lines are what
-    the client counts in (exact for ASCII, the usual case for identifiers' lines)."""
-    start = types.Position(location.line, location.col)
-    end = types.Position(location.end_line, location.end_col)
-    return types.Location(uris.from_fs_path(str(location.path)) or "", types.Range(start, end))
+class Locations:
+    """Turns CodeGraph locations (code-point columns) into LSP ones in the client's position
+    encoding, reading each target file's lines once: from the editor when it is open there,
+    else from disk (the index only holds files inside the workspace roots)."""
+
+    def __init__(self, ls: CodeagentServer) -> None:
+        self.ls = ls
+        self._lines: dict[Path, list[str]] = {}
+
+    def __call__(self, location: Location) -> types.Location:
+        uri = uris.from_fs_path(str(location.path)) or ""
+        start = self._position(uri, location.path, location.line, location.col)
+        end = self._position(uri, location.path, location.end_line, location.end_col)
+        return types.Location(uri, types.Range(start, end))
+
+    def _position(self, uri: str, path: Path, line: int, col: int) -> types.Position:
+        lines = self._file_lines(uri, path)
+        text = lines[line][:col] if line < len(lines) else ""
+        return types.Position(line, self.ls.workspace.position_codec.client_num_units(text))
+
+    def _file_lines(self, uri: str, path: Path) -> list[str]:
+        if path not in self._lines:
+            if uri in self.ls.workspace.text_documents:
+                source = self.ls.workspace.get_text_document(uri).source
+            else:
+                try:
+                    source = path.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    source = ""
+            self._lines[path] = source.split("\n")
+        return self._lines[path]
 
 
 def register(server: CodeagentServer) -> None:
@@ -50,7 +76,8 @@ def register(server: CodeagentServer) -> None:
         index = ls.codegraph
         found = await asyncio.to_thread(index.definitions, name, path)
         locations = (index.symbol_location(s, name_only=True) for s in found)
-        return [lsp_location(loc) for loc in locations if loc is not None]
+        convert = Locations(ls)
+        return [convert(loc) for loc in locations if loc is not None]
 
     @server.feature(types.TEXT_DOCUMENT_REFERENCES)
     async def references(
@@ -65,7 +92,8 @@ def register(server: CodeagentServer) -> None:
         if params.context.include_declaration:
             symbols = await asyncio.to_thread(index.definitions, name, path)
             found += [index.symbol_location(s, name_only=True) for s in symbols]
-        return [lsp_location(loc) for loc in found if loc is not None]
+        convert = Locations(ls)
+        return await asyncio.to_thread(lambda: [convert(loc) for loc in found if loc])
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     async def document_symbol(
@@ -77,7 +105,14 @@ def register(server: CodeagentServer) -> None:
             return []
         source = document.source.encode("utf-8", errors="surrogatepass")
         facts = await asyncio.to_thread(extract.extract, source, language)
-        return nest(facts.definitions)
+        lines = document.source.split("\n")
+        codec = document.position_codec
+
+        def position(line: int, col: int) -> types.Position:
+            text = lines[line][:col] if line < len(lines) else ""
+            return types.Position(line, codec.client_num_units(text))
+
+        return nest(facts.definitions, position)
 
     @server.feature(types.WORKSPACE_SYMBOL)
     async def workspace_symbol(
@@ -87,6 +122,7 @@ def register(server: CodeagentServer) -> None:
             return []
         index = ls.codegraph
         found = await asyncio.to_thread(index.search, params.query)
+        convert = Locations(ls)
         result = []
         for symbol in found:
             location = index.symbol_location(symbol, name_only=True)
@@ -94,14 +130,17 @@ def register(server: CodeagentServer) -> None:
                 result.append(types.SymbolInformation(
                     name=symbol.definition.name,
                     kind=SYMBOL_KINDS.get(symbol.definition.kind, types.SymbolKind.Variable),
-                    location=lsp_location(location),
+                    location=convert(location),
                     container_name=symbol.definition.scope or None,
                 ))
         return result
 
 
-def nest(definitions: list[Definition]) -> list[types.DocumentSymbol]:
-    """Definitions as a tree by scope (a method under its class)."""
+def nest(
+    definitions: list[Definition], position: Callable[[int, int], types.Position]
+) -> list[types.DocumentSymbol]:
+    """Definitions as a tree by scope (a method under its class); `position` turns a line and
+    code-point column into the client's encoding."""
     by_name: dict[str, types.DocumentSymbol] = {}
     roots: list[types.DocumentSymbol] = []
     for item in definitions:
@@ -109,11 +148,13 @@ def nest(definitions: list[Definition]) -> list[types.DocumentSymbol]:
         symbol = types.DocumentSymbol(
             name=item.name,
             kind=SYMBOL_KINDS.get(item.kind, types.SymbolKind.Variable),
-            range=types.Range(types.Position(span.start_line, span.start_col),
-                              types.Position(span.end_line, span.end_col)),
+            range=types.Range(
+                position(span.start_line, span.start_col), position(span.end_line, span.end_col)
+            ),
             selection_range=types.Range(
-                types.Position(name_span.start_line, name_span.start_col),
-                types.Position(name_span.end_line, name_span.end_col)),
+                position(name_span.start_line, name_span.start_col),
+                position(name_span.end_line, name_span.end_col),
+            ),
             detail=item.signature,
             children=[],
         )
