@@ -212,3 +212,14 @@ async def test_locations_are_in_the_negotiated_encoding(graph_client: LanguageCl
         await asyncio.sleep(0.1)
     assert refs[0].range.start.character == expected
     assert refs[0].range.end.character == expected + len("area")
+
+
+async def test_indexing_reports_progress(graph_client: LanguageClient):
+    assert graph_client.capabilities.window.work_done_progress  # type: ignore[union-attr]
+    ((_, reports),) = [
+        (t, r) for t, r in graph_client.progress_reports.items() if str(t).startswith("codeagent")
+    ]
+    kinds = [report.kind for report in reports]
+    assert kinds[0] == "begin" and kinds[-1] == "end"
+    assert reports[0].title == "codeagent: indexing" and reports[0].cancellable
+    assert "files" in reports[-1].message and "symbols" in reports[-1].message
