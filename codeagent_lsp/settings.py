@@ -79,7 +79,8 @@ class CodegraphSettings:
     maxFileBytes: int = 1_000_000
     """Files larger than this are not indexed."""
     cacheDir: str = ""
-    """Where the index databases live; empty = $XDG_CACHE_HOME/codeagent-lsp (~/.cache/...)."""
+    """Folder of the index databases; empty = $XDG_CACHE_HOME/codeagent-lsp/codegraph
+    (~/.cache/codeagent-lsp/codegraph when XDG_CACHE_HOME is unset)."""
 
 
 @dataclass(frozen=True)
