@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codeagent_lsp.context import budget, postprocess
+from codeagent_lsp.context.chat import chat_template
 from codeagent_lsp.context.templates import FimTemplate, Segment, Special, detect_template
 from codeagent_lsp.engine import models
 from codeagent_lsp.engine.engine import (
@@ -222,6 +223,26 @@ class Assistant:
             loaded.engine.cancel(job)
             raise
 
+    async def instruct(
+        self, key: str, system: str, user: str, *, max_tokens: int = 512
+    ) -> Generation:
+        """An answer to an instruct request in the model family's chat format, on the same
+        engine and KV slots as completions (`key` picks the slot)."""
+        loaded = await self._ensure_loaded()
+        chat = chat_template(loaded.template.family)
+        tokens, _ = self._tokens(loaded, chat.build(system, user))
+        stops = {loaded.engine.token_id(t) for t in chat.stop_tokens}
+        job = GenerationJob(
+            key=key, tokens=tokens, max_tokens=max_tokens, temperature=0.0,
+            stop_tokens=loaded.stop_ids | {i for i in stops if i is not None},
+        )
+        future = loaded.engine.submit(job)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            loaded.engine.cancel(job)
+            raise
+
     def _tokens(self, loaded: _Loaded, segments: list[Segment]) -> tuple[list[int], int | None]:
         """Prompt tokens, and where the cacheable tail (from the FIM suffix marker) starts."""
         tokens: list[int] = []
@@ -231,10 +252,20 @@ class Assistant:
             if isinstance(segment, Special):
                 if segment.text == suffix_marker and not loaded.template.suffix_first:
                     tail_start = len(tokens)
-                tokens.append(loaded.control_ids[segment.text])
+                tokens.append(self._control_id(loaded, segment.text))
             else:
                 tokens.extend(loaded.engine.tokenize(segment))
         return tokens, tail_start
+
+    @staticmethod
+    def _control_id(loaded: _Loaded, text: str) -> int:
+        token = loaded.control_ids.get(text)
+        if token is None:
+            token = loaded.engine.token_id(text)
+            if token is None:
+                raise EngineError(f"the model's vocabulary lacks the control token {text!r}")
+            loaded.control_ids[text] = token
+        return token
 
     def _multiline(self, prefix: str, suffix: str) -> bool:
         mode = self.settings.completion.multiline

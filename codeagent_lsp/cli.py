@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--json", action="store_true", help="print one JSON object")
     complete.set_defaults(run=_complete)
 
+    explain = commands.add_parser("explain", help="explain the code around FILE:LINE")
+    explain.add_argument("location", metavar="FILE:LINE")
+    explain.add_argument("--root", type=Path, help="repository to index for context")
+    _add_model_options(explain)
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(run=_explain)
+
     model = commands.add_parser("model", help="install and list models").add_subparsers(
         title="model commands", metavar="ACTION", required=True
     )
@@ -171,6 +178,12 @@ def _complete(args: argparse.Namespace) -> int:
     from codeagent_lsp.headless import complete_at
 
     return complete_at(args.location, _settings_from(args), as_json=args.json)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from codeagent_lsp.headless import explain_at
+
+    return explain_at(args.location, args.root, _settings_from(args), as_json=args.json)
 
 
 def _model_pull(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant, ModelUnavailable, PromptFile
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.instruct import code_at, explain_request
 from codeagent_lsp.settings import Settings
 
 
@@ -61,3 +63,55 @@ def complete_at(location: str, settings: Settings, *, as_json: bool) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def explain_at(location: str, root: Path | None, settings: Settings, *, as_json: bool) -> int:
+    """`codeagent-lsp explain FILE:LINE`: Markdown explaining the definition around LINE, with
+    the signatures it uses from the repository (indexed under `root`, default: the nearest
+    folder holding .git, else the file's folder)."""
+    try:
+        path_text, _, line_text = location.rpartition(":")
+        if not (path_text and line_text.isdigit() and int(line_text) >= 1):
+            raise ValueError(f"expected FILE:LINE with a positive line, got {location!r}")
+        path = Path(path_text).resolve()
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (ValueError, OSError) as exc:
+        print(f"codeagent-lsp: {exc}", file=sys.stderr)
+        return 2
+    line = min(int(line_text), text.count("\n") + 1) - 1
+    target = code_at(text, path.name, line)
+    related = _related(path, text, line, root or _repository_root(path), settings)
+    system, user = explain_request(target, path.name, related)
+    assistant = Assistant(settings)
+    try:
+        generation = asyncio.run(assistant.instruct(path.as_uri(), system, user))
+    except ModelUnavailable as exc:
+        print(f"codeagent-lsp: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        assistant.close()
+    if as_json:
+        print(json.dumps({"explanation": generation.text, "target": target.name,
+                          "record": generation.record.to_json()}))
+    else:
+        print(generation.text.strip())
+    return 0
+
+
+def _repository_root(path: Path) -> Path:
+    for folder in path.parents:
+        if (folder / ".git").exists():
+            return folder
+    return path.parent
+
+
+def _related(
+    path: Path, text: str, line: int, root: Path, settings: Settings
+) -> list[tuple[str, str]]:
+    index = WorkspaceIndex([(root.name, root)], settings.codegraph)
+    try:
+        index.index_all()
+        snippets = index.related(path, text, line, 600, lambda s: len(s) // 4 + 1)
+    finally:
+        index.close()
+    return [(s.path, s.text) for s in snippets if s.reason != "ranked"]

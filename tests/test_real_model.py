@@ -4,6 +4,7 @@ headless command, must complete obvious code sensibly."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,16 @@ def test_headless_complete_on_the_sample_file():
     assert "quantity" in result["suggestion"]
     assert result["suggestion"].rstrip().endswith("]")
     assert result["record"]["promptTokens"] > 100
+
+
+def test_headless_explain_describes_the_function(tmp_path):
+    project = REPO / "tests" / "fixtures" / "projects" / "python"
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "explain", f"{project}/app.py:10", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
+    )
+    result = json.loads(out.stdout)
+    assert result["target"] == "describe"
+    text = result["explanation"].lower()
+    assert "describe" in text and ("circle" in text or "area" in text)
