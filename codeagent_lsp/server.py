@@ -171,9 +171,17 @@ def _set_log_level(level: str) -> None:
 
 
 def build_server(log_level: str | None = None) -> CodeagentServer:
-    from codeagent_lsp.features import completion, hover, indexing, lifecycle, navigation, stats
+    from codeagent_lsp.features import (
+        actions,
+        completion,
+        hover,
+        indexing,
+        lifecycle,
+        navigation,
+        stats,
+    )
 
     server = CodeagentServer(log_level)
-    for feature in (lifecycle, completion, stats, indexing, navigation, hover):
+    for feature in (lifecycle, completion, stats, indexing, navigation, hover, actions):
         feature.register(server)
     return server

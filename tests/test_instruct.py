@@ -7,7 +7,7 @@ from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.context.chat import CHAT_TEMPLATES, chat_template
-from codeagent_lsp.context.instruct import code_at, explain_request
+from codeagent_lsp.context.instruct import code_at, explain_request, fix_replacement
 from codeagent_lsp.context.templates import TEMPLATES, Special
 from codeagent_lsp.settings import Settings, merge
 
@@ -60,3 +60,14 @@ def test_instruct_runs_on_the_engine(tiny_model: Path):
         assistant.close()
     assert generation.text and generation.record.outcome == "ok"
     assert generation.record.generated_tokens == 12
+
+
+def test_fix_replacement_keeps_the_edit_to_the_diagnostic_lines():
+    source = "def add(a, b):\n    total = a\n    return a +\n"
+    target = code_at(source, "m.py", 2)
+    whole = "```python\ndef add(a, b):\n    total = a + 0\n    return a + b\n```"
+    assert fix_replacement(whole, target, 2, 2) == "    return a + b"  # line 1's change dropped
+    just_line = "Here:\n```python\n    return a + b\n```"
+    assert fix_replacement(just_line, target, 2, 2) == "    return a + b"
+    assert fix_replacement("no code here", target, 2, 2) is None
+    assert fix_replacement("```python\nx\ny\n```", target, 2, 2) is None

@@ -15,6 +15,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import REAL_MODEL, REPO, accept_registrations
+from tests.test_actions import actions_params
 from tests.test_server import inline, open_doc, stats
 
 pytestmark = pytest.mark.real_model
@@ -79,3 +80,17 @@ def test_headless_explain_describes_the_function(tmp_path):
     assert result["target"] == "describe"
     text = result["explanation"].lower()
     assert "describe" in text and ("circle" in text or "area" in text)
+
+
+async def test_fix_action_repairs_the_line(real_client: LanguageClient, workspace: Path):
+    uri = open_doc(real_client, workspace, "broken.py", "def add(a, b):\n    return a +\n")
+    problem = types.Diagnostic(
+        range=types.Range(types.Position(1, 4), types.Position(1, 14)),
+        message="Expected expression after '+'",
+    )
+    actions = await real_client.text_document_code_action_async(actions_params(uri, 1, [problem]))
+    fix = next(a for a in actions if a.title.startswith("Fix:"))
+    resolved = await real_client.code_action_resolve_async(fix)
+    (edit,) = resolved.edit.changes[uri]
+    assert edit.range.start.line == 1 and edit.range.end.line == 1  # only the diagnostic's line
+    assert edit.new_text.replace(" ", "") == "returna+b"

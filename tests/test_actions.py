@@ -1,0 +1,79 @@
+"""Code actions over stdio: listed at once without the model, computed on resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from tests.test_server import open_doc, stats
+
+SOURCE = (
+    "def area(width, height):\n    return width * height\n\n\n"
+    "def broken(x):\n    return x +\n"
+)
+
+
+def actions_params(uri: str, line: int, diagnostics=()) -> types.CodeActionParams:
+    here = types.Range(types.Position(line, 0), types.Position(line, 0))
+    return types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri), range=here,
+        context=types.CodeActionContext(diagnostics=list(diagnostics)),
+    )
+
+
+async def test_actions_are_listed_without_a_model_call(client: LanguageClient, workspace: Path):
+    uri = open_doc(client, workspace, "shapes.py", SOURCE)
+    problem = types.Diagnostic(
+        range=types.Range(types.Position(5, 4), types.Position(5, 14)),
+        message="Expected expression", source="pyright",
+    )
+    actions = await client.text_document_code_action_async(actions_params(uri, 5, [problem]))
+    titles = [a.title for a in actions]
+    assert titles == ["Explain this code", "Add docstring to broken", "Fix: Expected expression"]
+    assert all(a.edit is None for a in actions)
+    assert (await stats(client))["records"] == []  # nothing ran on the engine
+
+
+async def test_add_docstring_resolves_to_an_edit_that_parses(
+    client: LanguageClient, workspace: Path
+):
+    uri = open_doc(client, workspace, "doc.py", SOURCE)
+    actions = await client.text_document_code_action_async(actions_params(uri, 1))
+    docstring = next(a for a in actions if a.title == "Add docstring to area")
+    resolved = await client.code_action_resolve_async(docstring)
+    (edit,) = resolved.edit.changes[uri]
+    assert edit.range.start == types.Position(1, 0) == edit.range.end
+    assert edit.new_text.startswith('    """') and edit.new_text.endswith('    """\n')
+    record = (await stats(client))["records"][-1]
+    assert record["outcome"] == "ok" and record["generatedTokens"] > 0
+
+
+async def test_explain_opens_a_markdown_document(client: LanguageClient, workspace: Path):
+    uri = open_doc(client, workspace, "explain.py", SOURCE)
+    actions = await client.text_document_code_action_async(actions_params(uri, 1))
+    explain = next(a for a in actions if a.title == "Explain this code")
+    await client.code_action_resolve_async(explain)
+    window = client.capabilities.window  # type: ignore[union-attr]
+    if window and window.show_document and window.show_document.support:
+        (shown,) = client.shown_documents
+        text = Path(shown.uri.removeprefix("file://")).read_text()
+        assert text.startswith("# area\n\n") and len(text) > len("# area\n\n")
+    else:
+        assert any(m.message.startswith("# area") for m in client.messages)
+
+
+async def test_fix_without_a_parsing_answer_offers_no_edit(
+    client: LanguageClient, workspace: Path
+):
+    """The tiny model answers noise with no code block: nothing that parses, so no edit."""
+    uri = open_doc(client, workspace, "fix.py", SOURCE)
+    problem = types.Diagnostic(
+        range=types.Range(types.Position(5, 4), types.Position(5, 14)),
+        message="Expected expression",
+    )
+    actions = await client.text_document_code_action_async(actions_params(uri, 5, [problem]))
+    fix = next(a for a in actions if a.title.startswith("Fix:"))
+    resolved = await client.code_action_resolve_async(fix)
+    assert resolved.edit is None
