@@ -31,7 +31,10 @@ async def test_actions_are_listed_without_a_model_call(client: LanguageClient, w
     )
     actions = await client.text_document_code_action_async(actions_params(uri, 5, [problem]))
     titles = [a.title for a in actions]
-    assert titles == ["Explain this code", "Add docstring to broken", "Fix: Expected expression"]
+    assert titles == [
+        "Explain this code", "Add docstring to broken", "Generate tests for broken",
+        "Fix: Expected expression",
+    ]
     assert all(a.edit is None for a in actions)
     assert (await stats(client))["records"] == []  # nothing ran on the engine
 
@@ -77,3 +80,18 @@ async def test_fix_without_a_parsing_answer_offers_no_edit(
     fix = next(a for a in actions if a.title.startswith("Fix:"))
     resolved = await client.code_action_resolve_async(fix)
     assert resolved.edit is None
+
+
+async def test_generated_tests_go_to_the_projects_test_folder(
+    client: LanguageClient, workspace: Path
+):
+    """With the tiny model the answer has no code block: no edit. The plumbing (listing,
+    resolving, choosing the file) runs for real either way."""
+    (workspace / "tests").mkdir()
+    uri = open_doc(client, workspace, "calc.py", SOURCE)
+    actions = await client.text_document_code_action_async(actions_params(uri, 1))
+    generate = next(a for a in actions if a.title == "Generate tests for area")
+    assert generate.kind == types.CodeActionKind.Source
+    resolved = await client.code_action_resolve_async(generate)
+    assert resolved.edit is None
+    assert (await stats(client))["records"][-1]["generatedTokens"] > 0

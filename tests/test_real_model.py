@@ -3,6 +3,7 @@ headless command, must complete obvious code sensibly."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -94,3 +95,20 @@ async def test_fix_action_repairs_the_line(real_client: LanguageClient, workspac
     (edit,) = resolved.edit.changes[uri]
     assert edit.range.start.line == 1 and edit.range.end.line == 1  # only the diagnostic's line
     assert edit.new_text.replace(" ", "") == "returna+b"
+
+
+async def test_generated_tests_parse_and_land_in_the_test_file(
+    real_client: LanguageClient, workspace: Path
+):
+    source = "def clamp(value, low, high):\n    return max(low, min(value, high))\n"
+    (workspace / "tests").mkdir()
+    (workspace / "mathutil.py").write_text(source)
+    uri = open_doc(real_client, workspace, "mathutil.py", source)
+    actions = await real_client.text_document_code_action_async(actions_params(uri, 1))
+    generate = next(a for a in actions if a.title == "Generate tests for clamp")
+    resolved = await real_client.code_action_resolve_async(generate)
+    create, edit = resolved.edit.document_changes
+    assert create.uri.endswith("/tests/test_mathutil.py")
+    code = edit.edits[0].new_text
+    ast.parse(code)
+    assert "from mathutil import clamp" in code and "def test_" in code

@@ -3,6 +3,7 @@ what the CodeGraph knows around it."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 from codeagent_lsp.codegraph import extract, languages
@@ -116,15 +117,16 @@ def fix_replacement(
 
 
 def fenced_code(answer: str) -> str | None:
-    """The first fenced code block of a Markdown answer, else None."""
+    """The first fenced code block of a Markdown answer (to the end of the answer when the
+    token limit cut it before its closing fence), else None."""
     start = answer.find("```")
     if start < 0:
         return None
     body_start = answer.find("\n", start)
-    end = answer.find("```", body_start + 1)
-    if body_start < 0 or end < 0:
+    if body_start < 0:
         return None
-    return answer[body_start + 1 : end].rstrip("\n")
+    end = answer.find("```", body_start + 1)
+    return answer[body_start + 1 : end if end >= 0 else len(answer)].rstrip("\n")
 
 
 def format_docstring(text: str, target: CodeAtLine, lines: list[str]) -> tuple[int, str] | None:
@@ -153,4 +155,46 @@ def _python_body_line(lines: list[str], first: int) -> int | None:
     for row in range(first, min(len(lines), first + 30)):
         if lines[row].rstrip().endswith(":"):
             return row + 1 if row + 1 < len(lines) else None
+    return None
+
+
+def tests_request(
+    target: CodeAtLine, module: str, example: str, related: list[tuple[str, str]]
+) -> tuple[str, str]:
+    """(system, user) asking for pytest tests of `target`, imported from `module`, in the style
+    of an existing test file of the project when there is one."""
+    parts = [
+        f"Write pytest tests for `{target.name}` from the module `{module}`. Import it with "
+        f"`from {module} import {target.name.split('.')[0]}`. Cover the usual case and the edge "
+        "cases; use plain asserts and only the standard library and pytest. Reply with one "
+        "```python block holding the test code only."
+    ]
+    if example:
+        parts.append(f"Follow the style of this existing test file:\n```python\n{example}\n```")
+    if related:
+        used = "\n\n".join(f"# {p}\n{t}" for p, t in related)
+        parts.append(f"Definitions it uses:\n```python\n{used}\n```")
+    parts.append(f"```python\n{target.code}\n```")
+    return SYSTEM, "\n\n".join(parts)
+
+
+def python_tests(answer: str, module: str, name: str) -> str | None:
+    """The test code from the answer, with its import, cut back line by line (an answer cut off
+    at the token limit ends mid-statement) until Python itself parses it; None when no test
+    function survives."""
+    code = fenced_code(answer)
+    if code is None:
+        return None
+    symbol = name.split(".")[0]
+    if f"import {symbol}" not in code and f", {symbol}" not in code:
+        code = f"from {module} import {symbol}\n\n\n{code}"
+    lines = code.rstrip().split("\n")
+    while lines and "def test_" in "\n".join(lines):
+        candidate = "\n".join(lines) + "\n"
+        try:
+            ast.parse(candidate)
+        except SyntaxError:
+            lines.pop()
+            continue
+        return candidate
     return None

@@ -27,10 +27,14 @@ from codeagent_lsp.context.instruct import (
     fix_replacement,
     fix_request,
     format_docstring,
+    python_tests,
+    tests_request,
 )
-from codeagent_lsp.server import CodeagentServer
+from codeagent_lsp.server import CodeagentServer, prompt_location
 
-EXPLAIN, DOCSTRING, FIX = "explain", "docstring", "fix"
+EXPLAIN, DOCSTRING, FIX, TESTS = "explain", "docstring", "fix", "tests"
+EXAMPLE_LINES = 60
+"""Lines of an existing test file shown to the model as the project's style."""
 
 
 def register(server: CodeagentServer) -> None:
@@ -51,6 +55,9 @@ def register(server: CodeagentServer) -> None:
         if target.name:
             actions.append(_action(f"Add docstring to {target.name}",
                                    types.CodeActionKind.RefactorRewrite, DOCSTRING, data))
+        if target.name and target.language == "python":
+            actions.append(_action(f"Generate tests for {target.name}",
+                                   types.CodeActionKind.Source, TESTS, data))
         for diagnostic in params.context.diagnostics:
             fix = {**data, "line": diagnostic.range.start.line,
                    "end": diagnostic.range.end.line, "message": diagnostic.message}
@@ -69,6 +76,8 @@ def register(server: CodeagentServer) -> None:
                 action.edit = await _docstring(ls, data)
             elif data["action"] == FIX:
                 action.edit = await _fix(ls, data)
+            elif data["action"] == TESTS:
+                action.edit = await _tests(ls, data)
         except ModelUnavailable as exc:
             ls.tell_problem(str(exc))
         finally:
@@ -170,6 +179,64 @@ async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit
         return None  # offered only when it removes a syntax error, or the file then parses
     end = types.Position(last, len(lines[last]))
     return _edit(data["uri"], types.Range(types.Position(first, 0), end), replacement)
+
+
+async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
+    """pytest tests in the file the project's layout suggests (tests/test_<module>.py when
+    there is a tests folder, else test_<module>.py beside it), appended when it exists."""
+    document = ls.open_document(data["uri"])
+    _, relative = prompt_location(ls, document)
+    root = _root_of(Path(document.path), relative)
+    module = relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    target = code_at(document.source, document.path, data["line"])
+    test_file = _test_file_for(root, Path(document.path))
+    example = await asyncio.to_thread(_example_tests, root, test_file)
+    system, user = tests_request(target, module, example, [])
+    answer = await ls.assistant.instruct("tests:" + data["uri"], system, user, max_tokens=512)
+    code = python_tests(answer.text, module, target.name)
+    if code is None:
+        return None
+    uri = uris.from_fs_path(str(test_file)) or ""
+    if test_file.exists():
+        existing = test_file.read_text(encoding="utf-8", errors="replace")
+        end = types.Position(existing.count("\n"), len(existing.split("\n")[-1]))
+        insert = types.TextEdit(range=types.Range(end, end), new_text="\n\n" + code)
+        return _document_edit(uri, insert)
+    start = types.Position(0, 0)
+    create = types.CreateFile(uri=uri, options=types.CreateFileOptions(ignore_if_exists=True))
+    insert = types.TextEdit(range=types.Range(start, start), new_text=code)
+    return types.WorkspaceEdit(document_changes=[create, _text_edit(uri, insert)])
+
+
+def _root_of(path: Path, relative: str) -> Path:
+    """The repository root, from a file and its path relative to that root."""
+    return Path(*path.parts[: len(path.parts) - len(Path(relative).parts)])
+
+
+def _test_file_for(root: Path, source: Path) -> Path:
+    folder = root / "tests" if (root / "tests").is_dir() else source.parent
+    return folder / f"test_{source.stem}.py"
+
+
+def _example_tests(root: Path, test_file: Path) -> str:
+    """The beginning of an existing test file: the target itself, else another one nearby."""
+    candidates = [test_file, *sorted(test_file.parent.glob("test_*.py"))[:20]]
+    for candidate in candidates:
+        if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
+            lines = candidate.read_text(encoding="utf-8", errors="replace").split("\n")
+            return "\n".join(lines[:EXAMPLE_LINES])
+    return ""
+
+
+def _text_edit(uri: str, edit: types.TextEdit) -> types.TextDocumentEdit:
+    return types.TextDocumentEdit(
+        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
+        edits=[edit],
+    )
+
+
+def _document_edit(uri: str, edit: types.TextEdit) -> types.WorkspaceEdit:
+    return types.WorkspaceEdit(document_changes=[_text_edit(uri, edit)])
 
 
 def _syntax_errors(text: str, path: str) -> int:
