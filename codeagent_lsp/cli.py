@@ -56,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true")
     explain.set_defaults(run=_explain)
 
+    fix = commands.add_parser("fix", help="fix the problem MESSAGE reports at FILE:LINE")
+    fix.add_argument("location", metavar="FILE:LINE")
+    fix.add_argument("--message", required=True, help="the diagnostic, as a linter printed it")
+    _add_model_options(fix)
+    fix.add_argument("--json", action="store_true")
+    fix.set_defaults(run=_fix)
+
+    tests = commands.add_parser("tests", help="pytest tests for the function at FILE:LINE")
+    tests.add_argument("location", metavar="FILE:LINE")
+    tests.add_argument("--write", action="store_true", help="add them to the test file")
+    _add_model_options(tests)
+    tests.add_argument("--json", action="store_true")
+    tests.set_defaults(run=_tests)
+
     model = commands.add_parser("model", help="install and list models").add_subparsers(
         title="model commands", metavar="ACTION", required=True
     )
@@ -184,6 +198,18 @@ def _explain(args: argparse.Namespace) -> int:
     from codeagent_lsp.headless import explain_at
 
     return explain_at(args.location, args.root, _settings_from(args), as_json=args.json)
+
+
+def _fix(args: argparse.Namespace) -> int:
+    from codeagent_lsp.headless import fix_at
+
+    return fix_at(args.location, args.message, _settings_from(args), as_json=args.json)
+
+
+def _tests(args: argparse.Namespace) -> int:
+    from codeagent_lsp.headless import tests_for
+
+    return tests_for(args.location, _settings_from(args), write=args.write, as_json=args.json)
 
 
 def _model_pull(args: argparse.Namespace) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import sys
 from pathlib import Path
 
+from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import Assistant, ModelUnavailable, PromptFile
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
-from codeagent_lsp.context.instruct import code_at, explain_request
 from codeagent_lsp.settings import Settings
 
 
@@ -65,37 +66,90 @@ def complete_at(location: str, settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
+def _file_and_line(location: str) -> tuple[Path, str, int]:
+    """FILE:LINE (1-based) to the resolved path, its text and a 0-based line."""
+    path_text, _, line_text = location.rpartition(":")
+    if not (path_text and line_text.isdigit() and int(line_text) >= 1):
+        raise ValueError(f"expected FILE:LINE with a positive line, got {location!r}")
+    path = Path(path_text).resolve()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return path, text, min(int(line_text), text.count("\n") + 1) - 1
+
+
 def explain_at(location: str, root: Path | None, settings: Settings, *, as_json: bool) -> int:
     """`codeagent-lsp explain FILE:LINE`: Markdown explaining the definition around LINE, with
     the signatures it uses from the repository (indexed under `root`, default: the nearest
     folder holding .git, else the file's folder)."""
+
+    async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
+        index = WorkspaceIndex([((root or _repository_root(path)).name,
+                                 root or _repository_root(path))], settings.codegraph)
+        try:
+            await asyncio.to_thread(index.index_all)
+            title, markdown = await pipeline.explain(
+                assistant, index, path, text, line, path.as_uri()
+            )
+        finally:
+            index.close()
+        return {"title": title, "explanation": markdown}
+
+    return _run_action(location, settings, job, as_json, "explanation")
+
+
+def fix_at(location: str, message: str, settings: Settings, *, as_json: bool) -> int:
+    """`codeagent-lsp fix FILE:LINE --message M`: a unified diff of the minimal fix, exit 1
+    when no fix that parses was found."""
+
+    async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
+        edit = await pipeline.fix(assistant, path, text, line, line, message, path.as_uri())
+        if edit is None:
+            return {"diff": None}
+        fixed = pipeline.apply(text, edit)
+        diff = difflib.unified_diff(text.splitlines(True), fixed.splitlines(True),
+                                    f"a/{path.name}", f"b/{path.name}")
+        return {"diff": "".join(diff)}
+
+    return _run_action(location, settings, job, as_json, "diff")
+
+
+def tests_for(location: str, settings: Settings, *, write: bool, as_json: bool) -> int:
+    """`codeagent-lsp tests FILE:LINE`: pytest tests for the function around LINE, printed or
+    (--write) added to the test file the project's layout suggests."""
+
+    async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
+        root = _repository_root(path)
+        proposal = await pipeline.tests(assistant, root, path, text, line, path.as_uri())
+        if proposal is None:
+            return {"tests": None}
+        if write:
+            with proposal.file.open("a", encoding="utf-8") as out:
+                out.write(("\n\n" if proposal.exists else "") + proposal.code)
+        return {"tests": proposal.code, "file": str(proposal.file)}
+
+    return _run_action(location, settings, job, as_json, "tests")
+
+
+def _run_action(location: str, settings: Settings, job, as_json: bool, key: str) -> int:
     try:
-        path_text, _, line_text = location.rpartition(":")
-        if not (path_text and line_text.isdigit() and int(line_text) >= 1):
-            raise ValueError(f"expected FILE:LINE with a positive line, got {location!r}")
-        path = Path(path_text).resolve()
-        text = path.read_text(encoding="utf-8", errors="replace")
+        path, text, line = _file_and_line(location)
     except (ValueError, OSError) as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)
         return 2
-    line = min(int(line_text), text.count("\n") + 1) - 1
-    target = code_at(text, path.name, line)
-    related = _related(path, text, line, root or _repository_root(path), settings)
-    system, user = explain_request(target, path.name, related)
     assistant = Assistant(settings)
     try:
-        generation = asyncio.run(assistant.instruct(path.as_uri(), system, user))
+        result = asyncio.run(job(assistant, path, text, line))
     except ModelUnavailable as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)
         return 2
     finally:
         assistant.close()
     if as_json:
-        print(json.dumps({"explanation": generation.text, "target": target.name,
-                          "record": generation.record.to_json()}))
+        print(json.dumps(result))
+    elif result[key] is not None:
+        print(str(result[key]).rstrip())
     else:
-        print(generation.text.strip())
-    return 0
+        print(f"codeagent-lsp: no {key} that parses was found", file=sys.stderr)
+    return 0 if result[key] is not None else 1
 
 
 def _repository_root(path: Path) -> Path:
@@ -103,15 +157,3 @@ def _repository_root(path: Path) -> Path:
         if (folder / ".git").exists():
             return folder
     return path.parent
-
-
-def _related(
-    path: Path, text: str, line: int, root: Path, settings: Settings
-) -> list[tuple[str, str]]:
-    index = WorkspaceIndex([(root.name, root)], settings.codegraph)
-    try:
-        index.index_all()
-        snippets = index.related(path, text, line, 600, lambda s: len(s) // 4 + 1)
-    finally:
-        index.close()
-    return [(s.path, s.text) for s in snippets if s.reason != "ranked"]

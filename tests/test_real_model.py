@@ -78,7 +78,7 @@ def test_headless_explain_describes_the_function(tmp_path):
         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
     )
     result = json.loads(out.stdout)
-    assert result["target"] == "describe"
+    assert result["title"] == "describe"
     text = result["explanation"].lower()
     assert "describe" in text and ("circle" in text or "area" in text)
 
@@ -112,3 +112,16 @@ async def test_generated_tests_parse_and_land_in_the_test_file(
     code = edit.edits[0].new_text
     ast.parse(code)
     assert "from mathutil import clamp" in code and "def test_" in code
+
+
+def test_headless_fix_prints_a_minimal_diff(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def add(a, b):\n    return a +\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "fix", f"{broken}:2",
+         "--message", "Expected expression after '+'"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )
+    rows = out.stdout.splitlines()
+    changed = [r for r in rows if r[:1] in "+-" and not r.startswith(("+++", "---"))]
+    assert changed == ["-    return a +", "+    return a + b"]

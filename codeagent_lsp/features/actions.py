@@ -8,7 +8,6 @@ VS Code and Neovim alike); clients without showDocument get `window/showMessage`
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import uuid
@@ -18,23 +17,12 @@ from typing import Any
 from lsprotocol import types
 from pygls import uris
 
+from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import ModelUnavailable
-from codeagent_lsp.codegraph import extract, languages
-from codeagent_lsp.context.instruct import (
-    code_at,
-    docstring_request,
-    explain_request,
-    fix_replacement,
-    fix_request,
-    format_docstring,
-    python_tests,
-    tests_request,
-)
+from codeagent_lsp.context.instruct import code_at
 from codeagent_lsp.server import CodeagentServer, prompt_location
 
 EXPLAIN, DOCSTRING, FIX, TESTS = "explain", "docstring", "fix", "tests"
-EXAMPLE_LINES = 60
-"""Lines of an existing test file shown to the model as the project's style."""
 
 
 def register(server: CodeagentServer) -> None:
@@ -110,19 +98,10 @@ async def _begin(ls: CodeagentServer, title: str) -> str | None:
 
 async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
     document = ls.open_document(data["uri"])
-    path = Path(document.path)
-    target = code_at(document.source, document.path, data["line"])
-    related = []
-    if ls.codegraph is not None:
-        snippets = await asyncio.to_thread(
-            ls.codegraph.related, path, document.source, data["line"], 600,
-            lambda s: len(s) // 4 + 1,
-        )
-        related = [(s.path, s.text) for s in snippets if s.reason != "ranked"]
-    system, user = explain_request(target, path.name, related)
-    answer = await ls.assistant.instruct("explain:" + data["uri"], system, user)
-    title = target.name or f"{path.name}:{data['line'] + 1}"
-    markdown = f"# {title}\n\n{answer.text.strip()}\n"
+    title, markdown = await pipeline.explain(
+        ls.assistant, ls.codegraph, Path(document.path), document.source, data["line"],
+        "explain:" + data["uri"],
+    )
     window = ls.client_capabilities.window
     if window and window.show_document and window.show_document.support:
         shown = _explanation_file(document.uri, title)
@@ -144,88 +123,43 @@ def _explanation_file(uri: str, title: str) -> Path:
 
 async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
     document = ls.open_document(data["uri"])
-    target = code_at(document.source, document.path, data["line"])
-    system, user = docstring_request(target, Path(document.path).name)
-    answer = await ls.assistant.instruct("docstring:" + data["uri"], system, user,
-                                         max_tokens=160)
-    lines = document.source.split("\n")
-    placed = format_docstring(answer.text, target, lines)
-    if placed is None:
-        return None
-    row, text = placed
-    edited = "\n".join(lines[:row]) + ("\n" if row else "") + text + "\n".join(lines[row:])
-    if _syntax_errors(edited, document.path) > _syntax_errors(document.source, document.path):
-        return None  # the file may be mid-edit elsewhere; the docstring must add no error
-    here = types.Position(row, 0)
-    return _edit(data["uri"], types.Range(here, here), text)
+    edit = await pipeline.docstring(
+        ls.assistant, Path(document.path), document.source, data["line"],
+        "docstring:" + data["uri"],
+    )
+    return _workspace_edit(data["uri"], document.source, edit) if edit else None
 
 
 async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
-    """A minimal edit: only the diagnostic's lines are replaced, and only if the result parses
-    (or, in a file with several errors, has at least one fewer)."""
     document = ls.open_document(data["uri"])
-    lines = document.source.split("\n")
-    first, last = data["line"], min(data["end"], len(lines) - 1)
-    target = code_at(document.source, document.path, first)
-    system, user = fix_request(lines[first : last + 1], first, target,
-                               Path(document.path).name, data["message"])
-    answer = await ls.assistant.instruct("fix:" + data["uri"], system, user, max_tokens=256)
-    replacement = fix_replacement(answer.text, target, first, last)
-    if replacement is None:
-        return None
-    edited = "\n".join([*lines[:first], replacement, *lines[last + 1 :]])
-    before = _syntax_errors(document.source, document.path)
-    if edited == document.source or _syntax_errors(edited, document.path) > max(0, before - 1):
-        return None  # offered only when it removes a syntax error, or the file then parses
-    end = types.Position(last, len(lines[last]))
-    return _edit(data["uri"], types.Range(types.Position(first, 0), end), replacement)
+    edit = await pipeline.fix(
+        ls.assistant, Path(document.path), document.source, data["line"], data["end"],
+        data["message"], "fix:" + data["uri"],
+    )
+    return _workspace_edit(data["uri"], document.source, edit) if edit else None
 
 
 async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
-    """pytest tests in the file the project's layout suggests (tests/test_<module>.py when
-    there is a tests folder, else test_<module>.py beside it), appended when it exists."""
+    """Creates the test file, or appends to the one the project already has."""
     document = ls.open_document(data["uri"])
+    path = Path(document.path)
     _, relative = prompt_location(ls, document)
-    root = _root_of(Path(document.path), relative)
-    module = relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
-    target = code_at(document.source, document.path, data["line"])
-    test_file = _test_file_for(root, Path(document.path))
-    example = await asyncio.to_thread(_example_tests, root, test_file)
-    system, user = tests_request(target, module, example, [])
-    answer = await ls.assistant.instruct("tests:" + data["uri"], system, user, max_tokens=512)
-    code = python_tests(answer.text, module, target.name)
-    if code is None:
+    root = Path(*path.parts[: len(path.parts) - len(Path(relative).parts)])
+    proposal = await pipeline.tests(
+        ls.assistant, root, path, document.source, data["line"], "tests:" + data["uri"]
+    )
+    if proposal is None:
         return None
-    uri = uris.from_fs_path(str(test_file)) or ""
-    if test_file.exists():
-        existing = test_file.read_text(encoding="utf-8", errors="replace")
+    uri = uris.from_fs_path(str(proposal.file)) or ""
+    if proposal.exists:
+        existing = proposal.file.read_text(encoding="utf-8", errors="replace")
         end = types.Position(existing.count("\n"), len(existing.split("\n")[-1]))
-        insert = types.TextEdit(range=types.Range(end, end), new_text="\n\n" + code)
-        return _document_edit(uri, insert)
+        insert = types.TextEdit(range=types.Range(end, end), new_text="\n\n" + proposal.code)
+        return types.WorkspaceEdit(document_changes=[_text_edit(uri, insert)])
     start = types.Position(0, 0)
     create = types.CreateFile(uri=uri, options=types.CreateFileOptions(ignore_if_exists=True))
-    insert = types.TextEdit(range=types.Range(start, start), new_text=code)
+    insert = types.TextEdit(range=types.Range(start, start), new_text=proposal.code)
     return types.WorkspaceEdit(document_changes=[create, _text_edit(uri, insert)])
-
-
-def _root_of(path: Path, relative: str) -> Path:
-    """The repository root, from a file and its path relative to that root."""
-    return Path(*path.parts[: len(path.parts) - len(Path(relative).parts)])
-
-
-def _test_file_for(root: Path, source: Path) -> Path:
-    folder = root / "tests" if (root / "tests").is_dir() else source.parent
-    return folder / f"test_{source.stem}.py"
-
-
-def _example_tests(root: Path, test_file: Path) -> str:
-    """The beginning of an existing test file: the target itself, else another one nearby."""
-    candidates = [test_file, *sorted(test_file.parent.glob("test_*.py"))[:20]]
-    for candidate in candidates:
-        if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
-            lines = candidate.read_text(encoding="utf-8", errors="replace").split("\n")
-            return "\n".join(lines[:EXAMPLE_LINES])
-    return ""
 
 
 def _text_edit(uri: str, edit: types.TextEdit) -> types.TextDocumentEdit:
@@ -235,25 +169,13 @@ def _text_edit(uri: str, edit: types.TextEdit) -> types.TextDocumentEdit:
     )
 
 
-def _document_edit(uri: str, edit: types.TextEdit) -> types.WorkspaceEdit:
-    return types.WorkspaceEdit(document_changes=[_text_edit(uri, edit)])
-
-
-def _syntax_errors(text: str, path: str) -> int:
-    """ERROR and MISSING nodes tree-sitter finds (0 for languages it does not know)."""
-    language = languages.language_for(path)
-    if language is None:
-        return 0
-    tree = extract.parse(text.encode("utf-8", errors="replace"), language)
-    count, stack = 0, [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.is_error or node.is_missing:
-            count += 1
-        elif node.has_error:  # only subtrees holding an error are worth walking
-            stack.extend(node.children)
-    return count
-
-
-def _edit(uri: str, where: types.Range, text: str) -> types.WorkspaceEdit:
-    return types.WorkspaceEdit(changes={uri: [types.TextEdit(range=where, new_text=text)]})
+def _workspace_edit(uri: str, text: str, edit: pipeline.LineEdit) -> types.WorkspaceEdit:
+    """A line edit as LSP: an insertion before a line, or a replacement of whole lines."""
+    lines = text.split("\n")
+    start = types.Position(edit.first, 0)
+    if edit.last < edit.first:
+        change = types.TextEdit(range=types.Range(start, start), new_text=edit.text + "\n")
+    else:
+        end = types.Position(edit.last, len(lines[edit.last]))
+        change = types.TextEdit(range=types.Range(start, end), new_text=edit.text)
+    return types.WorkspaceEdit(changes={uri: [change]})
