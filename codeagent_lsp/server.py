@@ -42,6 +42,9 @@ class CodeagentServer(LanguageServer):
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
         self.indexing: IndexingFeature | None = None
+        self.explanations: dict[tuple[str, str], str] = {}
+        """Model explanations by (file, hash of the explained code): hover shows one while the
+        code it explains is unchanged."""
         self.context_builder: ContextBuilder | None = None
         """Repository context for completion prompts, once the CodeGraph is open."""
 

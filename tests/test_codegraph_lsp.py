@@ -13,6 +13,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import EDITORS, accept_registrations
+from tests.test_actions import actions_params
 from tests.test_server import inline, open_doc, stats, type_at
 
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
@@ -223,3 +224,26 @@ async def test_indexing_reports_progress(graph_client: LanguageClient):
     assert kinds[0] == "begin" and kinds[-1] == "end"
     assert reports[0].title == "codeagent: indexing" and reports[0].cancellable
     assert "files" in reports[-1].message and "symbols" in reports[-1].message
+
+
+async def test_hover_appends_an_explanation_while_the_code_is_unchanged(
+    graph_client: LanguageClient,
+):
+    uri, text = open_file(graph_client, "python/app.py")
+    body = text.split("\n").index('    return f"{c.name}: {c.area():.2f}"')
+    actions = await graph_client.text_document_code_action_async(actions_params(uri, body))
+    explain = next(a for a in actions if a.title == "Explain this code")
+    await graph_client.code_action_resolve_async(explain)
+    hover_params = types.HoverParams(
+        types.TextDocumentIdentifier(uri), cursor_on(text, "print(", "describe")
+    )
+    hover = await graph_client.text_document_hover_async(hover_params)
+    assert "def describe(c: Circle) -> str" in hover.contents.value
+    assert "---\n\n# describe\n\n" in hover.contents.value
+    edited = text.replace('{c.area():.2f}"', '{c.area():.3f}"')
+    graph_client.text_document_did_change(types.DidChangeTextDocumentParams(
+        types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        [types.TextDocumentContentChangeWholeDocument(text=edited)],
+    ))
+    hover = await graph_client.text_document_hover_async(hover_params)
+    assert "# describe" not in hover.contents.value  # the explained code changed

@@ -4,6 +4,7 @@ what the CodeGraph knows around it."""
 from __future__ import annotations
 
 import ast
+import hashlib
 from dataclasses import dataclass
 
 from codeagent_lsp.codegraph import extract, languages
@@ -24,6 +25,11 @@ class CodeAtLine:
     name: str
     """The enclosing definition's qualified name, "" for module-level code."""
     first_line: int
+
+
+def code_key(code: str) -> str:
+    """Identifies a piece of code by its text, so a cached answer dies with an edit."""
+    return hashlib.sha256(code.encode("utf-8", errors="replace")).hexdigest()[:16]
 
 
 def code_at(text: str, path: str, line: int) -> CodeAtLine:

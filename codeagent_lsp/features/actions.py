@@ -19,7 +19,7 @@ from pygls import uris
 
 from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import ModelUnavailable
-from codeagent_lsp.context.instruct import code_at
+from codeagent_lsp.context.instruct import code_at, code_key
 from codeagent_lsp.server import CodeagentServer, prompt_location
 
 EXPLAIN, DOCSTRING, FIX, TESTS = "explain", "docstring", "fix", "tests"
@@ -102,6 +102,8 @@ async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
         ls.assistant, ls.codegraph, Path(document.path), document.source, data["line"],
         "explain:" + data["uri"],
     )
+    explained = code_at(document.source, document.path, data["line"]).code
+    ls.explanations[(document.path, code_key(explained))] = markdown
     window = ls.client_capabilities.window
     if window and window.show_document and window.show_document.support:
         shown = _explanation_file(document.uri, title)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from lsprotocol import types
+from pygls import uris
 
 from codeagent_lsp.codegraph.store import StoredSymbol
+from codeagent_lsp.context.instruct import code_at, code_key
 from codeagent_lsp.features.navigation import name_at
 from codeagent_lsp.server import CodeagentServer
 
@@ -23,7 +25,30 @@ def register(server: CodeagentServer) -> None:
         if not found:
             return None
         uses = len(await asyncio.to_thread(index.references, name))
-        return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, markdown(found[0], uses)))
+        text = markdown(found[0], uses)
+        explained = _explanation(ls, found[0])
+        if explained:
+            text += "\n\n---\n\n" + explained
+        return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text))
+
+
+def _explanation(ls: CodeagentServer, symbol: StoredSymbol) -> str | None:
+    """The model's explanation of this symbol, if one was computed for its current code."""
+    if ls.codegraph is None:
+        return None
+    location = ls.codegraph.symbol_location(symbol)
+    if location is None:
+        return None
+    uri = uris.from_fs_path(str(location.path)) or ""
+    if uri in ls.workspace.text_documents:
+        source = ls.workspace.get_text_document(uri).source
+    else:
+        try:
+            source = location.path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    code = code_at(source, str(location.path), symbol.definition.span.start_line).code
+    return ls.explanations.get((str(location.path), code_key(code)))
 
 
 def markdown(symbol: StoredSymbol, uses: int) -> str:
