@@ -55,7 +55,8 @@ async def explain(
         )
         related = [(s.path, s.text) for s in snippets if s.reason != "ranked"]
     system, user = explain_request(target, path.name, related)
-    answer = await assistant.instruct(key, system, user)
+    limit = assistant.settings.actions.maxTokens
+    answer = await assistant.instruct(key, system, user, max_tokens=limit)
     title = target.name or f"{path.name}:{line + 1}"
     return title, f"# {title}\n\n{answer.text.strip()}\n"
 
@@ -111,7 +112,8 @@ async def tests(
     test_file = test_file_for(root, path)
     example = await asyncio.to_thread(example_tests, root, test_file)
     system, user = tests_request(target, module, example, [])
-    answer = await assistant.instruct(key, system, user, max_tokens=512)
+    limit = assistant.settings.actions.maxTokens
+    answer = await assistant.instruct(key, system, user, max_tokens=limit)
     code = python_tests(answer.text, module, target.name)
     if code is None:
         return None

@@ -68,6 +68,12 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class ActionsSettings:
+    maxTokens: int = 512
+    """Most tokens of an explanation or of generated tests."""
+
+
+@dataclass(frozen=True)
 class CodegraphSettings:
     enabled: bool = True
     """Index the workspace (definitions, references, hover, workspace symbols, context)."""
@@ -101,6 +107,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     codegraph: CodegraphSettings = field(default_factory=CodegraphSettings)
+    actions: ActionsSettings = field(default_factory=ActionsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def model_name(self) -> str:
@@ -124,6 +131,7 @@ _MINIMUMS = {
     "completion.totalTokens": 64,
     "completion.temperature": 0,
     "codegraph.maxFileBytes": 1,
+    "actions.maxTokens": 16,
 }
 
 

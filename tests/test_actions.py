@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
 from tests.test_server import open_doc, stats
@@ -95,3 +98,28 @@ async def test_generated_tests_go_to_the_projects_test_folder(
     resolved = await client.code_action_resolve_async(generate)
     assert resolved.edit is None
     assert (await stats(client))["records"][-1]["generatedTokens"] > 0
+
+
+@pytest.mark.settings({"actions": {"maxTokens": 4000}})
+async def test_cancelling_resolve_stops_the_model(client: LanguageClient, workspace: Path):
+    uri = open_doc(client, workspace, "slow.py", SOURCE)
+    actions = await client.text_document_code_action_async(actions_params(uri, 1))
+    explain = next(a for a in actions if a.title == "Explain this code")
+    pending = client.protocol.send_request(types.CODE_ACTION_RESOLVE, explain, msg_id="explain")
+    await asyncio.sleep(0.3)
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="explain"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await asyncio.wrap_future(pending)
+    for _ in range(50):
+        records = (await stats(client))["records"]
+        if records:
+            break
+        await asyncio.sleep(0.1)
+    assert records[-1]["outcome"] == "cancelled"
+    assert records[-1]["generatedTokens"] < 4000
+
+
+async def test_actions_on_a_file_with_syntax_errors(client: LanguageClient, workspace: Path):
+    uri = open_doc(client, workspace, "mess.py", "def ok(x):\n    return (x\n\nclass Broken(:\n")
+    actions = await client.text_document_code_action_async(actions_params(uri, 1))
+    assert actions[0].title == "Explain this code"
