@@ -54,6 +54,8 @@ async def explain(
             index.related, path, text, line, 600, lambda s: len(s) // 4 + 1
         )
         related = [(s.path, s.text) for s in snippets if s.reason != "ranked"]
+        if target.name:
+            related += await asyncio.to_thread(_callers, index, target.name.split(".")[-1])
     system, user = explain_request(target, path.name, related)
     limit = assistant.settings.actions.maxTokens
     answer = await assistant.instruct(key, system, user, max_tokens=limit)
@@ -118,6 +120,26 @@ async def tests(
     if code is None:
         return None
     return TestsProposal(test_file, code, test_file.exists())
+
+
+def _callers(index: WorkspaceIndex, name: str, limit: int = 3) -> list[tuple[str, str]]:
+    """A few call sites of `name`, each with the line before and after it."""
+    found = []
+    for ref in index.references(name):
+        if ref.reference.kind != "call":
+            continue
+        location = index.reference_location(ref)
+        if location is None:
+            continue
+        try:
+            lines = location.path.read_text(encoding="utf-8", errors="replace").split("\n")
+        except OSError:
+            continue
+        row = ref.reference.span.start_line
+        found.append((f"{ref.path} (a caller)", "\n".join(lines[max(0, row - 1) : row + 2])))
+        if len(found) == limit:
+            break
+    return found
 
 
 def test_file_for(root: Path, source: Path) -> Path:

@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     fix.add_argument("--json", action="store_true")
     fix.set_defaults(run=_fix)
 
-    tests = commands.add_parser("tests", help="pytest tests for the function at FILE:LINE")
-    tests.add_argument("location", metavar="FILE:LINE")
+    tests = commands.add_parser("tests", help="pytest tests for FILE:FUNCTION (or FILE:LINE)")
+    tests.add_argument("location", metavar="FILE:FUNCTION")
     tests.add_argument("--write", action="store_true", help="add them to the test file")
     _add_model_options(tests)
     tests.add_argument("--json", action="store_true")

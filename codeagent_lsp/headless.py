@@ -11,6 +11,7 @@ from pathlib import Path
 from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import Assistant, ModelUnavailable, PromptFile
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context.instruct import definition_line
 from codeagent_lsp.settings import Settings
 
 
@@ -67,13 +68,19 @@ def complete_at(location: str, settings: Settings, *, as_json: bool) -> int:
 
 
 def _file_and_line(location: str) -> tuple[Path, str, int]:
-    """FILE:LINE (1-based) to the resolved path, its text and a 0-based line."""
-    path_text, _, line_text = location.rpartition(":")
-    if not (path_text and line_text.isdigit() and int(line_text) >= 1):
-        raise ValueError(f"expected FILE:LINE with a positive line, got {location!r}")
+    """FILE:LINE (1-based) or FILE:NAME (a function, method or class, `Class.method` too) to
+    the resolved path, its text and a 0-based line."""
+    path_text, _, where = location.rpartition(":")
+    if not (path_text and where):
+        raise ValueError(f"expected FILE:LINE or FILE:NAME, got {location!r}")
     path = Path(path_text).resolve()
     text = path.read_text(encoding="utf-8", errors="replace")
-    return path, text, min(int(line_text), text.count("\n") + 1) - 1
+    if where.isdigit() and int(where) >= 1:
+        return path, text, min(int(where), text.count("\n") + 1) - 1
+    line = definition_line(text, str(path), where)
+    if line is None:
+        raise ValueError(f"no definition named {where!r} in {path}")
+    return path, text, line
 
 
 def explain_at(location: str, root: Path | None, settings: Settings, *, as_json: bool) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from lsprotocol import types
-from pygls.exceptions import JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcInvalidRequest, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
 from tests.test_server import open_doc, stats
@@ -123,3 +123,15 @@ async def test_actions_on_a_file_with_syntax_errors(client: LanguageClient, work
     uri = open_doc(client, workspace, "mess.py", "def ok(x):\n    return (x\n\nclass Broken(:\n")
     actions = await client.text_document_code_action_async(actions_params(uri, 1))
     assert actions[0].title == "Explain this code"
+
+
+async def test_actions_on_a_file_outside_the_workspace_are_refused(
+    client: LanguageClient, workspace: Path
+):
+    outside = workspace.parent / "elsewhere"
+    outside.mkdir()
+    uri = open_doc(client, outside, "stray.py", SOURCE)
+    with pytest.raises(JsonRpcInvalidRequest, match="outside the workspace"):
+        await client.text_document_code_action_async(actions_params(uri, 1))
+    inside = open_doc(client, workspace, "fine.py", SOURCE)
+    assert await client.text_document_code_action_async(actions_params(inside, 1))

@@ -117,3 +117,9 @@ def test_related_bench_reports_against_its_baseline(tmp_path: Path):
     assert result["samples"] == 5 and result["files"] > 20
     for key in ("p50_ms", "p95_ms", "baseline_p50_ms", "ratio_p50", "snippets_p50"):
         assert key in result
+
+
+def test_tests_command_names_a_missing_function(tiny_model: Path):
+    out = run("tests", "examples/sample.py:no_such_function", "--model", str(tiny_model),
+              check=False)
+    assert out.returncode == 2 and "no definition named 'no_such_function'" in out.stderr

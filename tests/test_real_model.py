@@ -125,3 +125,31 @@ def test_headless_fix_prints_a_minimal_diff(tmp_path):
     rows = out.stdout.splitlines()
     changed = [r for r in rows if r[:1] in "+-" and not r.startswith(("+++", "---"))]
     assert changed == ["-    return a +", "+    return a + b"]
+
+
+def test_headless_tests_for_a_function(tmp_path):
+    module = tmp_path / "mathutil.py"
+    module.write_text("def clamp(value, low, high):\n    return max(low, min(value, high))\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "tests", f"{module}:clamp", "--write"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )
+    written = (tmp_path / "test_mathutil.py").read_text()
+    assert written == out.stdout.rstrip() + "\n"
+    ast.parse(written)
+    assert "from mathutil import clamp" in written and "def test_" in written
+
+
+async def test_docstring_action_documents_the_function(
+    real_client: LanguageClient, workspace: Path
+):
+    source = "def is_even(n: int) -> bool:\n    return n % 2 == 0\n"
+    uri = open_doc(real_client, workspace, "parity.py", source)
+    actions = await real_client.text_document_code_action_async(actions_params(uri, 1))
+    docstring = next(a for a in actions if a.title == "Add docstring to is_even")
+    resolved = await real_client.code_action_resolve_async(docstring)
+    (edit,) = resolved.edit.changes[uri]
+    assert edit.range.start == types.Position(1, 0)
+    text = edit.new_text.lower()
+    assert text.startswith('    """') and ("even" in text)
+    ast.parse(source.replace("    return", edit.new_text + "    return", 1))

@@ -46,6 +46,18 @@ def code_at(text: str, path: str, line: int) -> CodeAtLine:
     return CodeAtLine(code, language, "", start)
 
 
+def definition_line(text: str, path: str, name: str) -> int | None:
+    """The first line of the definition called `name` (or qualified `Class.method`)."""
+    language = languages.language_for(path)
+    if language is None:
+        return None
+    facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
+    for definition in facts.definitions:
+        if name in (definition.name, definition.qualified_name):
+            return definition.span.start_line
+    return None
+
+
 def _innermost(text: str, language: str, line: int) -> Definition | None:
     facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
     holding = [

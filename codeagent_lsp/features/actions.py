@@ -16,6 +16,7 @@ from typing import Any
 
 from lsprotocol import types
 from pygls import uris
+from pygls.exceptions import JsonRpcInvalidRequest
 
 from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import ModelUnavailable
@@ -36,6 +37,9 @@ def register(server: CodeagentServer) -> None:
     )
     def code_action(ls: CodeagentServer, params: types.CodeActionParams) -> list[types.CodeAction]:
         document = ls.open_document(params.text_document.uri)
+        if ls.workspace.folders and prompt_location(ls, document)[0] is None:
+            # Actions send the file and its neighbours to the model: workspace files only.
+            raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
         line = params.range.start.line
         target = code_at(document.source, document.path, line)
         data = {"uri": params.text_document.uri, "line": line}
