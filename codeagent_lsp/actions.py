@@ -12,6 +12,7 @@ from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.codegraph import extract, languages
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.instruct import (
+    CodeAtLine,
     code_at,
     docstring_request,
     explain_request,
@@ -44,10 +45,14 @@ class TestsProposal:
 
 async def explain(
     assistant: Assistant, index: WorkspaceIndex | None, path: Path, text: str, line: int,
-    key: str,
+    key: str, selection_end: int | None = None,
 ) -> tuple[str, str]:
-    """(title, Markdown) explaining the definition around `line`."""
+    """(title, Markdown) explaining the lines line..selection_end when a selection spans lines,
+    else the definition around `line`."""
     target = code_at(text, str(path), line)
+    if selection_end is not None and selection_end > line:
+        selected = "\n".join(text.split("\n")[line : selection_end + 1])
+        target = CodeAtLine(selected, target.language, "", line)
     related: list[tuple[str, str]] = []
     if index is not None:
         snippets = await asyncio.to_thread(
@@ -104,7 +109,8 @@ async def fix(
 
 
 async def tests(
-    assistant: Assistant, root: Path, path: Path, text: str, line: int, key: str
+    assistant: Assistant, root: Path, path: Path, text: str, line: int, key: str,
+    index: WorkspaceIndex | None = None,
 ) -> TestsProposal | None:
     """pytest tests for the definition around `line`, for the file the project's layout
     suggests (tests/test_<module>.py when there is a tests folder, else beside the module)."""
@@ -112,7 +118,7 @@ async def tests(
     module = relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
     target = code_at(text, str(path), line)
     test_file = test_file_for(root, path)
-    example = await asyncio.to_thread(example_tests, root, test_file)
+    example = await asyncio.to_thread(example_tests, root, test_file, index)
     system, user = tests_request(target, module, example, [])
     limit = assistant.settings.actions.maxTokens
     answer = await assistant.instruct(key, system, user, max_tokens=limit)
@@ -147,13 +153,26 @@ def test_file_for(root: Path, source: Path) -> Path:
     return folder / f"test_{source.stem}.py"
 
 
-def example_tests(root: Path, test_file: Path) -> str:
-    """The beginning of an existing test file: the target itself, else another one nearby."""
-    for candidate in [test_file, *sorted(test_file.parent.glob("test_*.py"))[:20]]:
+def example_tests(root: Path, test_file: Path, index: WorkspaceIndex | None = None) -> str:
+    """The beginning of an existing test file: the target itself, else the project's test files
+    the CodeGraph knows (those in the target's folder first), else ones beside the target."""
+    known = []
+    if index is not None:
+        known = sorted(
+            (root / f.path for f in index.store.files() if _is_test_file(f.path)),
+            key=lambda p: (p.parent != test_file.parent, str(p)),
+        )
+    nearby = sorted(test_file.parent.glob("test_*.py"))[:20]
+    for candidate in [test_file, *known[:20], *nearby]:
         if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
             lines = candidate.read_text(encoding="utf-8", errors="replace").split("\n")
             return "\n".join(lines[:EXAMPLE_LINES])
     return ""
+
+
+def _is_test_file(relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
 
 
 def apply(text: str, edit: LineEdit) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from lsprotocol import types
+from pygls import uris
 from pygls.exceptions import JsonRpcInvalidRequest, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
@@ -64,7 +65,7 @@ async def test_explain_opens_a_markdown_document(client: LanguageClient, workspa
     window = client.capabilities.window  # type: ignore[union-attr]
     if window and window.show_document and window.show_document.support:
         (shown,) = client.shown_documents
-        text = Path(shown.uri.removeprefix("file://")).read_text()
+        text = Path(uris.to_fs_path(shown.uri)).read_text()
         assert text.startswith("# area\n\n") and len(text) > len("# area\n\n")
     else:
         assert any(m.message.startswith("# area") for m in client.messages)
@@ -135,3 +136,17 @@ async def test_actions_on_a_file_outside_the_workspace_are_refused(
         await client.text_document_code_action_async(actions_params(uri, 1))
     inside = open_doc(client, workspace, "fine.py", SOURCE)
     assert await client.text_document_code_action_async(actions_params(inside, 1))
+
+
+async def test_explain_takes_the_selection_when_there_is_one(
+    client: LanguageClient, workspace: Path
+):
+    uri = open_doc(client, workspace, "sel.py", SOURCE)
+    params = actions_params(uri, 0)
+    params.range = types.Range(types.Position(0, 0), types.Position(5, 0))
+    actions = await client.text_document_code_action_async(params)
+    await client.code_action_resolve_async(actions[0])
+    window = client.capabilities.window  # type: ignore[union-attr]
+    if window and window.show_document and window.show_document.support:
+        text = Path(uris.to_fs_path(client.shown_documents[-1].uri)).read_text()
+        assert text.startswith("# sel.py:1\n")  # a selection, not the enclosing function

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_lsp
 from lsprotocol import types
+from pygls import uris
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import REAL_MODEL, REPO, accept_registrations
@@ -153,3 +154,16 @@ async def test_docstring_action_documents_the_function(
     text = edit.new_text.lower()
     assert text.startswith('    """') and ("even" in text)
     ast.parse(source.replace("    return", edit.new_text + "    return", 1))
+
+
+async def test_explain_action_opens_a_sensible_explanation(
+    real_client: LanguageClient, workspace: Path
+):
+    source = "def is_even(n: int) -> bool:\n    return n % 2 == 0\n"
+    uri = open_doc(real_client, workspace, "parity2.py", source)
+    actions = await real_client.text_document_code_action_async(actions_params(uri, 1))
+    explain = next(a for a in actions if a.title == "Explain this code")
+    await real_client.code_action_resolve_async(explain)
+    (shown,) = real_client.shown_documents
+    text = Path(uris.to_fs_path(shown.uri)).read_text().lower()
+    assert text.startswith("# is_even") and "even" in text.split("\n", 1)[1]

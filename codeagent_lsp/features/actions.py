@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def register(server: CodeagentServer) -> None:
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
         line = params.range.start.line
         target = code_at(document.source, document.path, line)
-        data = {"uri": params.text_document.uri, "line": line}
+        data = {"uri": params.text_document.uri, "line": line, "end": params.range.end.line}
         actions = [_action("Explain this code", types.CodeActionKind.Refactor, EXPLAIN, data)]
         if target.name:
             actions.append(_action(f"Add docstring to {target.name}",
@@ -104,7 +105,7 @@ async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
     document = ls.open_document(data["uri"])
     title, markdown = await pipeline.explain(
         ls.assistant, ls.codegraph, Path(document.path), document.source, data["line"],
-        "explain:" + data["uri"],
+        "explain:" + data["uri"], selection_end=data.get("end"),
     )
     explained = code_at(document.source, document.path, data["line"]).code
     ls.explanations[(document.path, code_key(explained))] = markdown
@@ -124,7 +125,8 @@ def _explanation_file(uri: str, title: str) -> Path:
     folder = cache / "codeagent-lsp" / "explanations"
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{uri}#{title}".encode()).hexdigest()[:10]
-    return folder / f"{title.replace('/', '_')}-{digest}.md"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", title)
+    return folder / f"{safe}-{digest}.md"
 
 
 async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
@@ -152,7 +154,8 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
     _, relative = prompt_location(ls, document)
     root = Path(*path.parts[: len(path.parts) - len(Path(relative).parts)])
     proposal = await pipeline.tests(
-        ls.assistant, root, path, document.source, data["line"], "tests:" + data["uri"]
+        ls.assistant, root, path, document.source, data["line"], "tests:" + data["uri"],
+        ls.codegraph,
     )
     if proposal is None:
         return None
