@@ -216,12 +216,7 @@ class Assistant:
                 text[:offset], text[offset:], multiline=multiline
             ),
         )
-        future = loaded.engine.submit(job)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            loaded.engine.cancel(job)
-            raise
+        return await self._run(loaded, job)
 
     async def instruct(
         self, key: str, system: str, user: str, *, max_tokens: int = 512
@@ -236,6 +231,11 @@ class Assistant:
             key=key, tokens=tokens, max_tokens=max_tokens, temperature=0.0,
             stop_tokens=loaded.stop_ids | {i for i in stops if i is not None},
         )
+        return await self._run(loaded, job)
+
+    @staticmethod
+    async def _run(loaded: _Loaded, job: GenerationJob) -> Generation:
+        """Queue `job` on the engine thread; cancelling the awaiting task cancels the job."""
         future = loaded.engine.submit(job)
         try:
             return await asyncio.wrap_future(future)

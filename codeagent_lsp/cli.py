@@ -43,32 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(run=_serve)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    complete = commands.add_parser("complete", help="complete at FILE:LINE:COL (1-based)")
-    complete.add_argument("location", metavar="FILE:LINE:COL")
-    _add_model_options(complete)
-    complete.add_argument("--json", action="store_true", help="print one JSON object")
-    complete.set_defaults(run=_complete)
-
-    explain = commands.add_parser("explain", help="explain the code around FILE:LINE")
-    explain.add_argument("location", metavar="FILE:LINE")
-    explain.add_argument("--root", type=Path, help="repository to index for context")
-    _add_model_options(explain)
-    explain.add_argument("--json", action="store_true")
-    explain.set_defaults(run=_explain)
-
-    fix = commands.add_parser("fix", help="fix the problem MESSAGE reports at FILE:LINE")
-    fix.add_argument("location", metavar="FILE:LINE")
-    fix.add_argument("--message", required=True, help="the diagnostic, as a linter printed it")
-    _add_model_options(fix)
-    fix.add_argument("--json", action="store_true")
-    fix.set_defaults(run=_fix)
-
-    tests = commands.add_parser("tests", help="pytest tests for FILE:FUNCTION (or FILE:LINE)")
-    tests.add_argument("location", metavar="FILE:FUNCTION")
-    tests.add_argument("--write", action="store_true", help="add them to the test file")
-    _add_model_options(tests)
-    tests.add_argument("--json", action="store_true")
-    tests.set_defaults(run=_tests)
+    located = {
+        "complete": ("FILE:LINE:COL", "complete at FILE:LINE:COL (1-based)", _complete),
+        "explain": ("FILE:LINE", "explain the code around FILE:LINE", _explain),
+        "fix": ("FILE:LINE", "fix the problem --message reports at FILE:LINE", _fix),
+        "tests": ("FILE:FUNCTION", "pytest tests for FILE:FUNCTION (or FILE:LINE)", _tests),
+    }
+    headless = {}
+    for name, (metavar, text, run) in located.items():
+        command = headless[name] = commands.add_parser(name, help=text)
+        command.add_argument("location", metavar=metavar)
+        _add_model_options(command)
+        command.add_argument("--json", action="store_true", help="print one JSON object")
+        command.set_defaults(run=run)
+    headless["explain"].add_argument("--root", type=Path, help="repository to index")
+    headless["fix"].add_argument("--message", required=True, help="the diagnostic's text")
+    headless["tests"].add_argument("--write", action="store_true", help="add to the test file")
 
     model = commands.add_parser("model", help="install and list models").add_subparsers(
         title="model commands", metavar="ACTION", required=True
