@@ -134,8 +134,15 @@ def prompt_location(server: CodeagentServer, document: TextDocument) -> tuple[st
     for folder in server.workspace.folders.values():
         root = PurePath(uris.to_fs_path(folder.uri) or "")
         if path.is_relative_to(root) and path != root:
-            return folder.name or root.name, path.relative_to(root).as_posix()
+            return repo_name(folder), path.relative_to(root).as_posix()
     return None, path.name
+
+
+def repo_name(folder: types.WorkspaceFolder) -> str:
+    """A workspace folder's name as prompts and stats show it. Neovim names folders by their
+    absolute path, which must not reach the model: only its last part is kept."""
+    fs_path = uris.to_fs_path(folder.uri) or ""
+    return PurePath(folder.name).name or PurePath(fs_path).name or "workspace"
 
 
 def offset_of(document: TextDocument, position: types.Position) -> int:

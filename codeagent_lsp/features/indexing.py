@@ -18,7 +18,7 @@ from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.security.paths import PathPolicy
-from codeagent_lsp.server import CodeagentServer
+from codeagent_lsp.server import CodeagentServer, repo_name
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _roots(ls: CodeagentServer) -> list[tuple[str, Path]]:
     for folder in ls.workspace.folders.values():
         path = uris.to_fs_path(folder.uri)
         if path:
-            roots.append((folder.name or Path(path).name, Path(path)))
+            roots.append((repo_name(folder), Path(path)))
     if not roots and ls.workspace.root_path:
         roots.append((Path(ls.workspace.root_path).name, Path(ls.workspace.root_path)))
     for extra in ls.settings.codegraph.extraRepositories:
