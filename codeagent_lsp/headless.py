@@ -89,8 +89,8 @@ def explain_at(location: str, root: Path | None, settings: Settings, *, as_json:
     folder holding .git, else the file's folder)."""
 
     async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
-        index = WorkspaceIndex([((root or _repository_root(path)).name,
-                                 root or _repository_root(path))], settings.codegraph)
+        repository = root or _repository_root(path)
+        index = WorkspaceIndex([(repository.name, repository)], settings.codegraph)
         try:
             await asyncio.to_thread(index.index_all)
             title, markdown = await pipeline.explain(

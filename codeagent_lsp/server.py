@@ -39,6 +39,8 @@ class CodeagentServer(LanguageServer):
         self.assistant = Assistant(self.settings)
         self._told_problem = False
         self._loading_started = False
+        self._loading_task: asyncio.Task[None] | None = None
+        """Kept so the loop's weak reference is not the only one while the model loads."""
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
         self.indexing: IndexingFeature | None = None
@@ -89,7 +91,7 @@ class CodeagentServer(LanguageServer):
                 return
             log.info("ready: %s on %s", info.name, info.device)
 
-        asyncio.get_running_loop().create_task(load())
+        self._loading_task = asyncio.get_running_loop().create_task(load())
 
     def tell_problem(self, message: str) -> None:
         if self._told_problem:

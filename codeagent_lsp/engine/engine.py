@@ -291,6 +291,7 @@ class _Run:
         self.scratch_seq = engine.settings.slots  # the one sequence no document owns
         self.reused = self.shifted = self.evaluated = self.generated = 0
         self.first_token_at: float | None = None
+        self._target: list[int] | None = None
 
     def prompt_then_generate(self) -> str:
         self._load_prompt()
@@ -420,9 +421,13 @@ class _Run:
         return out.decode(errors="ignore")
 
     def _extend_generated(self, token: int) -> None:
-        target = [*self.slot.tokens, token]
+        # One growing target for the whole generation: copying the cached prompt for every
+        # generated token would cost O(prompt) per token.
+        if self._target is None:
+            self._target = list(self.slot.tokens)
+        self._target.append(token)
         evaluated = self.evaluated
-        self._extend(target, len(target))
+        self._extend(self._target, len(self._target))
         self.evaluated = evaluated  # generated tokens are counted apart from the prompt's
 
     def record(self, outcome: str) -> RequestRecord:

@@ -34,7 +34,7 @@ def register(server: CodeagentServer) -> None:
 
 def _explanation(ls: CodeagentServer, symbol: StoredSymbol) -> str | None:
     """The model's explanation of this symbol, if one was computed for its current code."""
-    if ls.codegraph is None:
+    if ls.codegraph is None or not ls.explanations:  # spare the file read and parse
         return None
     location = ls.codegraph.symbol_location(symbol)
     if location is None:
