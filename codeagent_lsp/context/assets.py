@@ -43,6 +43,7 @@ from pathspec import GitIgnoreSpec
 
 from codeagent_lsp.codegraph.indexer import SKIP_DIRS
 from codeagent_lsp.security.paths import PathPolicy
+from codeagent_lsp.security.redact import redact
 from codeagent_lsp.security.roots import Root, locate
 
 log = logging.getLogger(__name__)
@@ -390,8 +391,8 @@ class AssetIndex:
 
 def _doc(repo: str, rel: str, title: str, body: str, kind: str) -> _Doc:
     # Redacted before capping, so a cut cannot leave half a secret the patterns miss.
-    title = _redact(title)[:MAX_TITLE_CHARS]
-    text = _cap(_redact(body))
+    title = redact(title)[:MAX_TITLE_CHARS]
+    text = _cap(redact(body))
     terms = _terms(text)
     for term, count in _terms(title).items():
         terms[term] += TITLE_BOOST * count
@@ -501,50 +502,6 @@ def _bm25(corpus: _Corpus, query: dict[str, float]) -> dict[_Doc, float]:
             norm = K1 * (1 - B + B * doc.length / average)
             scores[doc] += weight * idf * tf * (K1 + 1) / (tf + norm)
     return scores
-
-
-# --- secrets ------------------------------------------------------------------------------------
-
-_PRIVATE_KEY = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
-)
-_TOKEN_SHAPES = re.compile(
-    r"\b(?:sk|pk|rk)[-_](?:live|test)[-_][\w.-]+"  # Stripe-style keys
-    r"|\bsk-[\w-]{20,}"  # OpenAI-style keys
-    r"|\bA(?:KIA|SIA)[0-9A-Z]{16}\b"  # AWS access key ids
-    r"|\bgh[pousr]_\w{20,}|\bgithub_pat_\w{20,}|\bglpat-[\w-]{20,}"
-    r"|\bxox[abposr]-[\w-]{10,}"  # Slack
-    r"|\bAIza[\w-]{35}"  # Google API keys
-    r"|\beyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]*"  # JWTs
-)
-_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):[^/\s@]+@")
-_SECRET_VALUE = re.compile(
-    r"(?i)(?P<key>[\w.-]*(?:password|passwd|secret|token|api[_-]?key|apikey|access[_-]?key"
-    r"|private[_-]?key|credential)[\w.-]*[\"']?[ \t]*[:=][ \t]*[\"']?)"
-    r"(?P<value>[^\s\"',{}\[\]#]+)"
-)
-_HARMLESS = frozenset(
-    {"string", "integer", "number", "boolean", "object", "array", "null", "none", "true",
-     "false", "~", "required", "optional"}
-)  # fmt: skip
-"""Values of secret-named keys that are no secret: schema types, flags."""
-
-
-def _redact(text: str) -> str:
-    text = _PRIVATE_KEY.sub("<redacted private key>", text)
-    text = _TOKEN_SHAPES.sub("<redacted>", text)
-    text = _URL_PASSWORD.sub(r"\1:<redacted>@", text)
-    return _SECRET_VALUE.sub(_redact_value, text)
-
-
-def _redact_value(match: re.Match[str]) -> str:
-    value = match["value"]
-    harmless = (
-        value.lower() in _HARMLESS
-        or value.startswith(("$", "<", "%", "{{"))  # a reference or placeholder, not the value
-        or (value.isdigit() and len(value) < 8)  # max_tokens = 512
-    )
-    return match.group() if harmless else match["key"] + "<redacted>"
 
 
 # --- splitting ----------------------------------------------------------------------------------
