@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--db", type=Path, help="database file (default: the workspace cache)")
     index.set_defaults(run=_index)
 
+    schema = commands.add_parser("settings", help="the settings schema").add_subparsers(
+        title="settings commands", metavar="ACTION", required=True
+    ).add_parser("schema", help="print the settings as a JSON schema (type, default, meaning)")
+    schema.add_argument(
+        "--write", type=Path, metavar="PACKAGE_JSON",
+        help="update a VS Code package.json's contributes.configuration instead of printing",
+    )
+    schema.set_defaults(run=_settings_schema)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         title="benchmarks", metavar="BENCHMARK", required=True
     )
@@ -266,6 +275,26 @@ def _bench_related(args: argparse.Namespace) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>18}: {value}")
+    return 0
+
+
+def _settings_schema(args: argparse.Namespace) -> int:
+    properties = settings.json_schema()
+    if args.write is None:  # a whole JSON-schema document, as LSP4IJ's settings.schema.json
+        document = {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "codeagent-lsp settings",
+            "type": "object",
+            "additionalProperties": False,
+            "properties": properties,
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    manifest = json.loads(args.write.read_text(encoding="utf-8"))
+    sections = manifest["contributes"]["configuration"]
+    (server,) = [s for s in sections if s.get("id") == settings.SECTION]
+    server["properties"] = properties
+    args.write.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -217,16 +217,46 @@ def documented_keys() -> list[tuple[str, str, str]]:
     The README's settings table is checked against this list by a test, so no key goes
     undocumented.
     """
-    return list(_walk(Settings(), SECTION))
+    return [(key, repr(default), doc) for key, _, default, doc in _leaves(Settings(), SECTION)]
 
 
-def _walk(obj: Any, path: str) -> typing.Iterator[tuple[str, str, str]]:
+def json_schema() -> dict[str, dict[str, Any]]:
+    """JSON-schema properties, one per leaf key (`codeagent.engine.threads`), for editors that
+    render settings from a schema: VS Code's `contributes.configuration`, LSP4IJ's
+    settings.schema.json. `codeagent-lsp settings schema` prints it."""
+    properties = {}
+    for key, hint, default, doc in _leaves(Settings(), SECTION):
+        schema = _json_type(hint)
+        minimum = _MINIMUMS.get(key.removeprefix(SECTION + "."))
+        if minimum is not None:
+            schema["minimum"] = minimum
+        value = list(default) if isinstance(default, tuple) else default
+        properties[key] = {**schema, "default": value, "description": doc}
+    return properties
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return {"type": "string", "enum": list(typing.get_args(hint))}
+    if origin is tuple:
+        return {"type": "array", "items": {"type": "string"}}
+    if origin in (types.UnionType, typing.Union):  # X | None, as _convert reads it
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return {"type": [_json_type(inner)["type"], "null"]}
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    return {"type": names[hint]}
+
+
+def _leaves(obj: Any, path: str) -> typing.Iterator[tuple[str, Any, Any, str]]:
+    """(key, type hint, default, doc) for every leaf setting under `obj`."""
+    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            yield from _walk(value, f"{path}.{f.name}")
+            yield from _leaves(value, f"{path}.{f.name}")
         else:
-            yield f"{path}.{f.name}", repr(value), _attribute_doc(type(obj), f.name)
+            yield f"{path}.{f.name}", hints[f.name], value, _attribute_doc(type(obj), f.name)
 
 
 def _attribute_doc(cls: type, name: str) -> str:
