@@ -1,5 +1,6 @@
 """A real editor: Neovim (Debian's package) headless, configured with editors/nvim/, attaches
-codeagent-lsp through its own LSP client and gets a completion, a hover and code actions."""
+codeagent-lsp through its own LSP client and gets a completion, a hover and code actions, and
+runs one through the function its keymaps call."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ results.actions = ask("textDocument/codeAction", {{ textDocument = {{ uri = uri 
   range = {{ start = {{ line = {line}, character = 0 }},
             ["end"] = {{ line = {line}, character = 0 }} }},
   context = {{ diagnostics = {{}} }} }})
+-- the keymaps' function: <leader>ce runs the explain action at the cursor; 0.7 has no
+-- window/showDocument, so the explanation arrives as a message
+vim.lsp.handlers["window/showMessage"] = function(_, result)
+  if result.message:find("^# ") then results.explained = result.message end
+end
+vim.api.nvim_win_set_cursor(0, {{ {line} + 1, 0 }})
+require("codeagent").action("explain")
+vim.wait(60000, function() return results.explained ~= nil end, 100)
 vim.fn.writefile({{ vim.fn.json_encode(results) }}, "{out}")
 vim.cmd("qa!")
 """
@@ -87,6 +96,7 @@ def test_neovim_gets_completion_hover_and_actions(tmp_path: Path, tiny_model: Pa
     assert item["textEdit"]["range"]["end"] == {"line": body, "character": len(lines[body])}
     titles = [a["title"] for a in results["actions"]]
     assert "Explain this code" in titles and "Add docstring to describe" in titles
+    assert results["explained"].startswith("# describe\n")
 
 
 def _lua(value: object) -> str:
