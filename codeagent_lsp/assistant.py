@@ -7,6 +7,7 @@ post-processing -> suggestion. Nothing here knows LSP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from codeagent_lsp.engine.engine import (
 )
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
 from codeagent_lsp.engine.slots import short_name
+from codeagent_lsp.security import audit
+from codeagent_lsp.security.policy import policy_in_force
+from codeagent_lsp.security.redact import redact
 from codeagent_lsp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,9 @@ class _Loaded:
 class Assistant:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.policy = policy_in_force()
+        self.model_sha256: str | None = None
+        """Of the loaded model file, for the policy and the audit log."""
         self._documents: dict[str, _DocumentState] = {}
         self._loaded: _Loaded | None = None
         self._loading: asyncio.Future[_Loaded] | None = None
@@ -111,6 +118,7 @@ class Assistant:
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
+        self._check_model(resolved.path)
         engine = Engine(resolved.path, self.settings.engine)
         try:
             info = engine.wait_loaded()
@@ -175,6 +183,9 @@ class Assistant:
         generation = await self._generate(loaded, state, key, text, offset, where or PromptFile())
         multiline = self._multiline(prefix, suffix)
         suggestion = postprocess.postprocess(generation.text, prefix, suffix, multiline=multiline)
+        audit.note_response(
+            suggestion, generation.record.prompt_tokens, generation.record.generated_tokens
+        )
         if not generation.cancelled:
             state.last_prefix, state.last_suffix, state.last_text = prefix, suffix, suggestion
             state.last_prompt_tokens = generation.record.prompt_tokens
@@ -190,6 +201,10 @@ class Assistant:
             text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
         )
         state.window = excerpt.window
+        # Secrets in the file never reach the model (nor the audit log that may keep prompts).
+        excerpt = dataclasses.replace(
+            excerpt, prefix=redact(excerpt.prefix), suffix=redact(excerpt.suffix)
+        )
         context: list[tuple[str, str]] = []
         if self.context is not None and where.file is not None:
             room = opts.totalTokens - count(excerpt.prefix) - count(excerpt.suffix)
@@ -197,10 +212,12 @@ class Assistant:
             context = await asyncio.to_thread(
                 self.context, key, where.file, text, offset, min(opts.contextTokens, room), cost
             )
+        context = [(p, redact(t)) for p, t in context if self.policy.prompt_paths.allowed(p)]
         segments = loaded.template.build(
             excerpt.prefix, excerpt.suffix, path=where.path, repo=where.repo,
             context_files=context,
         )
+        audit.note_prompt("".join(str(getattr(s, "text", s)) for s in segments), self.model_sha256)
         if self.settings.logging.logCode:  # only when the administrator asked for code in logs
             log.debug("prompt for %s: %r", key, segments)
         tokens, tail_start = self._tokens(loaded, segments)
@@ -219,6 +236,27 @@ class Assistant:
         return await self._run(loaded, job)
 
     async def instruct(
+        self, key: str, system: str, user: str, *, max_tokens: int = 512
+    ) -> Generation:
+        """An answer to an instruct request in the model family's chat format, on the same
+        engine and KV slots as completions (`key` picks the slot). Secrets in the request are
+        redacted first; prompt and answer are noted on the request's audit row."""
+        user = redact(user)
+        audit.note_prompt(system + "\n" + user, self.model_sha256)
+        generation = await self._instruct(key, system, user, max_tokens=max_tokens)
+        record = generation.record
+        audit.note_response(generation.text, record.prompt_tokens, record.generated_tokens)
+        return generation
+
+    def _check_model(self, path: Path) -> None:
+        """Hash the model file (about a second per GB) and refuse one the policy does not allow,
+        before llama.cpp reads it."""
+        self.model_sha256 = models.sha256_file(path)
+        decision = self.policy.model_allowed(self.model_sha256)
+        if not decision.allowed:
+            raise models.ModelError(decision.reason)
+
+    async def _instruct(
         self, key: str, system: str, user: str, *, max_tokens: int = 512
     ) -> Generation:
         """An answer to an instruct request in the model family's chat format, on the same

@@ -19,6 +19,10 @@ from codeagent_lsp import __version__, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.features import guarded
+from codeagent_lsp.security.audit import AuditLog
+from codeagent_lsp.security.identity import os_identity
+from codeagent_lsp.security.policy import policy_in_force
 
 if TYPE_CHECKING:
     from codeagent_lsp.features.indexing import IndexingFeature
@@ -49,6 +53,27 @@ class CodeagentServer(LanguageServer):
         code it explains is unchanged."""
         self.context_builder: ContextBuilder | None = None
         """Repository context for completion prompts, once the CodeGraph is open."""
+        self.policy = policy_in_force()
+        """The administrator's policy, read once at start (never from the client)."""
+        self.identity = os_identity()
+        """Who the requests are decided for: the OS user on stdio; the transport sets it from
+        the bearer token on TCP and WebSocket."""
+        self._audit: AuditLog | None = None
+
+    def feature(self, feature_name: str, options: Any | None = None) -> Any:
+        """pygls's registration, with every governed feature behind the policy and audit log."""
+        register = super().feature(feature_name, options)
+        return lambda handler: register(guarded(feature_name, handler))
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log, opened on first use where the policy says."""
+        if self._audit is None:
+            rules = self.policy.audit
+            self._audit = AuditLog(
+                rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
+            )
+        return self._audit
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -132,7 +157,12 @@ def prompt_location(server: CodeagentServer, document: TextDocument) -> tuple[st
     """(repository name, path inside it) for the prompt: the workspace folder holding the
     document and the path relative to it. Absolute paths never reach the model: they say
     nothing useful and words in them (a temporary folder called "test_x") sway it."""
-    path = PurePath(document.path)
+    return path_location(server, document.path)
+
+
+def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, str]:
+    """(workspace folder's name, posix path inside it) of a file, else (None, its name)."""
+    path = PurePath(fs_path)
     for folder in server.workspace.folders.values():
         root = PurePath(uris.to_fs_path(folder.uri) or "")
         if path.is_relative_to(root) and path != root:

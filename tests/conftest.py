@@ -3,6 +3,7 @@ client driving `codeagent-lsp` over stdio with the capabilities of real editors.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +22,21 @@ EDITORS = ["visual-studio-code", "neovim"]
 REPO = Path(__file__).resolve().parents[1]
 REAL_MODEL = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_policy_and_audit(tmp_path_factory: pytest.TempPathFactory):
+    """No administrator policy from this machine, and audit logs in a temporary folder: servers
+    the tests start inherit this environment."""
+    saved = {k: os.environ.get(k) for k in ("CODEAGENT_POLICY", "XDG_STATE_HOME")}
+    os.environ.pop("CODEAGENT_POLICY", None)
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

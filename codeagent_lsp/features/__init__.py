@@ -1,2 +1,154 @@
 """LSP features, one module each, with `register(server)`; each translates LSP to calls on the
-Assistant (completion pipeline) and back, and nothing below this package imports pygls."""
+Assistant (completion pipeline) and back, and nothing below this package imports pygls.
+
+`guarded` is the one place the policy is enforced: `CodeagentServer.feature` wraps every
+handler of a method in FEATURE_OF with it, so each request is decided for the server's
+identity, feature and file before the handler runs, answered with a RequestFailed error when
+denied, and written to the audit log either way (with its prompt and response hashes, which the
+pipeline notes on the request's audit row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls import uris
+from pygls.exceptions import JsonRpcException
+
+from codeagent_lsp.security import audit
+from codeagent_lsp.security.identity import Identity
+from codeagent_lsp.security.policy import Decision
+
+if TYPE_CHECKING:
+    from codeagent_lsp.server import CodeagentServer
+
+STATS = "codeagent/stats"
+ACTIONS = "actions"
+"""The code action list: allowed to whoever may use one of the actions; the list is cut to
+the ones the identity may use on that file."""
+
+FEATURE_OF: dict[str, str] = {
+    types.TEXT_DOCUMENT_INLINE_COMPLETION: "completion",
+    types.TEXT_DOCUMENT_COMPLETION: "completion",
+    types.TEXT_DOCUMENT_HOVER: "hover",
+    types.TEXT_DOCUMENT_DEFINITION: "navigation",
+    types.TEXT_DOCUMENT_REFERENCES: "navigation",
+    types.TEXT_DOCUMENT_DOCUMENT_SYMBOL: "navigation",
+    types.WORKSPACE_SYMBOL: "navigation",
+    types.TEXT_DOCUMENT_CODE_ACTION: ACTIONS,
+    types.CODE_ACTION_RESOLVE: ACTIONS,  # the action's own name, from its data
+    STATS: "stats",
+}
+ACTION_FEATURES = ("explain", "docstring", "fix", "tests")
+
+
+class PolicyDenied(JsonRpcException):
+    """LSP's RequestFailed: the request was understood and the policy refuses it."""
+
+    CODE = -32803
+
+
+def guarded(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` behind the policy and the audit log when `method` is a governed feature."""
+    if method not in FEATURE_OF:
+        return handler
+    if asyncio.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def run_async(ls: CodeagentServer, params: Any) -> Any:
+            with _request(ls, method, params):
+                return _cut_to_policy(ls, method, await handler(ls, params))
+
+        return run_async
+
+    @functools.wraps(handler)
+    def run(ls: CodeagentServer, params: Any) -> Any:
+        with _request(ls, method, params):
+            return _cut_to_policy(ls, method, handler(ls, params))
+
+    return run
+
+
+@contextlib.contextmanager
+def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Row]:
+    feature, uri = _feature_and_uri(method, params)
+    repository, path = file_of(ls, uri)
+    row = new_row(ls.identity, feature, repository, path)
+    row.model_sha256 = ls.assistant.model_sha256
+    decision = _decide(ls, feature, repository, path)
+    if not decision.allowed:
+        row.decision, row.reason, row.latency_ms = "deny", decision.reason, 0.0
+        ls.audit.record(row)
+        raise PolicyDenied(f"codeagent: denied: {decision.reason}")
+    token = audit.current.set(row)
+    start = time.perf_counter()
+    try:
+        yield row
+    except BaseException as exc:
+        row.decision, row.reason = "error", type(exc).__name__
+        raise
+    finally:
+        audit.current.reset(token)
+        row.latency_ms = (time.perf_counter() - start) * 1000
+        ls.audit.record(row)
+
+
+def new_row(
+    identity: Identity, feature: str, repository: str | None, path: str | None
+) -> audit.Row:
+    """An audit row for a request by `identity`; the path is stored only as a hash."""
+    where = f"{repository or ''}/{path}" if path is not None else None
+    return audit.Row(
+        feature=feature,
+        user=identity.user,
+        groups=",".join(identity.groups),
+        transport=identity.transport,
+        token_name=identity.token_name,
+        repository=repository,
+        path_sha256=audit.sha256_text(where) if where is not None else None,
+    )
+
+
+def _decide(ls: CodeagentServer, feature: str, repository: str | None, path: str | None):
+    if feature != ACTIONS:
+        return ls.policy.decide(ls.identity, feature, repository, path)
+    # The list itself sends nothing to the model: open to whoever may use any action.
+    decisions = [ls.policy.decide(ls.identity, f, repository) for f in ACTION_FEATURES]
+    return next((d for d in decisions if d.allowed), decisions[0])
+
+
+def _feature_and_uri(method: str, params: Any) -> tuple[str, str | None]:
+    feature = FEATURE_OF[method]
+    if method == types.CODE_ACTION_RESOLVE:
+        data = params.data._asdict() if hasattr(params.data, "_asdict") else params.data or {}
+        return str(data.get("action", ACTIONS)), data.get("uri")
+    document = getattr(params, "text_document", None)
+    return feature, getattr(document, "uri", None)
+
+
+def file_of(ls: CodeagentServer, uri: str | None) -> tuple[str | None, str | None]:
+    """(repository, path relative to it) of a document: the workspace folder's name and the
+    posix path inside it; (None, file name) outside the folders; (None, None) without a file."""
+    from codeagent_lsp.server import path_location  # the server module imports this one
+
+    path = uris.to_fs_path(uri) if uri else None
+    return path_location(ls, path) if path else (None, None)
+
+
+def _cut_to_policy(ls: CodeagentServer, method: str, result: Any) -> Any:
+    """Code actions the identity may not use on that file are left out of the list."""
+    if method != types.TEXT_DOCUMENT_CODE_ACTION or not result:
+        return result
+    return [a for a in result if _may_use(ls, a).allowed]
+
+
+def _may_use(ls: CodeagentServer, action: types.CodeAction) -> Decision:
+    data = action.data or {}
+    repository, path = file_of(ls, data.get("uri"))
+    return ls.policy.decide(ls.identity, data.get("action", ACTIONS), repository, path)

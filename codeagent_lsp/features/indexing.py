@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from lsprotocol import types
@@ -17,7 +18,7 @@ from pygls import uris
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
-from codeagent_lsp.security.paths import PathPolicy
+from codeagent_lsp.features import new_row
 from codeagent_lsp.server import CodeagentServer, repo_name
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,16 @@ class IndexingFeature:
 
     async def start(self) -> None:
         ls = self.server
-        if not ls.settings.codegraph.enabled:
+        if not ls.settings.codegraph.enabled or not self._may_index():
             return
-        roots = _roots(ls)
-        index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph)
+        rules = ls.policy.index
+        roots = [(name, path) for name, path in _roots(ls) if rules.repository_allowed(name)]
+        # The policy's deny globs add to the settings' (and to the secrets, always denied).
+        excluded = (*ls.settings.codegraph.exclude, *rules.deny)
+        settings = replace(ls.settings.codegraph, exclude=excluded)
+        index = await asyncio.to_thread(WorkspaceIndex, roots, settings)
         ls.codegraph = index
-        policy = PathPolicy(deny=ls.settings.codegraph.exclude)
+        policy = rules.path_policy(extra_deny=ls.settings.codegraph.exclude)
         self.assets = AssetIndex(roots, policy)
         ls.use_context_builder(ContextBuilder(index, self.assets))
         status = index.store.status
@@ -61,6 +66,17 @@ class IndexingFeature:
             log.warning("codegraph store %s: %s", status.state, status.reason)
         await self._watch_files()
         await self._index_all(index)
+
+    def _may_index(self) -> bool:
+        """The identity's role must allow indexing; a refusal is audited and logged."""
+        ls = self.server
+        decision = ls.policy.decide(ls.identity, "index")
+        if not decision.allowed:
+            row = new_row(ls.identity, "index", None, None)
+            row.decision, row.reason = "deny", decision.reason
+            ls.audit.record(row)
+            log.warning("not indexing: %s", decision.reason)
+        return decision.allowed
 
     async def _index_all(self, index: WorkspaceIndex) -> None:
         loop = asyncio.get_running_loop()
@@ -74,12 +90,16 @@ class IndexingFeature:
                 pct = int(done * 100 / total) if total else 100
                 loop.call_soon_threadsafe(self._report, token, f"{done}/{total} files", pct)
 
+        row = new_row(self.server.identity, "index", None, None)
+        started = time.perf_counter()
         try:
             summary = await asyncio.to_thread(index.index_all, progress, self.cancel_event.is_set)
             if self.assets is not None:
                 await asyncio.to_thread(self.assets.refresh)
         finally:
             self.ready.set()
+            row.latency_ms = (time.perf_counter() - started) * 1000
+            self.server.audit.record(row)
         message = (
             f"{summary.files} files, {summary.symbols} symbols, {summary.references} references "
             f"in {summary.seconds:.1f} s" + (" (cancelled)" if summary.cancelled else "")

@@ -18,6 +18,10 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: CodeagentServer, _params: types.InitializedParams) -> None:
+        if ls.policy.locked:  # say why every request will be refused
+            ls.window_show_message(
+                types.ShowMessageParams(types.MessageType.Error, f"codeagent: {ls.policy.locked}")
+            )
         await ls.pull_configuration()
         ls.start_loading()
         if ls.indexing is not None:
@@ -35,6 +39,7 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodeagentServer, _params: None) -> None:
+        ls.audit.flush()
         ls.assistant.close()
         if ls.codegraph is not None:
             ls.codegraph.close()

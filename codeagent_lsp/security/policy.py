@@ -1,0 +1,378 @@
+"""The administrator's policy: who may use which feature on which repository, which files may
+be indexed or sent to the model, which models may be loaded, and how the audit log is kept.
+
+The file is TOML, read once at start from $CODEAGENT_POLICY, else /etc/codeagent-lsp/policy.toml;
+never from the workspace or the client, which the policy governs. Without a file the defaults
+below apply. A file that cannot be read or is invalid does not make the server permissive: it
+gives a *locked* policy that refuses every request with the reason (and the server says so).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codeagent_lsp.security.identity import Identity
+from codeagent_lsp.security.paths import PathPolicy
+
+ENV_VAR = "CODEAGENT_POLICY"
+SYSTEM_PATH = Path("/etc/codeagent-lsp/policy.toml")
+
+FEATURES = (
+    "completion",
+    "hover",
+    "navigation",
+    "explain",
+    "tests",
+    "fix",
+    "docstring",
+    "index",
+    "stats",
+)
+MODEL_FEATURES = frozenset({"completion", "explain", "tests", "fix", "docstring"})
+"""Features that send a file's text to the model: the prompt path rules apply to them."""
+BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
+    "admin": ("*",),
+    "member": FEATURES,
+    "viewer": ("hover", "navigation", "index", "stats"),
+    "auditor": ("stats",),
+}
+DEFAULT_ROLE = "member"
+"""The role of everyone when there is no policy file (one developer on their own machine)."""
+
+
+class PolicyError(Exception):
+    """The policy file cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Role:
+    features: tuple[str, ...]
+    repositories: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    role: str
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    sha256: str
+    user: str
+    groups: tuple[str, ...] = ()
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class PathRules:
+    repositories: tuple[str, ...] = ("*",)
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    def path_policy(self, extra_deny: tuple[str, ...] = ()) -> PathPolicy:
+        """Secrets (DEFAULT_DENY) are always denied: these rules only add to them."""
+        return PathPolicy(deny=(*self.deny, *extra_deny), allow=self.allow)
+
+    def repository_allowed(self, repository: str | None) -> bool:
+        return _matches(repository or "", self.repositories)
+
+
+@dataclass(frozen=True)
+class AuditRules:
+    db: str = ""
+    """Empty: $XDG_STATE_HOME/codeagent-lsp/audit.sqlite3."""
+    store_prompts: bool = False
+    store_code: bool = False
+
+    def db_path(self) -> Path:
+        if self.db:
+            return Path(self.db).expanduser()
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "codeagent-lsp" / "audit.sqlite3"
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: Path | None = None
+    """The file it was read from; None: the built-in defaults."""
+    default_role: str = DEFAULT_ROLE
+    roles: dict[str, Role] = field(
+        default_factory=lambda: {name: Role(f) for name, f in BUILTIN_ROLES.items()}
+    )
+    assignments: tuple[Assignment, ...] = ()
+    tokens: tuple[Token, ...] = ()
+    index: PathRules = PathRules()
+    prompt: PathRules = PathRules()
+    model_sha256: tuple[str, ...] = ()
+    """Models that may be loaded; empty: any."""
+    audit: AuditRules = AuditRules()
+    locked: str = ""
+    """Why every request is refused (the policy file is unusable); empty when it is not."""
+
+    # --- identity -------------------------------------------------------------------------------
+
+    def identity_for_token_hash(self, sha256_hex: str, transport: str) -> Identity | None:
+        """The identity a bearer token stands for, given the hex sha256 of the token; None for
+        an unknown token (or any token while the policy is locked)."""
+        if self.locked:
+            return None
+        for token in self.tokens:
+            if token.sha256 == sha256_hex.lower():
+                return Identity(token.user, token.groups, transport, token_name=token.name)
+        return None
+
+    def roles_of(self, identity: Identity) -> tuple[str, ...]:
+        roles = [t.role for t in self.tokens if t.role and t.name == identity.token_name]
+        for rule in self.assignments:
+            if identity.user in rule.users or set(identity.groups) & set(rule.groups):
+                roles.append(rule.role)
+        if not roles and self.default_role:
+            roles.append(self.default_role)
+        return tuple(dict.fromkeys(roles))
+
+    # --- decisions ------------------------------------------------------------------------------
+
+    def decide(
+        self,
+        identity: Identity,
+        feature: str,
+        repository: str | None = None,
+        path: str | None = None,
+    ) -> Decision:
+        """May `identity` use `feature` on `path` (relative to `repository`, posix)?"""
+        if self.locked:
+            return Decision(False, self.locked)
+        roles = [self.roles[name] for name in self.roles_of(identity) if name in self.roles]
+        if not roles:
+            return Decision(False, f"no role for user {identity.user!r} in {self._where()}")
+        if not any("*" in r.features or feature in r.features for r in roles):
+            names = ", ".join(self.roles_of(identity))
+            return Decision(False, f"role {names} may not use {feature} ({self._where()})")
+        if repository is not None and not any(_matches(repository, r.repositories) for r in roles):
+            return Decision(
+                False,
+                f"repository {repository!r} is not open to user "
+                f"{identity.user!r} ({self._where()})",
+            )
+        if feature in MODEL_FEATURES and path is not None and not self.may_prompt(repository, path):
+            return Decision(False, f"{path} may not be sent to the model ({self._where()})")
+        return Decision(True)
+
+    def may_prompt(self, repository: str | None, path: str) -> bool:
+        """May this file's text be put in a prompt?"""
+        return self.prompt.repository_allowed(repository) and self.prompt_paths.allowed(path)
+
+    @functools.cached_property
+    def prompt_paths(self) -> PathPolicy:
+        return self.prompt.path_policy()
+
+    def model_allowed(self, sha256_hex: str) -> Decision:
+        if self.locked:
+            return Decision(False, self.locked)
+        if self.model_sha256 and sha256_hex.lower() not in self.model_sha256:
+            return Decision(
+                False, f"the model (sha256 {sha256_hex}) is not allowed by {self._where()}"
+            )
+        return Decision(True)
+
+    def _where(self) -> str:
+        return f"policy {self.source}" if self.source else "the default policy"
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def policy_path() -> Path | None:
+    """$CODEAGENT_POLICY when set, else the system file when it exists, else None."""
+    configured = os.environ.get(ENV_VAR, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return SYSTEM_PATH if SYSTEM_PATH.exists() else None
+
+
+@functools.cache
+def policy_in_force() -> Policy:
+    """The policy of this process: read once, at first use."""
+    return load_policy()
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """The policy in force: parsed from `path` (default: policy_path()), the defaults when there
+    is no file, a locked policy when the file is unusable. Never raises."""
+    path = path or policy_path()
+    if path is None:
+        return Policy()
+    try:
+        return parse(path)
+    except PolicyError as exc:
+        return Policy(
+            source=path, locked=f"{exc}; every request is refused until an administrator fixes it"
+        )
+
+
+def parse(path: Path) -> Policy:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read the policy file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"the policy file {path} is not valid TOML: {exc}") from exc
+    reader = _Reader(path)
+    reader.keys(
+        data, "", {"defaults", "roles", "assign", "token", "index", "prompt", "models", "audit"}
+    )
+    roles = {name: Role(f) for name, f in BUILTIN_ROLES.items()}
+    for name, table in reader.table(data, "roles").items():
+        where = f"roles.{name}"
+        table = reader.table({name: table}, name, where)
+        reader.keys(table, where, {"features", "repositories"})
+        features = reader.strings(table, "features", where, ())
+        unknown = [f for f in features if f != "*" and f not in FEATURES]
+        if unknown:
+            reader.fail(f"{where}.features: unknown feature(s) {unknown}; known: {FEATURES}")
+        roles[name] = Role(features, reader.strings(table, "repositories", where, ("*",)))
+    defaults = reader.table(data, "defaults")
+    reader.keys(defaults, "defaults", {"role"})
+    default_role = reader.string(defaults, "role", "defaults", "")
+    policy = Policy(
+        source=path,
+        default_role=default_role,
+        roles=roles,
+        assignments=tuple(
+            _assignment(reader, t, i) for i, t in enumerate(reader.array(data, "assign"))
+        ),
+        tokens=tuple(_token(reader, t, i) for i, t in enumerate(reader.array(data, "token"))),
+        index=_path_rules(reader, data, "index"),
+        prompt=_path_rules(reader, data, "prompt"),
+        model_sha256=_models(reader, data),
+        audit=_audit(reader, data),
+    )
+    named = [policy.default_role] if policy.default_role else []
+    named += [a.role for a in policy.assignments] + [t.role for t in policy.tokens if t.role]
+    missing = sorted({r for r in named if r not in roles})
+    if missing:
+        reader.fail(f"undefined role(s) {missing}; defined: {sorted(roles)}")
+    return policy
+
+
+def _assignment(reader: _Reader, table: dict[str, Any], i: int) -> Assignment:
+    where = f"assign[{i}]"
+    reader.keys(table, where, {"role", "users", "groups"})
+    role = reader.string(table, "role", where, "")
+    if not role:
+        reader.fail(f"{where}.role is required")
+    return Assignment(
+        role, reader.strings(table, "users", where, ()), reader.strings(table, "groups", where, ())
+    )
+
+
+def _token(reader: _Reader, table: dict[str, Any], i: int) -> Token:
+    where = f"token[{i}]"
+    reader.keys(table, where, {"name", "sha256", "user", "groups", "role"})
+    name = reader.string(table, "name", where, "")
+    digest = reader.string(table, "sha256", where, "").lower()
+    if not name or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        reader.fail(f"{where} needs a name and the sha256 (64 hex digits) of the token")
+    return Token(
+        name,
+        digest,
+        reader.string(table, "user", where, name),
+        reader.strings(table, "groups", where, ()),
+        reader.string(table, "role", where, ""),
+    )
+
+
+def _path_rules(reader: _Reader, data: dict[str, Any], key: str) -> PathRules:
+    table = reader.table(data, key)
+    reader.keys(table, key, {"repositories", "allow", "deny"})
+    return PathRules(
+        reader.strings(table, "repositories", key, ("*",)),
+        reader.strings(table, "allow", key, ()),
+        reader.strings(table, "deny", key, ()),
+    )
+
+
+def _models(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+    table = reader.table(data, "models")
+    reader.keys(table, "models", {"sha256"})
+    digests = tuple(d.lower() for d in reader.strings(table, "sha256", "models", ()))
+    bad = [d for d in digests if len(d) != 64 or any(c not in "0123456789abcdef" for c in d)]
+    if bad:
+        reader.fail(f"models.sha256: not 64 hex digits: {bad}")
+    return digests
+
+
+def _audit(reader: _Reader, data: dict[str, Any]) -> AuditRules:
+    table = reader.table(data, "audit")
+    reader.keys(table, "audit", {"db", "store_prompts", "store_code"})
+    return AuditRules(
+        reader.string(table, "db", "audit", ""),
+        reader.boolean(table, "store_prompts", "audit"),
+        reader.boolean(table, "store_code", "audit"),
+    )
+
+
+class _Reader:
+    """Typed access to the parsed TOML, failing with the file and the key's path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, message: str) -> None:
+        raise PolicyError(f"the policy file {self.path} is invalid: {message}")
+
+    def keys(self, table: dict[str, Any], where: str, allowed: set[str]) -> None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            self.fail(f"unknown key(s) {unknown} in [{where or 'top level'}]")
+
+    def table(self, data: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.fail(f"{where or key} must be a table")
+        return value
+
+    def array(self, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        value = data.get(key, [])
+        if not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            self.fail(f"{key} must be an array of tables ([[{key}]])")
+        return value
+
+    def string(self, table: dict[str, Any], key: str, where: str, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            self.fail(f"{where}.{key} must be a string")
+        return value
+
+    def strings(
+        self, table: dict[str, Any], key: str, where: str, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        value = table.get(key, list(default))
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            self.fail(f"{where}.{key} must be a list of strings")
+        return tuple(value)
+
+    def boolean(self, table: dict[str, Any], key: str, where: str) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            self.fail(f"{where}.{key} must be true or false")
+        return value
