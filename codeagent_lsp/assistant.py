@@ -16,15 +16,13 @@ from pathlib import Path
 
 from codeagent_lsp.context import budget, postprocess
 from codeagent_lsp.context.chat import chat_template
-from codeagent_lsp.context.templates import FimTemplate, Segment, Special, detect_template
+from codeagent_lsp.context.templates import FimTemplate, detect_template
 from codeagent_lsp.engine import models
-from codeagent_lsp.engine.engine import (
-    Engine,
-    Generation,
-    GenerationJob,
-    RequestRecord,
-)
+from codeagent_lsp.engine.backend import Backend, FimParts, Request
+from codeagent_lsp.engine.embedded import EmbeddedBackend
+from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.engine.remote import open_remote
 from codeagent_lsp.engine.slots import short_name
 from codeagent_lsp.security import audit
 from codeagent_lsp.security.policy import policy_in_force
@@ -75,19 +73,25 @@ class _DocumentState:
 
 @dataclass
 class _Loaded:
-    engine: Engine
+    backend: Backend
+    """The embedded llama.cpp engine or remote inference replicas (engine.backend)."""
     template: FimTemplate
-    control_ids: dict[str, int]
-    stop_ids: frozenset[int]
-    info: ModelInfo
+    stops: tuple[str, ...]
+    """The template's stop tokens that the model's vocabulary holds."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
 
 
 class Assistant:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notify: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.policy = policy_in_force()
         self.model_sha256: str | None = None
         """Of the loaded model file, for the policy and the audit log."""
+        self.notify = notify
+        """Told, in words for the user, when a remote inference replica fails or recovers."""
         self._documents: dict[str, _DocumentState] = {}
         self._loaded: _Loaded | None = None
         self._loading: asyncio.Future[_Loaded] | None = None
@@ -115,35 +119,35 @@ class Assistant:
         return self._loaded
 
     def _load_blocking(self) -> _Loaded:
+        backend, family = self._open_backend()
+        try:
+            template = detect_template(self.settings.completion.template, backend.has_token, family)
+            missing = [t for t in template.control_tokens() if not backend.has_token(t)]
+            if missing:
+                raise EngineError(
+                    f"the model's vocabulary lacks the {template.family} tokens {missing}"
+                )
+        except Exception:
+            backend.close()
+            raise
+        stops = tuple(t for t in template.stop_tokens if backend.has_token(t))
+        info = backend.info
+        log.info("model %s loaded on %s, template %s", info.name, info.device, template.family)
+        return _Loaded(backend, template, stops)
+
+    def _open_backend(self) -> tuple[Backend, str | None]:
+        """The configured backend and the FIM family its model declares (None: detect)."""
+        if self.settings.engine.backend == "remote":
+            return open_remote(self.settings, self.notify)
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
         self._check_model(resolved.path)
-        engine = Engine(resolved.path, self.settings.engine)
-        try:
-            info = engine.wait_loaded()
-            template = detect_template(
-                self.settings.completion.template,
-                lambda text: engine.token_id(text) is not None,
-                resolved.family,
-            )
-        except Exception:
-            engine.close()
-            raise
-        control = {t: engine.token_id(t) for t in template.control_tokens()}
-        missing = [t for t, i in control.items() if i is None]
-        if missing:
-            engine.close()
-            family = template.family
-            raise EngineError(f"the model's vocabulary lacks the {family} tokens {missing}")
-        stops = {engine.token_id(t) for t in template.stop_tokens}
-        stop_ids = frozenset(i for i in stops if i is not None)
-        log.info("model %s loaded on %s, template %s", info.name, info.device, template.family)
-        return _Loaded(engine, template, control, stop_ids, info)  # type: ignore[arg-type]
+        return EmbeddedBackend(resolved.path, self.settings.engine), resolved.family
 
     def close(self) -> None:
         if self._loaded is not None:
-            self._loaded.engine.close()
+            self._loaded.backend.close()
         self._loaded = None
         self._loading = None
 
@@ -155,12 +159,12 @@ class Assistant:
         """A document was closed: drop its state and free its slot."""
         self._documents.pop(key, None)
         if self._loaded is not None:
-            self._loaded.engine.release(key)
+            self._loaded.backend.release(key)
 
     def stats(self) -> dict[str, object]:
         if self._loaded is None:
             return {"records": [], "slots": [], "model": None, "problem": self.problem}
-        data = self._loaded.engine.stats()
+        data = self._loaded.backend.stats()
         info = self._loaded.info
         data["model"] = {"name": info.name, "device": info.device, "path": info.path,
                          "template": self._loaded.template.family}
@@ -196,7 +200,7 @@ class Assistant:
         where: PromptFile,
     ) -> Generation:
         opts = self.settings.completion
-        count = loaded.engine.count_tokens
+        count = loaded.backend.count_tokens
         excerpt = budget.fit(
             text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
         )
@@ -220,20 +224,21 @@ class Assistant:
         audit.note_prompt("".join(str(getattr(s, "text", s)) for s in segments), self.model_sha256)
         if self.settings.logging.logCode:  # only when the administrator asked for code in logs
             log.debug("prompt for %s: %r", key, segments)
-        tokens, tail_start = self._tokens(loaded, segments)
+        template = loaded.template
         multiline = self._multiline(text[:offset], text[offset:])
-        job = GenerationJob(
+        request = Request(
             key=key,
-            tokens=tokens,
-            tail_start=tail_start,
+            segments=segments,
             max_tokens=opts.maxTokens,
             temperature=opts.temperature,
-            stop_tokens=loaded.stop_ids,
+            stop=loaded.stops,
+            tail_marker=None if template.suffix_first else template.suffix_token,
             should_stop=postprocess.stop_early(
                 text[:offset], text[offset:], multiline=multiline
             ),
+            fim=FimParts(excerpt.prefix, excerpt.suffix, tuple(context)),
         )
-        return await self._run(loaded, job)
+        return await loaded.backend.generate(request)
 
     async def instruct(
         self, key: str, system: str, user: str, *, max_tokens: int = 512
@@ -263,47 +268,13 @@ class Assistant:
         engine and KV slots as completions (`key` picks the slot)."""
         loaded = await self._ensure_loaded()
         chat = chat_template(loaded.template.family)
-        tokens, _ = self._tokens(loaded, chat.build(system, user))
-        stops = {loaded.engine.token_id(t) for t in chat.stop_tokens}
-        job = GenerationJob(
-            key=key, tokens=tokens, max_tokens=max_tokens, temperature=0.0,
-            stop_tokens=loaded.stop_ids | {i for i in stops if i is not None},
+        stops = tuple(t for t in chat.stop_tokens if loaded.backend.has_token(t))
+        request = Request(
+            key=key, segments=chat.build(system, user), max_tokens=max_tokens,
+            stop=tuple(dict.fromkeys(loaded.stops + stops)),
+            messages=(("system", system), ("user", user)),
         )
-        return await self._run(loaded, job)
-
-    @staticmethod
-    async def _run(loaded: _Loaded, job: GenerationJob) -> Generation:
-        """Queue `job` on the engine thread; cancelling the awaiting task cancels the job."""
-        future = loaded.engine.submit(job)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            loaded.engine.cancel(job)
-            raise
-
-    def _tokens(self, loaded: _Loaded, segments: list[Segment]) -> tuple[list[int], int | None]:
-        """Prompt tokens, and where the cacheable tail (from the FIM suffix marker) starts."""
-        tokens: list[int] = []
-        tail_start = None
-        suffix_marker = loaded.template.suffix_token
-        for segment in segments:
-            if isinstance(segment, Special):
-                if segment.text == suffix_marker and not loaded.template.suffix_first:
-                    tail_start = len(tokens)
-                tokens.append(self._control_id(loaded, segment.text))
-            else:
-                tokens.extend(loaded.engine.tokenize(segment))
-        return tokens, tail_start
-
-    @staticmethod
-    def _control_id(loaded: _Loaded, text: str) -> int:
-        token = loaded.control_ids.get(text)
-        if token is None:
-            token = loaded.engine.token_id(text)
-            if token is None:
-                raise EngineError(f"the model's vocabulary lacks the control token {text!r}")
-            loaded.control_ids[text] = token
-        return token
+        return await loaded.backend.generate(request)
 
     def _multiline(self, prefix: str, suffix: str) -> bool:
         mode = self.settings.completion.multiline
@@ -328,5 +299,5 @@ class Assistant:
             shifted_tokens=0, evaluated_tokens=0, generated_tokens=0, ttft_ms=0.0,
             total_ms=0.0, outcome="typeahead",
         )
-        loaded.engine.add_record(record)
+        loaded.backend.add_record(record)
         return Suggestion(state.last_text[len(typed) :], record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -20,16 +20,18 @@ from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.features import guarded
+from codeagent_lsp.security import guard
 from codeagent_lsp.security.audit import AuditLog
 from codeagent_lsp.security.identity import os_identity
 from codeagent_lsp.security.policy import policy_in_force
+from codeagent_lsp.security.roots import Root
 
 if TYPE_CHECKING:
     from codeagent_lsp.features.indexing import IndexingFeature
 
 log = logging.getLogger(__name__)
 
-RESTART_KEYS = ("model", "modelsDir", "engine")
+RESTART_KEYS = ("model", "modelsDir", "engine", "remote")
 """Settings whose change needs the model to be loaded again."""
 
 
@@ -40,7 +42,7 @@ class CodeagentServer(LanguageServer):
         self.log_level = log_level
         """--log-level from the command line; it wins over codeagent.logging.level."""
         self.settings = settings.Settings()
-        self.assistant = Assistant(self.settings)
+        self.assistant = Assistant(self.settings, self.tell_status)
         self._told_problem = False
         self._loading_started = False
         self._loading_task: asyncio.Task[None] | None = None
@@ -53,6 +55,8 @@ class CodeagentServer(LanguageServer):
         code it explains is unchanged."""
         self.context_builder: ContextBuilder | None = None
         """Repository context for completion prompts, once the CodeGraph is open."""
+        self._told_refused: set[str] = set()
+        """Documents the user was told are not served (outside the workspace, too large)."""
         self.policy = policy_in_force()
         """The administrator's policy, read once at start (never from the client)."""
         self.identity = os_identity()
@@ -92,7 +96,7 @@ class CodeagentServer(LanguageServer):
         _set_log_level(self.log_level or merged.logging.level)
         if restart:
             self.assistant.close()
-            self.assistant = Assistant(merged)
+            self.assistant = Assistant(merged, self.tell_status)
             self.use_context_builder(self.context_builder)
             self._told_problem = False
             if self._loading_started:
@@ -129,6 +133,12 @@ class CodeagentServer(LanguageServer):
             )
         )
 
+    def tell_status(self, message: str) -> None:
+        """A change the user should know of (a remote inference replica failed or is back)."""
+        self.window_show_message(
+            types.ShowMessageParams(types.MessageType.Warning, f"codeagent: {message}")
+        )
+
     async def pull_configuration(self) -> None:
         """Read the `codeagent` section through workspace/configuration when the client can."""
         caps = self.client_capabilities.workspace
@@ -150,7 +160,54 @@ class CodeagentServer(LanguageServer):
         """An open document; never reads from disk (a URI of an unopened file is refused)."""
         if uri not in self.workspace.text_documents:
             raise JsonRpcInvalidParams(f"document is not open: {uri}")
+        refusal = self.document_refusal(uri)
+        if refusal is not None:
+            raise JsonRpcInvalidParams(f"codeagent: {uri} is not served: {refusal}")
         return self.workspace.get_text_document(uri)
+
+    def document_refusal(self, uri: str) -> str | None:
+        """Why an open document is not served (outside the workspace, too large), or None."""
+        roots = [Root.of(name, path) for name, path in self.workspace_roots()]
+        document = self.workspace.text_documents.get(uri)
+        return guard.uri_refusal(uri, roots) or (
+            guard.size_refusal(document.source, self.settings.documents.maxBytes)
+            if document is not None else None
+        )
+
+    def workspace_roots(self) -> list[tuple[str, Path]]:
+        """Workspace folders, then the extra repositories from the settings, by folder name."""
+        roots: list[tuple[str, Path]] = []
+        for folder in self.workspace.folders.values():
+            path = uris.to_fs_path(folder.uri)
+            if path:
+                roots.append((repo_name(folder), Path(path)))
+        if not roots and self.workspace.root_path:
+            roots.append((Path(self.workspace.root_path).name, Path(self.workspace.root_path)))
+        for extra in self.settings.codegraph.extraRepositories:
+            path = Path(extra).expanduser()
+            roots.append((path.name, path))
+        return roots
+
+    def tell_refusal(self, uri: str) -> None:
+        """Say once per document why it is not served (on open and change)."""
+        refusal = self.document_refusal(uri)
+        if refusal is None or uri in self._told_refused:
+            if refusal is None:
+                self._told_refused.discard(uri)
+            return
+        self._told_refused.add(uri)
+        self.window_show_message(
+            types.ShowMessageParams(
+                types.MessageType.Warning,
+                f"codeagent: {PurePath(uri).name} is not served: {refusal}",
+            )
+        )
+
+    def close(self) -> None:
+        """Free the model and the CodeGraph: on shutdown, or when a network client leaves."""
+        self.assistant.close()
+        if self.codegraph is not None:
+            self.codegraph.close()
 
 
 def prompt_location(server: CodeagentServer, document: TextDocument) -> tuple[str | None, str]:

@@ -39,6 +39,44 @@ class EngineSettings:
     cacheShift: bool = True
     """Reuse the cached suffix after an edit in the prefix by shifting its positions
     (llama_memory_seq_add) instead of evaluating it again."""
+    backend: Literal["embedded", "remote"] = "embedded"
+    """embedded: run the model in this process; remote: send requests to the inference
+    replicas of codeagent.remote (llama-server, vLLM or any OpenAI-compatible service)."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    urls: tuple[str, ...] = ()
+    """Base URLs of the inference replicas (http:// or https://), the only hosts contacted;
+    each document sticks to one replica (consistent hashing)."""
+    protocol: Literal["openai", "infill"] = "openai"
+    """openai: /v1/completions with this project's FIM prompt (vLLM, Ray Serve, llama-server);
+    infill: llama-server's /infill, repository context as input_extra, one server slot per
+    document. Code actions use /v1/chat/completions either way."""
+    model: str = ""
+    """Model name sent with each request (vLLM's --served-model-name); empty = not sent."""
+    tokenizer: str = ""
+    """A GGUF (path or registry name) whose vocabulary counts tokens for the budgets and picks
+    the FIM template; empty = the file codeagent.model names when present, else a conservative
+    one token per UTF-8 byte."""
+    slots: int = 4
+    """Server slots per llama-server replica (its --parallel); with the infill protocol each
+    document is pinned to one (id_slot), the least recently used slot is reassigned."""
+    connectTimeout: float = 2.0
+    """Seconds to open a connection to a replica before trying the next one."""
+    readTimeout: float = 30.0
+    """Seconds without a byte from a replica before the request goes to the next one."""
+    caBundle: str = ""
+    """PEM file of the authorities that sign the replicas' TLS certificates; empty = the
+    system's store."""
+    tokenFile: str = ""
+    """File holding the bearer token sent to the replicas (the token never goes in settings)."""
+    tokenEnv: str = ""
+    """Name of an environment variable holding the bearer token (when tokenFile is empty)."""
+    retrySeconds: float = 2.0
+    """Wait before a failed replica is tried again; doubles with each further failure."""
+    maxRetrySeconds: float = 60.0
+    """Longest wait before a failed replica is tried again."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +128,12 @@ class CodegraphSettings:
 
 
 @dataclass(frozen=True)
+class DocumentsSettings:
+    maxBytes: int = 4 * 1024 * 1024
+    """Open documents larger than this (UTF-8 bytes) are not served; the editor is told once."""
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "warning"
     """Log level of the server's own log (stderr or --log-file)."""
@@ -105,10 +149,12 @@ class Settings:
     modelsDir: str = ""
     """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then the repository's models/."""
     engine: EngineSettings = field(default_factory=EngineSettings)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     codegraph: CodegraphSettings = field(default_factory=CodegraphSettings)
     actions: ActionsSettings = field(default_factory=ActionsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    documents: DocumentsSettings = field(default_factory=DocumentsSettings)
 
     def model_name(self) -> str:
         return self.model or os.environ.get("CODEAGENT_MODEL", "") or DEFAULT_MODEL
@@ -132,6 +178,12 @@ _MINIMUMS = {
     "completion.temperature": 0,
     "codegraph.maxFileBytes": 1,
     "actions.maxTokens": 16,
+    "documents.maxBytes": 1,
+    "remote.slots": 1,
+    "remote.connectTimeout": 0.01,
+    "remote.readTimeout": 0.01,
+    "remote.retrySeconds": 0,
+    "remote.maxRetrySeconds": 0,
 }
 
 

@@ -83,6 +83,8 @@ class RequestRecord:
     total_ms: float
     outcome: str
     """ok, cancelled, superseded, error, or typeahead (answered from the last suggestion)."""
+    replica: str = ""
+    """The inference replica that answered (remote backend); empty when embedded."""
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)

@@ -87,7 +87,47 @@ class _AbortFlag:
         return self._buffer[0] != b"\0"
 
 
-class LlamaRuntime:
+class Vocabulary:
+    """Tokenization over a loaded model's vocabulary (read-only: safe from any thread)."""
+
+    vocab: ctypes.c_void_p
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        data = text.encode()
+        capacity = len(data) + 8
+        out = (C.llama_token * capacity)()
+        n = C.llama_tokenize(self.vocab, data, len(data), out, capacity, False, special)
+        if n < 0:  # buffer too small: -n is the size needed
+            out = (C.llama_token * -n)()
+            n = C.llama_tokenize(self.vocab, data, len(data), out, -n, False, special)
+        return list(out[:n])
+
+    def token_id(self, text: str) -> int | None:
+        """The id of a control token named by its text, None when the vocabulary lacks it."""
+        ids = self.tokenize(text, special=True)
+        if len(ids) == 1 and C.llama_vocab_get_attr(self.vocab, ids[0]) & _SPECIAL_ATTRS:
+            return ids[0]
+        return None
+
+
+class VocabularyOnly(Vocabulary):
+    """A GGUF's vocabulary without its weights (milliseconds, a few MB): token counts for a
+    model that runs elsewhere."""
+
+    def __init__(self, path: Path) -> None:
+        _init_backend()
+        params = C.llama_model_default_params()
+        params.vocab_only = True
+        self.model = C.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise EngineError(f"llama.cpp could not read the vocabulary of {path}")
+        self.vocab = C.llama_model_get_vocab(self.model)
+
+    def close(self) -> None:
+        C.llama_model_free(self.model)
+
+
+class LlamaRuntime(Vocabulary):
     """One model and one context with `n_seqs` sequences over a unified KV cache."""
 
     def __init__(self, path: Path, settings: EngineSettings, n_seqs: int) -> None:
@@ -160,23 +200,6 @@ class LlamaRuntime:
         C.llama_model_free(self.model)
 
     # --- tokens -------------------------------------------------------------------------------
-
-    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
-        data = text.encode()
-        capacity = len(data) + 8
-        out = (C.llama_token * capacity)()
-        n = C.llama_tokenize(self.vocab, data, len(data), out, capacity, False, special)
-        if n < 0:  # buffer too small: -n is the size needed
-            out = (C.llama_token * -n)()
-            n = C.llama_tokenize(self.vocab, data, len(data), out, -n, False, special)
-        return list(out[:n])
-
-    def token_id(self, text: str) -> int | None:
-        """The id of a control token named by its text, None when the vocabulary lacks it."""
-        ids = self.tokenize(text, special=True)
-        if len(ids) == 1 and C.llama_vocab_get_attr(self.vocab, ids[0]) & _SPECIAL_ATTRS:
-            return ids[0]
-        return None
 
     def piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)

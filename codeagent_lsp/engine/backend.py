@@ -1,0 +1,78 @@
+"""What the Assistant asks of a model, wherever it runs: in this process (`EmbeddedBackend`,
+llama.cpp slots) or on inference replicas elsewhere in the network (`RemoteBackend`).
+
+A request carries the prompt as template segments (control tokens by name) and, for fill-in-
+the-middle, the parts it was built from: llama-server's /infill wants those rather than a
+prompt, and a chat service wants the messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from codeagent_lsp.context.templates import Segment
+from codeagent_lsp.engine.engine import Generation, RequestRecord
+from codeagent_lsp.engine.llama import ModelInfo
+
+
+@dataclass(frozen=True)
+class FimParts:
+    """The pieces a FIM prompt was built from (for services that build the prompt themselves)."""
+
+    prefix: str
+    suffix: str
+    context_files: tuple[tuple[str, str], ...] = ()
+    """(path, text) pairs of repository context."""
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str
+    """The document (its URI): one cache slot, and one replica, per key."""
+    segments: list[Segment]
+    max_tokens: int
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    """Control tokens (by text) that end the answer besides the model's end-of-generation."""
+    tail_marker: str | None = None
+    """The control token where the prompt's stable tail (the FIM suffix) starts."""
+    should_stop: Callable[[str], bool] | None = None
+    """Called with the text so far; True ends generation early."""
+    fim: FimParts | None = None
+    messages: tuple[tuple[str, str], ...] = ()
+    """(role, content) pairs of an instruct request, for chat services."""
+
+
+class Backend(Protocol):
+    """The interface the Assistant uses; both backends implement it."""
+
+    info: ModelInfo
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in a prompt; never fewer than the model will see."""
+        ...
+
+    def has_token(self, text: str) -> bool:
+        """Whether the model's vocabulary holds the control token `text`."""
+        ...
+
+    async def generate(self, request: Request) -> Generation:
+        """The answer; a newer request for the same key supersedes this one (outcome
+        "superseded"), cancelling the awaiting task cancels the request."""
+        ...
+
+    def release(self, key: str) -> None:
+        """A document was closed: free what is kept for it."""
+        ...
+
+    def add_record(self, record: RequestRecord) -> None:
+        """Record a request answered without the model (a reused suggestion)."""
+        ...
+
+    def stats(self) -> dict[str, object]:
+        """Recent request records and the backend's own state, for `codeagent/stats`."""
+        ...
+
+    def close(self) -> None: ...

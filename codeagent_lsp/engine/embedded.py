@@ -1,0 +1,87 @@
+"""The embedded backend: requests become token jobs on this process's llama.cpp Engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from codeagent_lsp.context.templates import Special
+from codeagent_lsp.engine.backend import Request
+from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob, RequestRecord
+from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.settings import EngineSettings
+
+
+class EmbeddedBackend:
+    """Control tokens go in by id (looked up once), so code can never inject one."""
+
+    def __init__(self, model_path: Path, settings: EngineSettings) -> None:
+        self.engine = Engine(model_path, settings)
+        try:
+            self.info: ModelInfo = self.engine.wait_loaded()
+        except Exception:
+            self.engine.close()
+            raise
+        self._ids: dict[str, int | None] = {}
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+    def has_token(self, text: str) -> bool:
+        return self._id(text) is not None
+
+    async def generate(self, request: Request) -> Generation:
+        """Queue the request on the engine thread; cancelling the awaiting task cancels it."""
+        tokens, tail_start = self._tokens(request)
+        stops = (self._id(t) for t in request.stop)
+        job = GenerationJob(
+            key=request.key,
+            tokens=tokens,
+            tail_start=tail_start,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stop_tokens=frozenset(i for i in stops if i is not None),
+            should_stop=request.should_stop,
+        )
+        future = self.engine.submit(job)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.engine.cancel(job)
+            raise
+
+    def _tokens(self, request: Request) -> tuple[list[int], int | None]:
+        """Prompt tokens, and where the cacheable tail (from the tail marker) starts."""
+        tokens: list[int] = []
+        tail_start = None
+        for segment in request.segments:
+            if isinstance(segment, Special):
+                if segment.text == request.tail_marker:
+                    tail_start = len(tokens)
+                tokens.append(self._control_id(segment.text))
+            else:
+                tokens.extend(self.engine.tokenize(segment))
+        return tokens, tail_start
+
+    def _id(self, text: str) -> int | None:
+        if text not in self._ids:
+            self._ids[text] = self.engine.token_id(text)
+        return self._ids[text]
+
+    def _control_id(self, text: str) -> int:
+        token = self._id(text)
+        if token is None:
+            raise EngineError(f"the model's vocabulary lacks the control token {text!r}")
+        return token
+
+    def release(self, key: str) -> None:
+        self.engine.release(key)
+
+    def add_record(self, record: RequestRecord) -> None:
+        self.engine.add_record(record)
+
+    def stats(self) -> dict[str, object]:
+        return self.engine.stats()
+
+    def close(self) -> None:
+        self.engine.close()
