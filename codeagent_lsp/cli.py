@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from codeagent_lsp import __version__, settings
 from codeagent_lsp.engine import models
+from codeagent_lsp.security.redact import RedactingFilter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("location", metavar=metavar)
         _add_model_options(command)
         command.add_argument("--json", action="store_true", help="print one JSON object")
-        command.set_defaults(run=run)
+        command.set_defaults(run=functools.partial(_audited, HEADLESS_FEATURES[name], run))
     headless["explain"].add_argument("--root", type=Path, help="repository to index")
     headless["fix"].add_argument("--message", required=True, help="the diagnostic's text")
     headless["tests"].add_argument("--write", action="store_true", help="add to the test file")
@@ -76,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     listing = model.add_parser("list", help="show registry models and what is installed")
     listing.add_argument("--models-dir", type=Path)
     listing.set_defaults(run=_model_list)
+
+    audit = commands.add_parser("audit", help="check and export the audit log").add_subparsers(
+        title="audit commands", metavar="ACTION", required=True
+    )
+    verify = audit.add_parser("verify", help="check the hash chain (exit 1 at the first bad row)")
+    verify.add_argument("--db", type=Path, help="default: the policy's audit database")
+    verify.set_defaults(run=_audit_verify)
+    export = audit.add_parser("export", help="print rows as JSON lines for a SIEM")
+    export.add_argument("--since", required=True, type=_timestamp, help="ISO 8601 date or time")
+    export.add_argument("--db", type=Path, help="default: the policy's audit database")
+    export.set_defaults(run=_audit_export)
 
     index = commands.add_parser("index", help="index a folder into its CodeGraph database")
     index.add_argument("path", type=Path)
@@ -166,6 +183,7 @@ def _setup_logging(log_file: Path | None, level: str | None) -> None:
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # whatever a message holds, no secret is written
     logging.basicConfig(handlers=[handler], level=logging.WARNING)
     logging.getLogger("codeagent_lsp").setLevel((level or "warning").upper())
     # pygls logs every message at INFO, source code included.
@@ -296,6 +314,80 @@ def _settings_schema(args: argparse.Namespace) -> int:
     server["properties"] = properties
     args.write.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+HEADLESS_FEATURES = {"complete": "completion", "explain": "explain", "fix": "fix",
+                     "tests": "tests"}  # fmt: skip
+
+
+def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) -> int:
+    """A headless command, decided by the policy for the OS user like an LSP request and
+    written to the audit log (transport "cli")."""
+    from codeagent_lsp.headless import repository_root
+    from codeagent_lsp.security import audit
+    from codeagent_lsp.security.identity import os_identity
+    from codeagent_lsp.security.policy import policy_in_force
+
+    policy = policy_in_force()
+    identity = dataclasses.replace(os_identity(), transport="cli")
+    file = Path(args.location.rsplit(":", 2 if feature == "completion" else 1)[0]).resolve()
+    root = repository_root(file)
+    repository, path = root.name, file.relative_to(root).as_posix()
+    row = audit.new_row(identity, feature, repository, path)
+    rules = policy.audit
+    log = audit.AuditLog(
+        rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
+    )
+    try:
+        decision = policy.decide(identity, feature, repository, path)
+        if not decision.allowed:
+            audit.deny(log, row, decision.reason)
+            print(f"codeagent-lsp: denied: {decision.reason}", file=sys.stderr)
+            return 3
+        with audit.recording(log, row):
+            code = run(args)
+            row.reason = f"exit status {code}" if code else None
+        return code
+    finally:
+        log.close()
+
+
+def _audit_db(args: argparse.Namespace) -> Path:
+    from codeagent_lsp.security.policy import policy_in_force
+
+    path = args.db or policy_in_force().audit.db_path()
+    if not path.is_file():
+        raise SystemExit(f"codeagent-lsp: no audit database at {path}")
+    return path
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from codeagent_lsp.security import audit
+
+    path = _audit_db(args)
+    verdict = audit.verify(path)
+    if verdict.ok:
+        print(f"{path}: {verdict.rows} rows, chain intact; head {verdict.head}")
+        return 0
+    print(f"{path}: row {verdict.bad_id}: {verdict.problem} ({verdict.rows} rows before it "
+          "verified)", file=sys.stderr)
+    return 1
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from codeagent_lsp.security import audit
+
+    count = audit.export(_audit_db(args), args.since, sys.stdout)
+    _progress(f"{count} rows exported")
+    return 0
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _index(args: argparse.Namespace) -> int:

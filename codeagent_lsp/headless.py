@@ -89,7 +89,7 @@ def explain_at(location: str, root: Path | None, settings: Settings, *, as_json:
     folder holding .git, else the file's folder)."""
 
     async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
-        repository = root or _repository_root(path)
+        repository = root or repository_root(path)
         index = WorkspaceIndex([(repository.name, repository)], settings.codegraph)
         try:
             await asyncio.to_thread(index.index_all)
@@ -124,7 +124,7 @@ def tests_for(location: str, settings: Settings, *, write: bool, as_json: bool) 
     (--write) added to the test file the project's layout suggests."""
 
     async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
-        root = _repository_root(path)
+        root = repository_root(path)
         proposal = await pipeline.tests(assistant, root, path, text, line, path.as_uri())
         if proposal is None:
             return {"tests": None}
@@ -159,7 +159,8 @@ def _run_action(location: str, settings: Settings, job, as_json: bool, key: str)
     return 0 if result[key] is not None else 1
 
 
-def _repository_root(path: Path) -> Path:
+def repository_root(path: Path) -> Path:
+    """The nearest folder above `path` holding .git, else the file's folder."""
     for folder in path.parents:
         if (folder / ".git").exists():
             return folder

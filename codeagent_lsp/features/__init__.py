@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,6 @@ from pygls import uris
 from pygls.exceptions import JsonRpcException
 
 from codeagent_lsp.security import audit
-from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.policy import Decision
 
 if TYPE_CHECKING:
@@ -79,40 +77,14 @@ def guarded(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
 def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Row]:
     feature, uri = _feature_and_uri(method, params)
     repository, path = file_of(ls, uri)
-    row = new_row(ls.identity, feature, repository, path)
+    row = audit.new_row(ls.identity, feature, repository, path)
     row.model_sha256 = ls.assistant.model_sha256
     decision = _decide(ls, feature, repository, path)
     if not decision.allowed:
-        row.decision, row.reason, row.latency_ms = "deny", decision.reason, 0.0
-        ls.audit.record(row)
+        audit.deny(ls.audit, row, decision.reason)
         raise PolicyDenied(f"codeagent: denied: {decision.reason}")
-    token = audit.current.set(row)
-    start = time.perf_counter()
-    try:
+    with audit.recording(ls.audit, row):
         yield row
-    except BaseException as exc:
-        row.decision, row.reason = "error", type(exc).__name__
-        raise
-    finally:
-        audit.current.reset(token)
-        row.latency_ms = (time.perf_counter() - start) * 1000
-        ls.audit.record(row)
-
-
-def new_row(
-    identity: Identity, feature: str, repository: str | None, path: str | None
-) -> audit.Row:
-    """An audit row for a request by `identity`; the path is stored only as a hash."""
-    where = f"{repository or ''}/{path}" if path is not None else None
-    return audit.Row(
-        feature=feature,
-        user=identity.user,
-        groups=",".join(identity.groups),
-        transport=identity.transport,
-        token_name=identity.token_name,
-        repository=repository,
-        path_sha256=audit.sha256_text(where) if where is not None else None,
-    )
 
 
 def _decide(ls: CodeagentServer, feature: str, repository: str | None, path: str | None):

@@ -18,7 +18,7 @@ from pygls import uris
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
-from codeagent_lsp.features import new_row
+from codeagent_lsp.security import audit
 from codeagent_lsp.server import CodeagentServer, repo_name
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ class IndexingFeature:
         ls = self.server
         decision = ls.policy.decide(ls.identity, "index")
         if not decision.allowed:
-            row = new_row(ls.identity, "index", None, None)
-            row.decision, row.reason = "deny", decision.reason
-            ls.audit.record(row)
+            audit.deny(ls.audit, audit.new_row(ls.identity, "index", None, None), decision.reason)
             log.warning("not indexing: %s", decision.reason)
         return decision.allowed
 
@@ -90,7 +88,7 @@ class IndexingFeature:
                 pct = int(done * 100 / total) if total else 100
                 loop.call_soon_threadsafe(self._report, token, f"{done}/{total} files", pct)
 
-        row = new_row(self.server.identity, "index", None, None)
+        row = audit.new_row(self.server.identity, "index", None, None)
         started = time.perf_counter()
         try:
             summary = await asyncio.to_thread(index.index_all, progress, self.cancel_event.is_set)

@@ -16,6 +16,7 @@ command) can append to one file without forking the chain.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -23,11 +24,14 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+from codeagent_lsp.security.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,42 @@ CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 current: contextvars.ContextVar[Row | None] = contextvars.ContextVar("audit_row", default=None)
 """The row of the request being served: the prompt and response are noted on it from deep in
 the pipeline without passing it through every call."""
+
+
+def new_row(identity: Identity, feature: str, repository: str | None, path: str | None) -> Row:
+    """A row for a request by `identity`; the file's path is kept only as a hash."""
+    where = f"{repository or ''}/{path}" if path is not None else None
+    return Row(
+        feature=feature,
+        user=identity.user,
+        groups=",".join(identity.groups),
+        transport=identity.transport,
+        token_name=identity.token_name,
+        repository=repository,
+        path_sha256=sha256_text(where) if where is not None else None,
+    )
+
+
+@contextlib.contextmanager
+def recording(log: AuditLog, row: Row) -> Iterator[Row]:
+    """Times an allowed request, makes `row` the one the pipeline notes its prompt on, and
+    writes it when the request ends, however it ends."""
+    token = current.set(row)
+    start = time.perf_counter()
+    try:
+        yield row
+    except BaseException as exc:
+        row.decision, row.reason = "error", type(exc).__name__
+        raise
+    finally:
+        current.reset(token)
+        row.latency_ms = (time.perf_counter() - start) * 1000
+        log.record(row)
+
+
+def deny(log: AuditLog, row: Row, reason: str) -> None:
+    row.decision, row.reason, row.latency_ms = "deny", reason, 0.0
+    log.record(row)
 
 
 def sha256_text(text: str) -> str:
