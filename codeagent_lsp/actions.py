@@ -5,12 +5,14 @@ checked before it is offered. Nothing here knows LSP; results are plain line edi
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant
-from codeagent_lsp.codegraph import extract, languages
+from codeagent_lsp.codegraph import languages
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.context import testgen
 from codeagent_lsp.context.instruct import (
     CodeAtLine,
     code_at,
@@ -19,12 +21,13 @@ from codeagent_lsp.context.instruct import (
     fix_replacement,
     fix_request,
     format_docstring,
-    python_tests,
-    tests_request,
 )
 
 EXAMPLE_LINES = 60
 """Lines of an existing test file shown to the model as the project's style."""
+WALK_LIMIT = 5000
+"""Files listed at most when a project without an index is searched for its tests."""
+_NOT_SOURCES = {"node_modules", "target", "build", "dist", "vendor", "__pycache__", "venv"}
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,29 @@ class LineEdit:
 
 @dataclass(frozen=True)
 class TestsProposal:
-    file: Path
-    code: str
-    exists: bool
+    plan: testgen.TestPlan
+    existing: str | None
+    """The test file's text before the edit; None when the edit creates it."""
+    insertions: list[testgen.Insertion]
+
+    @property
+    def code(self) -> str:
+        """What is added, as a reader wants to see it."""
+        return "\n".join(i.text.strip("\n") for i in self.insertions) + "\n"
+
+    @property
+    def after(self) -> str:
+        return testgen.apply(self.existing or "", self.insertions)
 
 
 async def explain(
-    assistant: Assistant, index: WorkspaceIndex | None, path: Path, text: str, line: int,
-    key: str, selection_end: int | None = None,
+    assistant: Assistant,
+    index: WorkspaceIndex | None,
+    path: Path,
+    text: str,
+    line: int,
+    key: str,
+    selection_end: int | None = None,
 ) -> tuple[str, str]:
     """(title, Markdown) explaining the lines line..selection_end when a selection spans lines,
     else the definition around `line`."""
@@ -109,23 +127,31 @@ async def fix(
 
 
 async def tests(
-    assistant: Assistant, root: Path, path: Path, text: str, line: int, key: str,
+    assistant: Assistant,
+    root: Path,
+    path: Path,
+    text: str,
+    line: int,
+    key: str,
     index: WorkspaceIndex | None = None,
 ) -> TestsProposal | None:
-    """pytest tests for the definition around `line`, for the file the project's layout
-    suggests (tests/test_<module>.py when there is a tests folder, else beside the module)."""
-    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-    module = relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    """Tests for the definition around `line`, in the project's framework and test file
+    (testgen.plan_tests); None when the answer holds no test that parses."""
     target = code_at(text, str(path), line)
-    test_file = test_file_for(root, path)
-    example = await asyncio.to_thread(example_tests, root, test_file, index)
-    system, user = tests_request(target, module, example, [])
+    files = await asyncio.to_thread(project_files, root, path, index)
+    plan = testgen.plan_tests(root, path, text, target.name, files)
+    if plan is None:
+        return None
+    example = await asyncio.to_thread(example_tests, root, plan, files)
+    source = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    system, user = testgen.tests_request(target, plan, source, example)
     limit = assistant.settings.actions.maxTokens
     answer = await assistant.instruct(key, system, user, max_tokens=limit)
-    code = python_tests(answer.text, module, target.name)
-    if code is None:
+    existing = text if plan.file == path else _read(plan.file)
+    insertions = testgen.assemble(plan, answer.text, existing)
+    if insertions is None:
         return None
-    return TestsProposal(test_file, code, test_file.exists())
+    return TestsProposal(plan, existing, insertions)
 
 
 def _callers(index: WorkspaceIndex, name: str, limit: int = 3) -> list[tuple[str, str]]:
@@ -148,31 +174,41 @@ def _callers(index: WorkspaceIndex, name: str, limit: int = 3) -> list[tuple[str
     return found
 
 
-def test_file_for(root: Path, source: Path) -> Path:
-    folder = root / "tests" if (root / "tests").is_dir() else source.parent
-    return folder / f"test_{source.stem}.py"
+def project_files(root: Path, source: Path, index: WorkspaceIndex | None) -> tuple[str, ...]:
+    """The project's code files relative to `root`: those the CodeGraph indexed, else a bounded
+    walk of the folder (headless runs have no index)."""
+    where = index.locate(source) if index is not None else None
+    if index is not None and where is not None:
+        return tuple(f.path for f in index.store.files(where[0]))
+    found: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_SOURCES)
+        found += [(Path(folder) / n).relative_to(root).as_posix() for n in sorted(names)]
+        if len(found) >= WALK_LIMIT:
+            break
+    return tuple(found[:WALK_LIMIT])
 
 
-def example_tests(root: Path, test_file: Path, index: WorkspaceIndex | None = None) -> str:
+def example_tests(root: Path, plan: testgen.TestPlan, files: tuple[str, ...]) -> str:
     """The beginning of an existing test file: the target itself, else the project's test files
-    the CodeGraph knows (those in the target's folder first), else ones beside the target."""
-    known = []
-    if index is not None:
-        known = sorted(
-            (root / f.path for f in index.store.files() if _is_test_file(f.path)),
-            key=lambda p: (p.parent != test_file.parent, str(p)),
-        )
-    nearby = sorted(test_file.parent.glob("test_*.py"))[:20]
-    for candidate in [test_file, *known[:20], *nearby]:
+    in the same language (those in the target's folder first)."""
+    extensions = languages.spec(plan.language).extensions
+    known = sorted(
+        (root / f for f in files if testgen.looks_like_test(f) and f.endswith(extensions)),
+        key=lambda p: (p.parent != plan.file.parent, str(p)),
+    )
+    for candidate in [plan.file, *known[:20]]:
         if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
             lines = candidate.read_text(encoding="utf-8", errors="replace").split("\n")
             return "\n".join(lines[:EXAMPLE_LINES])
     return ""
 
 
-def _is_test_file(relative: str) -> bool:
-    name = relative.rsplit("/", 1)[-1]
-    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def apply(text: str, edit: LineEdit) -> str:
@@ -181,16 +217,6 @@ def apply(text: str, edit: LineEdit) -> str:
 
 
 def syntax_errors(text: str, path: Path) -> int:
-    """ERROR and MISSING nodes tree-sitter finds (0 for languages it does not know)."""
+    """Parse errors tree-sitter (and, for Python, Python) finds; 0 for unknown languages."""
     language = languages.language_for(path)
-    if language is None:
-        return 0
-    tree = extract.parse(text.encode("utf-8", errors="replace"), language)
-    count, stack = 0, [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.is_error or node.is_missing:
-            count += 1
-        elif node.has_error:  # only subtrees holding an error are worth walking
-            stack.extend(node.children)
-    return count
+    return 0 if language is None else testgen.parse_errors(text, language)

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "complete": ("FILE:LINE:COL", "complete at FILE:LINE:COL (1-based)", _complete),
         "explain": ("FILE:LINE", "explain the code around FILE:LINE", _explain),
         "fix": ("FILE:LINE", "fix the problem --message reports at FILE:LINE", _fix),
-        "tests": ("FILE:FUNCTION", "pytest tests for FILE:FUNCTION (or FILE:LINE)", _tests),
+        "tests": ("FILE:FUNCTION", "tests for FILE:FUNCTION (or FILE:LINE)", _tests),
     }
     headless = {}
     for name, (metavar, text, run) in located.items():

@@ -42,9 +42,7 @@ def complete_at(location: str, settings: Settings, *, as_json: bool) -> int:
     assistant = Assistant(settings)
     try:
         suggestion = asyncio.run(
-            assistant.complete(
-                path.resolve().as_uri(), text, offset, PromptFile(path=path.name)
-            )
+            assistant.complete(path.resolve().as_uri(), text, offset, PromptFile(path=path.name))
         )
     except ModelUnavailable as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)
@@ -112,26 +110,32 @@ def fix_at(location: str, message: str, settings: Settings, *, as_json: bool) ->
         if edit is None:
             return {"diff": None}
         fixed = pipeline.apply(text, edit)
-        diff = difflib.unified_diff(text.splitlines(True), fixed.splitlines(True),
-                                    f"a/{path.name}", f"b/{path.name}")
+        diff = difflib.unified_diff(
+            text.splitlines(True), fixed.splitlines(True), f"a/{path.name}", f"b/{path.name}"
+        )
         return {"diff": "".join(diff)}
 
     return _run_action(location, settings, job, as_json, "diff")
 
 
 def tests_for(location: str, settings: Settings, *, write: bool, as_json: bool) -> int:
-    """`codeagent-lsp tests FILE:LINE`: pytest tests for the function around LINE, printed or
-    (--write) added to the test file the project's layout suggests."""
+    """`codeagent-lsp tests FILE:LINE`: tests for the function around LINE in the project's
+    framework, printed or (--write) added to the test file the project uses."""
 
     async def job(assistant: Assistant, path: Path, text: str, line: int) -> dict[str, object]:
         root = repository_root(path)
         proposal = await pipeline.tests(assistant, root, path, text, line, path.as_uri())
         if proposal is None:
             return {"tests": None}
+        test_file = proposal.plan.file
         if write:
-            with proposal.file.open("a", encoding="utf-8") as out:
-                out.write(("\n\n" if proposal.exists else "") + proposal.code)
-        return {"tests": proposal.code, "file": str(proposal.file)}
+            test_file.parent.mkdir(parents=True, exist_ok=True)
+            test_file.write_text(proposal.after, encoding="utf-8")
+        return {
+            "tests": proposal.code,
+            "file": str(test_file),
+            "framework": proposal.plan.framework,
+        }
 
     return _run_action(location, settings, job, as_json, "tests")
 

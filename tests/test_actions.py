@@ -13,16 +13,14 @@ from pytest_lsp import LanguageClient
 
 from tests.test_server import open_doc, stats
 
-SOURCE = (
-    "def area(width, height):\n    return width * height\n\n\n"
-    "def broken(x):\n    return x +\n"
-)
+SOURCE = "def area(width, height):\n    return width * height\n\n\ndef broken(x):\n    return x +\n"
 
 
 def actions_params(uri: str, line: int, diagnostics=()) -> types.CodeActionParams:
     here = types.Range(types.Position(line, 0), types.Position(line, 0))
     return types.CodeActionParams(
-        text_document=types.TextDocumentIdentifier(uri), range=here,
+        text_document=types.TextDocumentIdentifier(uri),
+        range=here,
         context=types.CodeActionContext(diagnostics=list(diagnostics)),
     )
 
@@ -31,12 +29,15 @@ async def test_actions_are_listed_without_a_model_call(client: LanguageClient, w
     uri = open_doc(client, workspace, "shapes.py", SOURCE)
     problem = types.Diagnostic(
         range=types.Range(types.Position(5, 4), types.Position(5, 14)),
-        message="Expected expression", source="pyright",
+        message="Expected expression",
+        source="pyright",
     )
     actions = await client.text_document_code_action_async(actions_params(uri, 5, [problem]))
     titles = [a.title for a in actions]
     assert titles == [
-        "Explain this code", "Add docstring to broken", "Generate tests for broken",
+        "Explain this code",
+        "Add docstring to broken",
+        "Generate tests for broken",
         "Fix: Expected expression",
     ]
     assert all(a.edit is None for a in actions)
@@ -71,9 +72,7 @@ async def test_explain_opens_a_markdown_document(client: LanguageClient, workspa
         assert any(m.message.startswith("# area") for m in client.messages)
 
 
-async def test_fix_without_a_parsing_answer_offers_no_edit(
-    client: LanguageClient, workspace: Path
-):
+async def test_fix_without_a_parsing_answer_offers_no_edit(client: LanguageClient, workspace: Path):
     """The tiny model answers noise with no code block: nothing that parses, so no edit."""
     uri = open_doc(client, workspace, "fix.py", SOURCE)
     problem = types.Diagnostic(
@@ -150,3 +149,37 @@ async def test_explain_takes_the_selection_when_there_is_one(
     if window and window.show_document and window.show_document.support:
         text = Path(uris.to_fs_path(client.shown_documents[-1].uri)).read_text()
         assert text.startswith("# sel.py:1\n")  # a selection, not the enclosing function
+
+
+GO_SOURCE = "package calc\n\n// Add adds.\nfunc Add(a, b int) int {\n\treturn a + b\n}\n"
+
+
+async def test_generate_tests_is_offered_for_every_codegraph_language(
+    client: LanguageClient, workspace: Path
+):
+    sources = {
+        "calc.go": GO_SOURCE,
+        "calc.ts": "export function add(a: number, b: number): number {\n  return a + b;\n}\n",
+        "calc.rs": "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n",
+        "Calc.java": "class Calc {\n    static int add(int a, int b) {\n        return a + b;\n"
+        "    }\n}\n",
+        "calc.c": "int add(int a, int b) {\n    return a + b;\n}\n",
+    }
+    for name, text in sources.items():
+        uri = open_doc(client, workspace, name, text)
+        body = next(i for i, row in enumerate(text.split("\n")) if "a + b" in row)
+        actions = await client.text_document_code_action_async(actions_params(uri, body))
+        assert any(a.title.startswith("Generate tests for ") for a in actions), name
+
+
+async def test_generated_tests_that_do_not_parse_are_reported_not_applied(
+    client: LanguageClient, workspace: Path
+):
+    """The tiny model's noise holds no Go test function: the user is told, nothing changes."""
+    uri = open_doc(client, workspace, "calc.go", GO_SOURCE)
+    actions = await client.text_document_code_action_async(actions_params(uri, 4))
+    generate = next(a for a in actions if a.title == "Generate tests for Add")
+    resolved = await client.code_action_resolve_async(generate)
+    assert resolved.edit is None
+    assert any("did not parse" in m.message for m in client.messages)
+    assert not (workspace / "calc_test.go").exists()

@@ -11,7 +11,6 @@ from codeagent_lsp.context.instruct import (
     code_at,
     explain_request,
     fix_replacement,
-    python_tests,
 )
 from codeagent_lsp.context.templates import TEMPLATES, Special
 from codeagent_lsp.settings import Settings, merge
@@ -76,15 +75,3 @@ def test_fix_replacement_keeps_the_edit_to_the_diagnostic_lines():
     assert fix_replacement(just_line, target, 2, 2) == "    return a + b"
     assert fix_replacement("no code here", target, 2, 2) is None
     assert fix_replacement("```python\nx\ny\n```", target, 2, 2) is None
-
-
-def test_python_tests_keeps_what_parses_of_a_cut_off_answer():
-    answer = (
-        "```python\nimport pytest\n\ndef test_one():\n    assert clamp(1, 0, 2) == 1\n\n"
-        "def test_two():\n    assert clamp(5, 0, 2) == 2\n    assert clamp(-1, 0,"
-    )
-    code = python_tests(answer, "mathutil", "clamp")
-    assert code.startswith("from mathutil import clamp\n")
-    assert "def test_two" in code and "clamp(-1, 0," not in code
-    assert python_tests("```python\nx = (\n", "m", "f") is None
-    assert python_tests("no code", "m", "f") is None

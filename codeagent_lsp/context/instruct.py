@@ -3,7 +3,6 @@ what the CodeGraph knows around it."""
 
 from __future__ import annotations
 
-import ast
 import hashlib
 from dataclasses import dataclass
 
@@ -61,7 +60,8 @@ def definition_line(text: str, path: str, name: str) -> int | None:
 def _innermost(text: str, language: str, line: int) -> Definition | None:
     facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
     holding = [
-        d for d in facts.definitions
+        d
+        for d in facts.definitions
         if d.span.start_line <= line <= d.span.end_line and d.span.end_line > d.span.start_line
     ]
     return max(holding, key=lambda d: d.span.start_line, default=None)
@@ -113,9 +113,7 @@ def fix_request(
     return SYSTEM, user
 
 
-def fix_replacement(
-    answer: str, target: CodeAtLine, first: int, last: int
-) -> str | None:
+def fix_replacement(answer: str, target: CodeAtLine, first: int, last: int) -> str | None:
     """The new text for lines first..last from the model's answer: small models often rewrite
     the whole definition; then only the lines at the diagnostic's place are taken, so the edit
     stays minimal."""
@@ -135,16 +133,24 @@ def fix_replacement(
 
 
 def fenced_code(answer: str) -> str | None:
-    """The first fenced code block of a Markdown answer (to the end of the answer when the
-    token limit cut it before its closing fence), else None."""
-    start = answer.find("```")
-    if start < 0:
-        return None
-    body_start = answer.find("\n", start)
-    if body_start < 0:
-        return None
-    end = answer.find("```", body_start + 1)
-    return answer[body_start + 1 : end if end >= 0 else len(answer)].rstrip("\n")
+    """The first fenced code block of a Markdown answer, else None."""
+    return next(iter(fenced_blocks(answer)), None)
+
+
+def fenced_blocks(answer: str) -> list[str]:
+    """The fenced code blocks of a Markdown answer; the last runs to the end of the answer when
+    the token limit cut it before its closing fence."""
+    blocks, position = [], 0
+    while (start := answer.find("```", position)) >= 0:
+        body_start = answer.find("\n", start)
+        if body_start < 0:
+            break
+        end = answer.find("```", body_start + 1)
+        blocks.append(answer[body_start + 1 : end if end >= 0 else len(answer)].rstrip("\n"))
+        if end < 0:
+            break
+        position = end + 3
+    return blocks
 
 
 def format_docstring(text: str, target: CodeAtLine, lines: list[str]) -> tuple[int, str] | None:
@@ -173,46 +179,4 @@ def _python_body_line(lines: list[str], first: int) -> int | None:
     for row in range(first, min(len(lines), first + 30)):
         if lines[row].rstrip().endswith(":"):
             return row + 1 if row + 1 < len(lines) else None
-    return None
-
-
-def tests_request(
-    target: CodeAtLine, module: str, example: str, related: list[tuple[str, str]]
-) -> tuple[str, str]:
-    """(system, user) asking for pytest tests of `target`, imported from `module`, in the style
-    of an existing test file of the project when there is one."""
-    parts = [
-        f"Write pytest tests for `{target.name}` from the module `{module}`. Import it with "
-        f"`from {module} import {target.name.split('.')[0]}`. Cover the usual case and the edge "
-        "cases; use plain asserts and only the standard library and pytest. Reply with one "
-        "```python block holding the test code only."
-    ]
-    if example:
-        parts.append(f"Follow the style of this existing test file:\n```python\n{example}\n```")
-    if related:
-        used = "\n\n".join(f"# {p}\n{t}" for p, t in related)
-        parts.append(f"Definitions it uses:\n```python\n{used}\n```")
-    parts.append(f"```python\n{target.code}\n```")
-    return SYSTEM, "\n\n".join(parts)
-
-
-def python_tests(answer: str, module: str, name: str) -> str | None:
-    """The test code from the answer, with its import, cut back line by line (an answer cut off
-    at the token limit ends mid-statement) until Python itself parses it; None when no test
-    function survives."""
-    code = fenced_code(answer)
-    if code is None:
-        return None
-    symbol = name.split(".")[0]
-    if f"import {symbol}" not in code and f", {symbol}" not in code:
-        code = f"from {module} import {symbol}\n\n\n{code}"
-    lines = code.rstrip().split("\n")
-    while lines and "def test_" in "\n".join(lines):
-        candidate = "\n".join(lines) + "\n"
-        try:
-            ast.parse(candidate)
-        except SyntaxError:
-            lines.pop()
-            continue
-        return candidate
     return None

@@ -1,4 +1,4 @@
-"""Code actions: "Explain this code", "Add docstring" and "Fix: <message>".
+"""Code actions: "Explain this code", "Add docstring", "Generate tests" and "Fix: <message>".
 
 The list comes back at once with no model call; the model runs in `codeAction/resolve`, with a
 `$/progress` report, and cancelling the request stops it. Explanations are written as Markdown
@@ -21,6 +21,7 @@ from pygls.exceptions import JsonRpcInvalidRequest
 
 from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import ModelUnavailable
+from codeagent_lsp.context import testgen
 from codeagent_lsp.context.instruct import code_at, code_key
 from codeagent_lsp.server import CodeagentServer, prompt_location
 
@@ -31,8 +32,11 @@ def register(server: CodeagentServer) -> None:
     @server.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(
-            code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.Refactor,
-                               types.CodeActionKind.RefactorRewrite],
+            code_action_kinds=[
+                types.CodeActionKind.QuickFix,
+                types.CodeActionKind.Refactor,
+                types.CodeActionKind.RefactorRewrite,
+            ],
             resolve_provider=True,
         ),
     )
@@ -46,16 +50,30 @@ def register(server: CodeagentServer) -> None:
         data = {"uri": params.text_document.uri, "line": line, "end": params.range.end.line}
         actions = [_action("Explain this code", types.CodeActionKind.Refactor, EXPLAIN, data)]
         if target.name:
-            actions.append(_action(f"Add docstring to {target.name}",
-                                   types.CodeActionKind.RefactorRewrite, DOCSTRING, data))
-        if target.name and target.language == "python":
-            actions.append(_action(f"Generate tests for {target.name}",
-                                   types.CodeActionKind.Source, TESTS, data))
+            actions.append(
+                _action(
+                    f"Add docstring to {target.name}",
+                    types.CodeActionKind.RefactorRewrite,
+                    DOCSTRING,
+                    data,
+                )
+            )
+        if target.name and target.language in testgen.STYLES:
+            actions.append(
+                _action(
+                    f"Generate tests for {target.name}", types.CodeActionKind.Source, TESTS, data
+                )
+            )
         for diagnostic in params.context.diagnostics:
-            fix = {**data, "line": diagnostic.range.start.line,
-                   "end": diagnostic.range.end.line, "message": diagnostic.message}
-            actions.append(_action(f"Fix: {diagnostic.message[:80]}",
-                                   types.CodeActionKind.QuickFix, FIX, fix))
+            fix = {
+                **data,
+                "line": diagnostic.range.start.line,
+                "end": diagnostic.range.end.line,
+                "message": diagnostic.message,
+            }
+            actions.append(
+                _action(f"Fix: {diagnostic.message[:80]}", types.CodeActionKind.QuickFix, FIX, fix)
+            )
         return actions
 
     @server.feature(types.CODE_ACTION_RESOLVE)
@@ -104,8 +122,13 @@ async def _begin(ls: CodeagentServer, title: str) -> str | None:
 async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
     document = ls.open_document(data["uri"])
     title, markdown = await pipeline.explain(
-        ls.assistant, ls.codegraph, Path(document.path), document.source, data["line"],
-        "explain:" + data["uri"], selection_end=data.get("end"),
+        ls.assistant,
+        ls.codegraph,
+        Path(document.path),
+        document.source,
+        data["line"],
+        "explain:" + data["uri"],
+        selection_end=data.get("end"),
     )
     explained = code_at(document.source, document.path, data["line"]).code
     ls.explanations[(document.path, code_key(explained))] = markdown
@@ -132,7 +155,10 @@ def _explanation_file(uri: str, title: str) -> Path:
 async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
     document = ls.open_document(data["uri"])
     edit = await pipeline.docstring(
-        ls.assistant, Path(document.path), document.source, data["line"],
+        ls.assistant,
+        Path(document.path),
+        document.source,
+        data["line"],
         "docstring:" + data["uri"],
     )
     return _workspace_edit(data["uri"], document.source, edit) if edit else None
@@ -141,40 +167,65 @@ async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.Workspa
 async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
     document = ls.open_document(data["uri"])
     edit = await pipeline.fix(
-        ls.assistant, Path(document.path), document.source, data["line"], data["end"],
-        data["message"], "fix:" + data["uri"],
+        ls.assistant,
+        Path(document.path),
+        document.source,
+        data["line"],
+        data["end"],
+        data["message"],
+        "fix:" + data["uri"],
     )
     return _workspace_edit(data["uri"], document.source, edit) if edit else None
 
 
 async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
-    """Creates the test file, or appends to the one the project already has."""
+    """Creates the test file, or extends the one the project already has (for Rust, the
+    source file's own tests module); says so when the model's tests do not parse."""
     document = ls.open_document(data["uri"])
     path = Path(document.path)
     _, relative = prompt_location(ls, document)
     root = Path(*path.parts[: len(path.parts) - len(Path(relative).parts)])
     proposal = await pipeline.tests(
-        ls.assistant, root, path, document.source, data["line"], "tests:" + data["uri"],
+        ls.assistant,
+        root,
+        path,
+        document.source,
+        data["line"],
+        "tests:" + data["uri"],
         ls.codegraph,
     )
     if proposal is None:
+        ls.window_show_message(
+            types.ShowMessageParams(
+                types.MessageType.Warning,
+                "codeagent: the generated tests did not parse; nothing was changed.",
+            )
+        )
         return None
-    uri = uris.from_fs_path(str(proposal.file)) or ""
-    if proposal.exists:
-        existing = proposal.file.read_text(encoding="utf-8", errors="replace")
-        end = types.Position(existing.count("\n"), len(existing.split("\n")[-1]))
-        insert = types.TextEdit(range=types.Range(end, end), new_text="\n\n" + proposal.code)
-        return types.WorkspaceEdit(document_changes=[_text_edit(uri, insert)])
-    start = types.Position(0, 0)
+    uri = uris.from_fs_path(str(proposal.plan.file)) or ""
+    lines = (proposal.existing or "").split("\n")
+    starts = [_line_start(lines, insertion.line) for insertion in proposal.insertions]
+    edits = [
+        types.TextEdit(range=types.Range(at, at), new_text=insertion.text)
+        for at, insertion in zip(starts, proposal.insertions, strict=True)
+    ]
+    if proposal.existing is not None:
+        return types.WorkspaceEdit(document_changes=[_text_edit(uri, edits)])
     create = types.CreateFile(uri=uri, options=types.CreateFileOptions(ignore_if_exists=True))
-    insert = types.TextEdit(range=types.Range(start, start), new_text=proposal.code)
-    return types.WorkspaceEdit(document_changes=[create, _text_edit(uri, insert)])
+    return types.WorkspaceEdit(document_changes=[create, _text_edit(uri, edits)])
 
 
-def _text_edit(uri: str, edit: types.TextEdit) -> types.TextDocumentEdit:
+def _line_start(lines: list[str], line: int) -> types.Position:
+    """Where `line` starts; past the last line, the end of the file."""
+    if line < len(lines):
+        return types.Position(line, 0)
+    return types.Position(len(lines) - 1, len(lines[-1]))
+
+
+def _text_edit(uri: str, edits: list[types.TextEdit]) -> types.TextDocumentEdit:
     return types.TextDocumentEdit(
         text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
-        edits=[edit],
+        edits=edits,
     )
 
 
