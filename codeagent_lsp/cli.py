@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"codeagent-lsp {__version__}")
     parser.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
     parser.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
+    _add_node_options(parser)
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
     parser.add_argument(
         "--log-level",
@@ -138,6 +139,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    """Transport limits and the shared-node options (TLS, metrics; bearer tokens are in the
+    policy file): set by whoever starts the server, never by a client."""
+    node = parser.add_argument_group("transport and shared node")
+    node.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket instead of stdio")
+    node.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM) for --tcp/--ws")
+    node.add_argument("--tls-key", type=Path, help="TLS private key (PEM) for --tls-cert")
+    node.add_argument("--metrics-port", type=int, default=0,
+                      help="Prometheus /metrics on 127.0.0.1:PORT (default: off)")
+    node.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
+                      help="largest message accepted (default 16 MiB)")
+    node.add_argument("--max-pending", type=int, default=64,
+                      help="requests in progress per connection before 'busy' (default 64)")
+    node.add_argument("--rate", type=float, default=50.0,
+                      help="requests per second per token on --tcp/--ws (0 = no limit)")
+    node.add_argument("--burst", type=int, default=200, help="requests per token at once")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="GGUF path or registry name (default: $CODEAGENT_MODEL)")
     parser.add_argument("--models-dir", type=Path)
@@ -192,16 +211,19 @@ def _setup_logging(log_file: Path | None, level: str | None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from codeagent_lsp import transport
+    from codeagent_lsp.security.identity import os_identity
     from codeagent_lsp.server import build_server
 
-    server = build_server(args.log_level)
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        if not port.isdigit():
-            raise SystemExit("codeagent-lsp: --tcp expects HOST:PORT")
-        server.start_tcp(host or "127.0.0.1", int(port))
-    else:
-        server.start_io()
+    limits = transport.Limits(
+        max_message_bytes=args.max_message_bytes, max_pending=args.max_pending,
+        rate=args.rate, burst=args.burst,
+    )
+    if args.tcp or args.ws:
+        from codeagent_lsp import node
+
+        return node.serve(args, limits, lambda: build_server(args.log_level))
+    transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
     return 0
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from codeagent_lsp.engine import gguf_limits
+
 REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 REGISTRY_FILE = REPO_MODELS_DIR / "registry.toml"
 LOCAL_REGISTRY_NAME = "local.toml"
@@ -242,7 +244,8 @@ def _check_name(name: str, where: str) -> None:
 
 
 def check_gguf_header(path: Path) -> GgufHeader:
-    """Read and sanity-check the fixed 24-byte GGUF header; raise InvalidModel if it is wrong."""
+    """Sanity-check the fixed 24-byte GGUF header, then the lengths and counts in the metadata
+    and tensor table (gguf_limits); raise InvalidModel if anything is wrong."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -264,6 +267,10 @@ def check_gguf_header(path: Path) -> GgufHeader:
         raise InvalidModel(_not_gguf(path, f"implausible header ({tensors} tensors, {kvs} keys)"))
     if size < _HEADER.size + kvs * _MIN_KV_BYTES + tensors * _MIN_TENSOR_BYTES:
         raise InvalidModel(_not_gguf(path, f"truncated ({size} bytes for {tensors} tensors)"))
+    try:
+        gguf_limits.check_limits(path, tensors, kvs)
+    except gguf_limits.GgufLimitError as exc:
+        raise InvalidModel(_not_gguf(path, str(exc))) from None
     return GgufHeader(version, tensors, kvs)
 
 

@@ -19,7 +19,7 @@ from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.security import audit
-from codeagent_lsp.server import CodeagentServer, repo_name
+from codeagent_lsp.server import CodeagentServer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class IndexingFeature:
         if not ls.settings.codegraph.enabled or not self._may_index():
             return
         rules = ls.policy.index
-        roots = [(name, path) for name, path in _roots(ls) if rules.repository_allowed(name)]
+        roots = [(name, path) for name, path in ls.workspace_roots()
+                 if rules.repository_allowed(name)]
         # The policy's deny globs add to the settings' (and to the secrets, always denied).
         excluded = (*ls.settings.codegraph.exclude, *rules.deny)
         settings = replace(ls.settings.codegraph, exclude=excluded)
@@ -199,21 +200,6 @@ class IndexingFeature:
                 assets = self.assets
                 update = assets.remove_path if deleted else assets.refresh_path
                 await asyncio.to_thread(update, Path(path))
-
-
-def _roots(ls: CodeagentServer) -> list[tuple[str, Path]]:
-    """Workspace folders, then the extra repositories from the settings, by folder name."""
-    roots: list[tuple[str, Path]] = []
-    for folder in ls.workspace.folders.values():
-        path = uris.to_fs_path(folder.uri)
-        if path:
-            roots.append((repo_name(folder), Path(path)))
-    if not roots and ls.workspace.root_path:
-        roots.append((Path(ls.workspace.root_path).name, Path(ls.workspace.root_path)))
-    for extra in ls.settings.codegraph.extraRepositories:
-        path = Path(extra).expanduser()
-        roots.append((path.name, path))
-    return roots
 
 
 def register(server: CodeagentServer) -> None:

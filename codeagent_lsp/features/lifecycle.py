@@ -40,9 +40,7 @@ def register(server: CodeagentServer) -> None:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodeagentServer, _params: None) -> None:
         ls.audit.flush()
-        ls.assistant.close()
-        if ls.codegraph is not None:
-            ls.codegraph.close()
+        ls.close()
 
     # pygls applies the changes to its workspace itself; these keep the CodeGraph and the
     # KV-cache slots in step with the open documents.
@@ -60,6 +58,7 @@ def register(server: CodeagentServer) -> None:
         | types.DidChangeTextDocumentParams
         | types.DidSaveTextDocumentParams,
     ) -> None:
+        ls.tell_refusal(params.text_document.uri)
         if ls.indexing is not None:
             ls.indexing.document_changed(params.text_document.uri)
 

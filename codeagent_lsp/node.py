@@ -1,0 +1,228 @@
+"""A shared GPU node: `codeagent-lsp --tcp HOST:PORT` or `--ws HOST:PORT`, with TLS, bearer
+tokens, per-token rate limits and Prometheus metrics.
+
+Each connection gets its own language server (documents, settings, CodeGraph, engine), so one
+client's `exit`, bad settings or flood stays its own. pygls's `start_tcp`/`start_ws` are not
+used: they share one protocol between all connections (the last client to connect receives
+every answer) and end the process when the first client leaves.
+
+A client presents `Authorization: Bearer <token>` as a header of its first message (TCP) or of
+the WebSocket handshake. The policy holds only the tokens' sha256 (`[[token]]` tables); a
+presented token is hashed and compared with every entry in constant time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from pygls.io_ import WebSocketWriter
+
+from codeagent_lsp import metrics
+from codeagent_lsp.features import FEATURE_OF, new_row
+from codeagent_lsp.security.identity import Identity, os_identity
+from codeagent_lsp.security.policy import Policy, policy_in_force
+from codeagent_lsp.server import CodeagentServer
+from codeagent_lsp.transport import CHUNK, Buckets, Connection, Limits
+
+log = logging.getLogger(__name__)
+
+ServerFactory = Callable[[], CodeagentServer]
+
+
+def serve(args: argparse.Namespace, limits: Limits, new_server: ServerFactory) -> int:
+    """Run the node until interrupted; returns the exit status."""
+    transport = "ws" if args.ws else "tcp"
+    host, port = split_address(args.ws or args.tcp)
+    tls = tls_context(args.tls_cert, args.tls_key)
+    policy = policy_in_force()
+    if not policy.tokens and not _loopback(host):
+        raise SystemExit(
+            f"codeagent-lsp: --{transport} on {host} needs bearer tokens ([[token]] in the "
+            "policy file): without them anyone on the network could use the node"
+        )
+    if tls is None and policy.tokens and not _loopback(host):
+        raise SystemExit(
+            f"codeagent-lsp: --{transport} on {host} needs --tls-cert/--tls-key: "
+            "bearer tokens would cross the network in clear text"
+        )
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    node = Node(new_server, limits, Authenticator(policy, transport))
+    run = node.serve_ws if args.ws else node.serve_tcp
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C / SIGINT: a normal stop
+        asyncio.run(run(host, port, tls))
+    return 0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise SystemExit(f"codeagent-lsp: expected HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None:
+        raise SystemExit("codeagent-lsp: --tls-key needs --tls-cert")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"codeagent-lsp: cannot use the TLS certificate {cert}: {exc}") from exc
+    return context
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Authenticator:
+    """Authorization header -> the identity its bearer token stands for in the policy."""
+
+    def __init__(self, policy: Policy, transport: str) -> None:
+        self.policy, self.transport = policy, transport
+
+    def __call__(self, authorization: str | None) -> Identity | None:
+        if not self.policy.tokens:  # loopback without tokens: whoever started the node
+            user = os_identity()
+            return Identity(user.user, user.groups, self.transport)
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or self.policy.locked:
+            return None
+        digest = token_sha256(token.strip())
+        found = None
+        for entry in self.policy.tokens:  # no early exit: the time says nothing of the match
+            if hmac.compare_digest(entry.sha256.lower(), digest):
+                found = entry
+        if found is None:
+            return None
+        return Identity(found.user, found.groups, self.transport, token_name=found.name)
+
+
+class Node:
+    def __init__(self, new_server: ServerFactory, limits: Limits, authenticate: Authenticator):
+        self.new_server, self.limits, self.authenticate = new_server, limits, authenticate
+        self.buckets = Buckets(limits.rate, limits.burst)
+        self.bound: list[tuple[str, int]] = []
+        """Addresses listened on (port 0 picks a free one), for tests and the log."""
+
+    def connection(self, server: CodeagentServer, identity: Identity | None) -> Connection:
+        if identity is not None:
+            server.identity = identity
+
+        def login(authorization: str | None) -> Identity | None:
+            found = self.authenticate(authorization)
+            if found is not None:
+                server.identity = found  # what the policy decides and the audit log records
+            return found
+
+        def denied(who: Identity, method: str, reason: str) -> None:
+            row = new_row(who, FEATURE_OF.get(method, method[:100]), None, None)
+            row.decision, row.reason, row.latency_ms = "deny", reason, 0.0
+            server.audit.record(row)
+
+        return Connection(
+            server.protocol,
+            identity,
+            self.limits,
+            authenticate=login,
+            buckets=self.buckets,
+            network=True,
+            on_denied=denied,
+        )
+
+    # --- TCP ------------------------------------------------------------------------------------
+
+    async def serve_tcp(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        listener = await asyncio.start_server(self._tcp_client, host, port, ssl=tls)
+        self._listening(listener.sockets)
+        async with listener:
+            await listener.serve_forever()
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        server = self.new_server()
+        server.protocol.set_writer(writer)  # type: ignore[arg-type]  # write() and close()
+        connection = self.connection(server, None)
+        try:
+            while not connection.closed and (data := await reader.read(CHUNK)):
+                connection.receive(data)
+                await writer.drain()  # a client that does not read its answers is slowed
+        except (ConnectionError, ssl.SSLError) as exc:
+            log.info("connection ended: %s", exc)
+        finally:
+            _close(server, connection)
+            writer.close()
+
+    # --- WebSocket ------------------------------------------------------------------------------
+
+    async def serve_ws(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        from websockets.asyncio.server import serve
+
+        async with serve(
+            self._ws_client,
+            host,
+            port,
+            ssl=tls,
+            process_request=self._ws_handshake,
+            max_size=self.limits.max_message_bytes,
+        ) as listener:
+            self._listening(listener.sockets)
+            await listener.serve_forever()
+
+    def _ws_handshake(self, connection, request):  # websockets' process_request hook
+        identity = self.authenticate(request.headers.get("Authorization"))
+        if identity is None:
+            metrics.DENIALS.labels("unauthorized").inc()
+            metrics.CONNECTIONS.labels("unauthorized").inc()
+            return connection.respond(401, "unauthorized: send Authorization: Bearer <token>\n")
+        connection.identity = identity
+        return None
+
+    async def _ws_client(self, websocket) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        server = self.new_server()
+        server.protocol.set_writer(WebSocketWriter(websocket), include_headers=False)
+        connection = self.connection(server, websocket.identity)
+        metrics.CONNECTIONS.labels("accepted").inc()
+        try:
+            async for message in websocket:  # one JSON-RPC message each, no headers
+                connection.handle_body(message)
+                if connection.closed:
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            _close(server, connection)
+
+    def _listening(self, sockets) -> None:
+        self.bound = [sock.getsockname()[:2] for sock in sockets]
+        log.warning("serving on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
+
+
+def _close(server: CodeagentServer, connection: Connection) -> None:
+    """Free what one client's server holds (its model, its CodeGraph) when it leaves."""
+    server.close()
+    server.thread_pool.shutdown(wait=False, cancel_futures=True)
+    log.info("client %s left", connection.identity.user if connection.identity else "?")
