@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
@@ -52,9 +53,9 @@ REQUEST_FAILED = -32803
 UNAUTHORIZED = "unauthorized: send 'Authorization: Bearer <token>' with the first message"
 
 _MARK = b"content-length:"
-_CONTENT_LENGTH = re.compile(rb"\s*([0-9]{1,15})\s*")
+_CONTENT_LENGTH = re.compile(rb"\s*([0-9]{1,18})\s*")
 # ASCII digits only: str.isdigit() accepts "²", which int() then rejects, and int() refuses
-# strings of more than 4300 digits; 15 digits is already far beyond any cap.
+# strings of more than 4300 digits; 18 digits is already far beyond any cap.
 
 
 @dataclass(frozen=True)
@@ -420,7 +421,7 @@ def serve_stdio(server: JsonRPCServer, identity: Identity, limits: Limits) -> No
     server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
     connection = Connection(server.protocol, identity, limits)
     try:
-        asyncio.run(_pump(sys.stdin.buffer, connection))
+        asyncio.run(_pump(sys.stdin.fileno(), connection))
     except BrokenPipeError:
         log.error("the client closed stdout; shutting down")
     except (KeyboardInterrupt, SystemExit):  # SystemExit: pygls's `exit` handler
@@ -429,17 +430,18 @@ def serve_stdio(server: JsonRPCServer, identity: Identity, limits: Limits) -> No
         server.shutdown()
 
 
-async def _pump(stream: BinaryIO, connection: Connection) -> None:
+async def _pump(fd: int, connection: Connection) -> None:
     """Feed stdin to the connection. The blocking reads happen on a daemon thread, so a client
-    that keeps stdin open after `exit` cannot hold the process; the queue bounds what is read
-    ahead of the event loop."""
+    that keeps stdin open after `exit` cannot hold the process (os.read, not sys.stdin: a daemon
+    thread blocked inside a buffered reader's lock aborts the interpreter at exit); the queue
+    bounds what is read ahead of the event loop."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
 
     def read() -> None:
         data = b"x"
         while data:
-            data = stream.read1(CHUNK)
+            data = os.read(fd, CHUNK)
             try:
                 asyncio.run_coroutine_threadsafe(chunks.put(data), loop).result()
             except RuntimeError:  # the loop is gone: the server is ending
