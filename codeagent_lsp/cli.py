@@ -119,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     latency.add_argument("--keystrokes", type=int, default=60, help="requests in the session")
     latency.add_argument("--baseline-requests", type=int, default=8)
+    latency.add_argument(
+        "--backend", choices=["embedded", "remote"], default="embedded",
+        help="remote: first replay the session on the replicas of codeagent.remote.urls (a "
+        "local llama_cpp.server on the same model when none are set), then on the embedded engine",
+    )
     latency.add_argument("--json", action="store_true")
     latency.set_defaults(run=_bench_latency)
     quality = bench.add_parser("quality", help="completion quality with and without context")
@@ -277,9 +282,13 @@ def _model_list(args: argparse.Namespace) -> int:
 def _bench_latency(args: argparse.Namespace) -> int:
     from codeagent_lsp.bench.latency import run_latency_bench
 
+    chosen = _settings_from(args)
+    chosen = dataclasses.replace(
+        chosen, engine=dataclasses.replace(chosen.engine, backend=args.backend)
+    )
     result = asyncio.run(
         run_latency_bench(
-            _settings_from(args), args.file, args.keystrokes, args.baseline_requests,
+            chosen, args.file, args.keystrokes, args.baseline_requests,
             progress=None if args.json else _progress,
         )
     )

@@ -1,91 +1,14 @@
-"""Inference services on loopback for the remote-backend tests: real llama-cpp-python servers
-(`python -m llama_cpp.server`) on the tiny model, and tiny socket servers that misbehave."""
+"""Tiny socket servers on loopback for the remote-backend tests: one that never answers, one
+that answers what it is given (garbage, or a canned llama-server stream). The real replicas
+are `codeagent_lsp.bench.replica.LocalReplica`."""
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
-
-START_TIMEOUT = 90.0
-"""Seconds a llama_cpp.server may take to start on a busy 2-core machine."""
 API_KEY = "test-token-3f9a"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Replica:
-    """A llama_cpp.server process serving `model` on `port`; `start` again after `kill`."""
-
-    model: Path
-    log: Path
-    port: int = field(default_factory=free_port)
-    api_key: str | None = None
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Replica:
-        command = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(self.model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--model_alias",
-            "tiny",
-            "--n_ctx",
-            "4096",
-            "--n_threads",
-            "1",
-            "--n_threads_batch",
-            "1",
-        ]
-        if self.api_key:
-            command += ["--api_key", self.api_key]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {self.log.read_text()[-2000:]}")
-            try:
-                headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-                if httpx.get(self.url + "/v1/models", headers=headers).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"llama_cpp.server did not start: {self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 class SocketServer:

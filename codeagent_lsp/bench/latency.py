@@ -4,18 +4,26 @@ Three documents are open; in each, one line of real code is hidden and then type
 character at a time, with a completion request after every character, switching documents every
 few characters. The same requests are then answered by a no-reuse baseline (the document's slot
 is cleared before each, so the whole prompt is evaluated), on the same loaded model.
+
+With the remote backend (`engine.backend = "remote"`) the same session is first replayed against
+the inference replicas of `remote.urls` (a local llama_cpp.server on the same model when none is
+given), then on the embedded engine as usual, so both figures come from the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import sysconfig
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant
+from codeagent_lsp.bench.replica import LocalReplica
+from codeagent_lsp.engine import models
 from codeagent_lsp.engine.engine import RequestRecord
 from codeagent_lsp.settings import Settings
 
@@ -72,17 +80,65 @@ async def run_latency_bench(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     say = progress or (lambda _m: None)
-    documents = [TypingDocument.from_file(p) for p in (files or default_files())]
+    paths = files or default_files()
+    remote: list[RequestRecord] = []
+    if settings.engine.backend == "remote":
+        with _replicas(settings, say) as remote_settings:
+            remote = await _remote_session(remote_settings, paths, keystrokes, say)
+        settings = dataclasses.replace(
+            settings, engine=dataclasses.replace(settings.engine, backend="embedded")
+        )
+    documents = [TypingDocument.from_file(p) for p in paths]
     assistant = Assistant(settings)
     try:
         info = await assistant.load()
-        say(f"model {info.name} on {info.device}; {keystrokes} keystrokes over "
-            f"{len(documents)} documents")
+        say(
+            f"model {info.name} on {info.device}; {keystrokes} keystrokes over "
+            f"{len(documents)} documents"
+        )
         session = await _session(assistant, documents, keystrokes, say)
         baseline = await _baseline(assistant, settings, session, baseline_requests, say)
     finally:
         assistant.close()
-    return _summary(info.device, info.name, [r for _, r in session], baseline)
+    result = _summary(info.device, info.name, [r for _, r in session], baseline)
+    if remote:
+        result.update(_remote_summary(remote, result))
+        result["table"] = f"{result['table']}\n{_remote_table(result)}"
+    return result
+
+
+@contextlib.contextmanager
+def _replicas(settings: Settings, say: Callable[[str], None]) -> Iterator[Settings]:
+    """`settings` as they are when remote.urls names replicas; else with one local
+    llama_cpp.server replica on the same model, for as long as the block runs."""
+    if settings.remote.urls:
+        yield settings
+        return
+    model = models.resolve(
+        settings.model_name(), models.models_dir(settings.models_dir_setting())
+    ).path
+    with tempfile.TemporaryDirectory() as folder:
+        replica = LocalReplica(model, Path(folder) / "replica.log", settings.engine.threads or 2)
+        say(f"starting a local llama_cpp.server replica on {model.name}")
+        replica.start()
+        try:
+            remote = dataclasses.replace(settings.remote, urls=(replica.url,))
+            yield dataclasses.replace(settings, remote=remote)
+        finally:
+            replica.kill()
+
+
+async def _remote_session(
+    settings: Settings, paths: list[Path], keystrokes: int, say: Callable[[str], None]
+) -> list[RequestRecord]:
+    documents = [TypingDocument.from_file(p) for p in paths]
+    assistant = Assistant(settings)
+    try:
+        info = await assistant.load()
+        say(f"remote: {info.device}, protocol {settings.remote.protocol}")
+        return [r for _, r in await _session(assistant, documents, keystrokes, say)]
+    finally:
+        assistant.close()
 
 
 async def _session(
@@ -100,8 +156,10 @@ async def _session(
         suggestion = await assistant.complete(doc.uri, text, offset)
         out.append(((doc.uri, text, offset), suggestion.record))
         r = suggestion.record
-        say(f"  {i + 1:3d} {r.outcome:<9} {r.total_ms:8.1f} ms  prompt {r.prompt_tokens:5d}  "
-            f"evaluated {r.evaluated_tokens:5d}  shifted {r.shifted_tokens:4d}")
+        say(
+            f"  {i + 1:3d} {r.outcome:<9} {r.total_ms:8.1f} ms  prompt {r.prompt_tokens:5d}  "
+            f"evaluated {r.evaluated_tokens:5d}  shifted {r.shifted_tokens:4d}"
+        )
     return out
 
 
@@ -122,8 +180,10 @@ async def _baseline(
         assistant.forget(key)
         suggestion = await assistant.complete(key, text, offset)
         records.append(suggestion.record)
-        say(f"  baseline {suggestion.record.total_ms:8.1f} ms  "
-            f"evaluated {suggestion.record.evaluated_tokens}")
+        say(
+            f"  baseline {suggestion.record.total_ms:8.1f} ms  "
+            f"evaluated {suggestion.record.evaluated_tokens}"
+        )
     return records
 
 
@@ -150,11 +210,15 @@ def _summary(
         "p95_ms": round(_p(totals, 0.95), 1),
         "ttft_p50_ms": round(statistics.median(r.ttft_ms for r in session), 1),
         "model_call_p50_ms": round(statistics.median(r.total_ms for r in model_calls), 1)
-        if model_calls else 0.0,
+        if model_calls
+        else 0.0,
         "prompt_tokens_p50": statistics.median(r.prompt_tokens for r in session),
         "evaluated_tokens_p50": statistics.median(r.evaluated_tokens for r in session),
         "evaluated_tokens_model_call_p50": statistics.median(
-            r.evaluated_tokens for r in model_calls) if model_calls else 0,
+            r.evaluated_tokens for r in model_calls
+        )
+        if model_calls
+        else 0,
         "baseline_requests": len(baseline),
         "baseline_p50_ms": round(base_p50, 1),
         "baseline_p95_ms": round(_p(base_totals, 0.95), 1),
@@ -166,16 +230,50 @@ def _summary(
     return result
 
 
+def _remote_summary(session: list[RequestRecord], embedded: dict[str, object]) -> dict[str, object]:
+    totals = [r.total_ms for r in session]
+    p50 = statistics.median(totals)
+    # Services that do not report their cache use (llama_cpp.server) leave evaluated unknown.
+    reported = any(r.reused_tokens for r in session if r.outcome != "typeahead")
+    return {
+        "remote_requests": len(session),
+        "remote_typeahead_hits": sum(r.outcome == "typeahead" for r in session),
+        "remote_p50_ms": round(p50, 1),
+        "remote_p95_ms": round(_p(totals, 0.95), 1),
+        "remote_ttft_p50_ms": round(statistics.median(r.ttft_ms for r in session), 1),
+        "remote_evaluated_tokens_p50": statistics.median(r.evaluated_tokens for r in session)
+        if reported
+        else None,
+        "remote_vs_embedded_p50": round(p50 / embedded["p50_ms"], 2)  # type: ignore[operator]
+        if embedded["p50_ms"]
+        else None,
+    }
+
+
+def _remote_table(r: dict[str, object]) -> str:
+    evaluated = r["remote_evaluated_tokens_p50"]
+    return "\n".join(
+        [
+            f"{'remote':10} {r['remote_p50_ms']:>9} {r['remote_p95_ms']:>9} "
+            f"{r['remote_ttft_p50_ms']:>9} {'n/a' if evaluated is None else evaluated:>14}",
+            f"remote: {r['remote_requests']} requests ({r['remote_typeahead_hits']} answered from "
+            f"the last suggestion); remote p50 / embedded p50 = {r['remote_vs_embedded_p50']}",
+        ]
+    )
+
+
 def _table(r: dict[str, object]) -> str:
-    return "\n".join([
-        f"latency on {r['device']} with {r['model']}: {r['requests']} requests "
-        f"({r['typeahead_hits']} answered from the last suggestion)",
-        f"{'':10} {'p50 ms':>9} {'p95 ms':>9} {'ttft p50':>9} {'evaluated p50':>14}",
-        f"{'engine':10} {r['p50_ms']:>9} {r['p95_ms']:>9} {r['ttft_p50_ms']:>9} "
-        f"{r['evaluated_tokens_p50']:>14}",
-        f"{'no reuse':10} {r['baseline_p50_ms']:>9} {r['baseline_p95_ms']:>9} "
-        f"{r['baseline_ttft_p50_ms']:>9} {r['baseline_evaluated_tokens_p50']:>14}",
-        f"prompt tokens p50 {r['prompt_tokens_p50']}; model calls alone: p50 "
-        f"{r['model_call_p50_ms']} ms, evaluated p50 {r['evaluated_tokens_model_call_p50']}; "
-        f"ratio p50 {r['ratio_p50']}",
-    ])
+    return "\n".join(
+        [
+            f"latency on {r['device']} with {r['model']}: {r['requests']} requests "
+            f"({r['typeahead_hits']} answered from the last suggestion)",
+            f"{'':10} {'p50 ms':>9} {'p95 ms':>9} {'ttft p50':>9} {'evaluated p50':>14}",
+            f"{'engine':10} {r['p50_ms']:>9} {r['p95_ms']:>9} {r['ttft_p50_ms']:>9} "
+            f"{r['evaluated_tokens_p50']:>14}",
+            f"{'no reuse':10} {r['baseline_p50_ms']:>9} {r['baseline_p95_ms']:>9} "
+            f"{r['baseline_ttft_p50_ms']:>9} {r['baseline_evaluated_tokens_p50']:>14}",
+            f"prompt tokens p50 {r['prompt_tokens_p50']}; model calls alone: p50 "
+            f"{r['model_call_p50_ms']} ms, evaluated p50 {r['evaluated_tokens_model_call_p50']}; "
+            f"ratio p50 {r['ratio_p50']}",
+        ]
+    )
