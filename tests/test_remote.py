@@ -196,9 +196,12 @@ async def test_wrong_token_is_a_clear_error_and_no_failover(
     assert replica_table(assistant)[replicas[0].url]["state"] == "up"  # not a sick replica
 
 
-async def test_missing_token_file_is_reported_when_loading(tiny_model: Path, tmp_path: Path):
-    settings = remote_settings(tiny_model, ["http://127.0.0.1:9"], tokenFile=str(tmp_path / "no"))
-    with pytest.raises(ModelUnavailable, match="tokenFile cannot be read"):
+@pytest.mark.parametrize("key", ["tokenFile", "caBundle"])
+async def test_missing_token_or_ca_file_is_reported_when_loading(
+    tiny_model: Path, tmp_path: Path, key: str
+) -> None:
+    settings = remote_settings(tiny_model, ["https://127.0.0.1:9"], **{key: str(tmp_path / "no")})
+    with pytest.raises(ModelUnavailable, match=f"{key} cannot be read"):
         await Assistant(settings).load()
 
 

@@ -62,6 +62,7 @@ def open_remote(
     if not urls:
         raise RemoteError("engine.backend is remote but codeagent.remote.urls is empty")
     token = _bearer_token(remote)
+    tls = _tls_context(remote)
     resolved = _tokenizer_model(settings)
     if resolved is None and settings.completion.template == "auto":
         raise RemoteError(
@@ -70,7 +71,7 @@ def open_remote(
         )
     vocabulary = VocabularyOnly(resolved.path) if resolved else None
     pool = ReplicaPool(urls, remote.slots, remote.retrySeconds, remote.maxRetrySeconds, notify)
-    backend = RemoteBackend(remote, pool, vocabulary, token)
+    backend = RemoteBackend(remote, pool, vocabulary, token, tls)
     return backend, resolved.family if resolved else None
 
 
@@ -104,6 +105,15 @@ def _bearer_token(remote: RemoteSettings) -> str | None:
     return token
 
 
+def _tls_context(remote: RemoteSettings) -> ssl.SSLContext:
+    """Certificates checked against remote.caBundle, else the system's store."""
+    try:
+        return ssl.create_default_context(cafile=remote.caBundle or None)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.__class__.__name__
+        raise RemoteError(f"codeagent.remote.caBundle cannot be read: {reason}") from None
+
+
 def _tokenizer_model(settings: Settings) -> models.ResolvedModel | None:
     """remote.tokenizer, else codeagent.model when its file is here, else None (estimate)."""
     models_dir = models.models_dir(settings.models_dir_setting())
@@ -130,10 +140,11 @@ class RemoteBackend:
         pool: ReplicaPool,
         vocabulary: VocabularyOnly | None,
         token: str | None,
+        tls: ssl.SSLContext,
         *,
         record_limit: int = 256,
     ) -> None:
-        self.settings, self.pool, self.vocabulary = settings, pool, vocabulary
+        self.settings, self.pool, self.vocabulary, self._tls = settings, pool, vocabulary, tls
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.records: deque[RequestRecord] = deque(maxlen=record_limit)
         self._latest: dict[str, _Call] = {}
@@ -277,10 +288,9 @@ class RemoteBackend:
         """One client (connection pool) per backend, made on the event loop that uses it."""
         if self._client is None:
             s = self.settings
-            tls = ssl.create_default_context(cafile=s.caBundle or None)
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(s.readTimeout, connect=s.connectTimeout),
-                verify=tls,
+                verify=self._tls,
                 trust_env=False,  # no proxy or .netrc from the environment: only our URLs
                 follow_redirects=False,
             )
