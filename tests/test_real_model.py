@@ -16,6 +16,7 @@ from lsprotocol import types
 from pygls import uris
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from codeagent_lsp.context import testgen
 from tests.conftest import REAL_MODEL, REPO, accept_registrations
 from tests.test_actions import actions_params
 from tests.test_server import inline, open_doc, stats
@@ -63,7 +64,11 @@ async def test_block_opener_gets_a_multi_line_body(real_client: LanguageClient, 
 def test_headless_complete_on_the_sample_file():
     out = subprocess.run(
         [sys.executable, "-m", "codeagent_lsp", "complete", "examples/sample.py:25:44", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     result = json.loads(out.stdout)
     assert "quantity" in result["suggestion"]
@@ -75,7 +80,11 @@ def test_headless_explain_describes_the_function(tmp_path):
     project = REPO / "tests" / "fixtures" / "projects" / "python"
     out = subprocess.run(
         [sys.executable, "-m", "codeagent_lsp", "explain", f"{project}/app.py:10", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
     )
     result = json.loads(out.stdout)
@@ -119,9 +128,20 @@ def test_headless_fix_prints_a_minimal_diff(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("def add(a, b):\n    return a +\n")
     out = subprocess.run(
-        [sys.executable, "-m", "codeagent_lsp", "fix", f"{broken}:2",
-         "--message", "Expected expression after '+'"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "-m",
+            "codeagent_lsp",
+            "fix",
+            f"{broken}:2",
+            "--message",
+            "Expected expression after '+'",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     rows = out.stdout.splitlines()
     changed = [r for r in rows if r[:1] in "+-" and not r.startswith(("+++", "---"))]
@@ -133,7 +153,11 @@ def test_headless_tests_for_a_function(tmp_path):
     module.write_text("def clamp(value, low, high):\n    return max(low, min(value, high))\n")
     out = subprocess.run(
         [sys.executable, "-m", "codeagent_lsp", "tests", f"{module}:clamp", "--write"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     written = (tmp_path / "test_mathutil.py").read_text()
     assert written == out.stdout.rstrip() + "\n"
@@ -167,3 +191,45 @@ async def test_explain_action_opens_a_sensible_explanation(
     (shown,) = real_client.shown_documents
     text = Path(uris.to_fs_path(shown.uri)).read_text().lower()
     assert text.startswith("# is_even") and "even" in text.split("\n", 1)[1]
+
+
+async def test_generated_javascript_tests_parse_and_import_the_function(
+    real_client: LanguageClient, workspace: Path
+):
+    source = (
+        "export function clamp(value, low, high) {\n"
+        "  return Math.max(low, Math.min(value, high));\n}\n"
+    )
+    (workspace / "package.json").write_text('{"devDependencies": {"jest": "^29.0.0"}}')
+    (workspace / "mathutil.js").write_text(source)
+    uri = open_doc(real_client, workspace, "mathutil.js", source)
+    actions = await real_client.text_document_code_action_async(actions_params(uri, 1))
+    generate = next(a for a in actions if a.title == "Generate tests for clamp")
+    resolved = await real_client.code_action_resolve_async(generate)
+    create, edit = resolved.edit.document_changes
+    assert create.uri.endswith("/mathutil.test.js")
+    code = edit.edits[0].new_text
+    assert code.startswith('import { clamp } from "./mathutil";\n')
+    assert "expect(" in code and "clamp(" in code
+    assert testgen.parse_errors(code, "javascript") == 0
+
+
+def test_headless_go_tests_are_written_beside_the_package(tmp_path):
+    module = tmp_path / "mathutil.go"
+    module.write_text(
+        "package mathutil\n\n// Clamp limits value to [low, high].\n"
+        "func Clamp(value, low, high int) int {\n\tif value < low {\n\t\treturn low\n\t}\n"
+        "\tif value > high {\n\t\treturn high\n\t}\n\treturn value\n}\n"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "tests", f"{module}:Clamp", "--write"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    written = (tmp_path / "mathutil_test.go").read_text()
+    assert written.startswith('package mathutil\n\nimport "testing"\n')
+    assert "func Test" in written and "Clamp(" in written
+    assert testgen.parse_errors(written, "go") == 0
