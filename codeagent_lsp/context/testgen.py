@@ -381,10 +381,11 @@ class RustStyle(Style):
     import_types = frozenset({"use_declaration"})
 
     def plan(self, root, source, text, symbol, files):
-        crate = _crate_root(root, source)
+        crate = _crate_root(root, source) or source.parent
         integration = crate / "tests"
         has_module = re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+", text) is not None
-        if has_module or crate is None or not any(integration.glob("*.rs")):
+        in_src = source.is_relative_to(crate / "src")
+        if has_module or not in_src or not any(integration.glob("*.rs")):
             return TestPlan(
                 source, "rust", self.framework, symbol, imports=("use super::*;",), in_source=True
             )
