@@ -197,7 +197,8 @@ def example_tests(root: Path, plan: testgen.TestPlan, files: tuple[str, ...]) ->
         (root / f for f in files if testgen.looks_like_test(f) and f.endswith(extensions)),
         key=lambda p: (p.parent != plan.file.parent, str(p)),
     )
-    for candidate in [plan.file, *known[:20]]:
+    own = [] if plan.in_source else [plan.file]  # a Rust source file is no example of tests
+    for candidate in [*own, *known[:20]]:
         if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
             lines = candidate.read_text(encoding="utf-8", errors="replace").split("\n")
             return "\n".join(lines[:EXAMPLE_LINES])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codeagent_lsp.actions import project_files
+from codeagent_lsp.actions import example_tests, project_files
 from codeagent_lsp.context import testgen
 
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
@@ -325,3 +325,14 @@ def test_python_keeps_the_project_layout(tmp_path: Path):
         "import os\nfrom app import describe\n\n\ndef test_old():\n    pass\n\n\n"
         "def test_new():\n    assert describe\n"
     )
+
+
+def test_the_prompt_shows_an_existing_test_file_as_the_style(tmp_path: Path):
+    root = copy_project(tmp_path, "javascript")
+    (root / "__tests__").mkdir()
+    (root / "__tests__" / "util.spec.js").write_text('test("style marker", () => {});\n')
+    plan = plan_for(root, "geometry.js", "area")
+    assert "style marker" in example_tests(root, plan, project_files(root, root, None))
+    rust = copy_project(tmp_path, "rust")
+    plan = plan_for(rust, "src/geometry.rs", "area")
+    assert example_tests(rust, plan, project_files(rust, rust, None)) == ""  # not the source
