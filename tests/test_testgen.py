@@ -336,3 +336,18 @@ def test_the_prompt_shows_an_existing_test_file_as_the_style(tmp_path: Path):
     rust = copy_project(tmp_path, "rust")
     plan = plan_for(rust, "src/geometry.rs", "area")
     assert example_tests(rust, plan, project_files(rust, rust, None)) == ""  # not the source
+
+
+def test_a_test_cut_off_by_the_token_limit_keeps_its_complete_statements(tmp_path: Path):
+    c = plan_for(copy_project(tmp_path, "c"), "shapes.c", "rect_area")
+    repeated = "    assert(rect_area(1, 1) == 1);\n" * 3
+    written = generate(c, f"```c\nstatic void test_rect_area() {{\n{repeated}    assert(rect_")
+    assert f"static void test_rect_area() {{\n{repeated}}}\n" in written
+    assert "    test_rect_area();\n" in written
+    script = plan_for(copy_project(tmp_path, "javascript"), "geometry.js", "area")
+    written = generate(
+        script,
+        "```js\ndescribe('area', () => {\n  it('multiplies', () => {\n"
+        "    expect(area(2, 3)).toBe(6);\n    expect(area(",
+    )
+    assert "    expect(area(2, 3)).toBe(6);\n})\n})\n" in written

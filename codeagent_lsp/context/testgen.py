@@ -734,19 +734,13 @@ def assemble(plan: TestPlan, answer: str, existing: str | None) -> list[Insertio
     style = STYLES[plan.language]
     items, imports = [], []
     for block in fenced_blocks(answer):
-        code = block.encode("utf-8")
-        for node in _pick(
-            extract.parse(code, plan.language).root_node,
-            lambda n: style.is_item(n, plan) or n.type in style.import_types,
-        ):
-            start = style.item_start(node)
-            line_start = code.rfind(b"\n", 0, start.start_byte) + 1
-            piece = code[line_start : node.end_byte].decode("utf-8", errors="replace")
-            if piece[: start.start_byte - line_start].strip():
-                piece = code[start.start_byte : node.end_byte].decode("utf-8", errors="replace")
-            (imports if node.type in style.import_types else items).append(
-                textwrap.dedent(piece).strip()
-            )
+        found = _pieces(style, plan, block)
+        if _tree_errors(block, plan.language):
+            salvaged, uses = _pieces(style, plan, _closed(block))
+            salvaged = [i for i in salvaged if i in found[0] or _has_statements(i)]
+            found = max(found, (salvaged, uses), key=lambda f: len(f[0]))
+        items += found[0]
+        imports += found[1]
     if not items:
         return None
     body = "\n".join(items)
@@ -762,6 +756,54 @@ def assemble(plan: TestPlan, answer: str, existing: str | None) -> list[Insertio
     if parse_errors(apply(existing or "", insertions), plan.language) > before:
         return None
     return insertions
+
+
+def _pieces(style: Style, plan: TestPlan, block: str) -> tuple[list[str], list[str]]:
+    """(test items, imports) of one code block, dedented."""
+    items: list[str] = []
+    imports: list[str] = []
+    code = block.encode("utf-8")
+    for node in _pick(
+        extract.parse(code, plan.language).root_node,
+        lambda n: style.is_item(n, plan) or n.type in style.import_types,
+    ):
+        start = style.item_start(node)
+        line_start = code.rfind(b"\n", 0, start.start_byte) + 1
+        piece = code[line_start : node.end_byte].decode("utf-8", errors="replace")
+        if piece[: start.start_byte - line_start].strip():
+            piece = code[start.start_byte : node.end_byte].decode("utf-8", errors="replace")
+        found = imports if node.type in style.import_types else items
+        found.append(textwrap.dedent(piece).strip())
+    return items, imports
+
+
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+
+
+def _has_statements(item: str) -> bool:
+    """Whether a salvaged item kept anything below its first line but closing brackets."""
+    return any(row.strip(" \t)]};") for row in item.split("\n")[1:])
+
+
+def _closed(block: str) -> str:
+    """A block the token limit cut off (small models often repeat one assert until then): its
+    partial last line dropped and the brackets left open closed, so the test that was being
+    written keeps its complete statements. Brackets in strings are rare enough in tests (and
+    balanced when they occur) to count them all."""
+    text = block.rsplit("\n", 1)[0]
+    stack: list[str] = []
+    for char in text:
+        if char in _CLOSER:
+            stack.append(char)
+        elif char in _CLOSER.values() and stack and _CLOSER[stack[-1]] == char:
+            stack.pop()
+    rows: list[str] = []
+    for opener in reversed(stack):
+        if opener == "{" or not rows:
+            rows.append(_CLOSER[opener])
+        else:
+            rows[-1] += _CLOSER[opener]
+    return "\n".join([text, *rows])
 
 
 def _pick(node: tree_sitter.Node, wanted) -> Iterator[tree_sitter.Node]:
