@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 STATS = "codeagent/stats"
 ACTIONS = "actions"
-"""The code action list: allowed to whoever may use one of the actions; the list is cut to
-the ones the identity may use on that file."""
+"""The code action list: always answered (editors ask on every cursor move), cut to the actions
+the identity may use on that file."""
 
 FEATURE_OF: dict[str, str] = {
     types.TEXT_DOCUMENT_INLINE_COMPLETION: "completion",
@@ -43,7 +43,6 @@ FEATURE_OF: dict[str, str] = {
     types.CODE_ACTION_RESOLVE: ACTIONS,  # the action's own name, from its data
     STATS: "stats",
 }
-ACTION_FEATURES = ("explain", "docstring", "fix", "tests")
 
 
 class PolicyDenied(JsonRpcException):
@@ -88,11 +87,9 @@ def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Ro
 
 
 def _decide(ls: CodeagentServer, feature: str, repository: str | None, path: str | None):
-    if feature != ACTIONS:
-        return ls.policy.decide(ls.identity, feature, repository, path)
-    # The list itself sends nothing to the model: open to whoever may use any action.
-    decisions = [ls.policy.decide(ls.identity, f, repository) for f in ACTION_FEATURES]
-    return next((d for d in decisions if d.allowed), decisions[0])
+    if feature == ACTIONS:  # the list sends nothing to the model; it is cut to what may be used
+        return Decision(True)
+    return ls.policy.decide(ls.identity, feature, repository, path)
 
 
 def _feature_and_uri(method: str, params: Any) -> tuple[str, str | None]:
