@@ -173,20 +173,26 @@ def policy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.
 async def governed(lsp_client: LanguageClient, tiny_model: Path, workspace: Path):
     """A server started under the test's policy: tests name `policy_env` BEFORE this fixture,
     because pytest-lsp starts the server before it resolves this function's arguments."""
-    options = {"model": str(tiny_model), "engine": {"threads": 1}}
-    params = types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"),
-        initialization_options=options,
-        workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
-    )
-    accept_registrations(lsp_client)
-    await lsp_client.initialize_session(params)
+    await start_session(lsp_client, tiny_model, workspace)
     yield
     if not getattr(lsp_client, "shut_down", False):
         await lsp_client.shutdown_session()
 
 
-async def _shut_down(client: LanguageClient) -> None:
+async def start_session(
+    client: LanguageClient, tiny_model: Path, workspace: Path, **settings: object
+) -> None:
+    options = {"model": str(tiny_model), "engine": {"threads": 1}, **settings}
+    params = types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options=options,
+        workspace_folders=[types.WorkspaceFolder(workspace.as_uri(), "project")],
+    )
+    accept_registrations(client)
+    await client.initialize_session(params)
+
+
+async def shut_down(client: LanguageClient) -> None:
     """End the session now: the server flushes its audit log before it answers."""
     await client.shutdown_session()
     client.shut_down = True  # type: ignore[attr-defined]
@@ -239,7 +245,7 @@ async def test_a_denied_feature_gets_a_clear_error_and_is_audited(
         )
     )
     assert not actions  # a viewer may use none of them
-    await _shut_down(governed)
+    await shut_down(governed)
     rows = _rows(policy_env)
     assert ("completion", "deny", "role viewer may not use completion (policy "
             f"{policy_env.parent / 'policy.toml'})") in rows  # fmt: skip
@@ -260,7 +266,7 @@ async def test_secret_and_denied_files_never_go_to_the_model(
             await _complete(governed, uri)
     ok = _open(governed, workspace / "app.py", "def f():\n    return 1\n")
     assert await _complete(governed, ok) is not None
-    await _shut_down(governed)
+    await shut_down(governed)
     decisions = [(f, d) for f, d, _ in _rows(policy_env) if f == "completion"]
     assert decisions == [("completion", "deny")] * 3 + [("completion", "allow")]
 
