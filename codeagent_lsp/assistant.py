@@ -138,7 +138,7 @@ class Assistant:
     def _open_backend(self) -> tuple[Backend, str | None]:
         """The configured backend and the FIM family its model declares (None: detect)."""
         if self.settings.engine.backend == "remote":
-            return open_remote(self.settings, self.notify)
+            return open_remote(self.settings, self.notify, self.policy.inference_urls)
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )

@@ -224,12 +224,25 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes, max_pending=args.max_pending,
         rate=args.rate, burst=args.burst,
     )
+    _guard_egress("tcp" if args.tcp else "ws" if args.ws else "stdio")
     if args.tcp or args.ws:
         from codeagent_lsp import node
 
         return node.serve(args, limits, lambda: build_server(args.log_level))
     transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
     return 0
+
+
+def _guard_egress(transport: str) -> None:
+    """From here on the process connects only to this machine and the policy's inference
+    services, whichever code (a library included) tries."""
+    from codeagent_lsp.security import egress
+    from codeagent_lsp.security.identity import os_identity
+    from codeagent_lsp.security.policy import policy_in_force
+
+    policy = policy_in_force()
+    identity = dataclasses.replace(os_identity(), transport=transport)
+    egress.guard_process(policy.inference_urls, identity, policy.audit)
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -360,6 +373,7 @@ def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) 
     from codeagent_lsp.security.policy import policy_in_force
 
     policy = policy_in_force()
+    _guard_egress("cli")
     identity = dataclasses.replace(os_identity(), transport="cli")
     file = Path(args.location.rsplit(":", 2 if feature == "completion" else 1)[0]).resolve()
     root = repository_root(file)

@@ -35,6 +35,7 @@ from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.replicas import Replica, ReplicaPool
 from codeagent_lsp.engine.slots import short_name
+from codeagent_lsp.security import egress
 from codeagent_lsp.settings import RemoteSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,14 @@ class ReplicaFailure(Exception):
 
 
 def open_remote(
-    settings: Settings, notify: Callable[[str], None] | None = None
+    settings: Settings,
+    notify: Callable[[str], None] | None = None,
+    allowed_urls: tuple[str, ...] = (),
 ) -> tuple[RemoteBackend, str | None]:
-    """The remote backend for `settings`, and the FIM family its tokenizer model declares."""
+    """The remote backend for `settings`, and the FIM family its tokenizer model declares.
+    Services off this machine must be among `allowed_urls` (the policy's [network] inference)."""
     remote = settings.remote
-    urls = [_checked_url(u) for u in remote.urls]
+    urls = [_checked_url(u, allowed_urls) for u in remote.urls]
     if not urls:
         raise RemoteError("engine.backend is remote but codeagent.remote.urls is empty")
     token = _bearer_token(remote)
@@ -75,7 +79,7 @@ def open_remote(
     return backend, resolved.family if resolved else None
 
 
-def _checked_url(url: str) -> str:
+def _checked_url(url: str, allowed_urls: tuple[str, ...]) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RemoteError(f"codeagent.remote.urls: {url!r} is not an http(s) URL")
@@ -84,6 +88,10 @@ def _checked_url(url: str) -> str:
             f"codeagent.remote.urls: {parts.scheme}://{parts.hostname} must carry no user, "
             "password, query or fragment (the token goes in remote.tokenFile or tokenEnv)"
         )
+    try:
+        egress.check_inference_url(url, allowed_urls)
+    except PermissionError as exc:
+        raise RemoteError(f"codeagent.remote.urls: {exc.strerror}") from exc
     return url.strip().rstrip("/")
 
 

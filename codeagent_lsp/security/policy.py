@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codeagent_lsp.security.egress import endpoint_of
 from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.paths import PathPolicy
 
@@ -121,6 +122,9 @@ class Policy:
     model_sha256: tuple[str, ...] = ()
     """Models that may be loaded; empty: any."""
     audit: AuditRules = AuditRules()
+    inference_urls: tuple[str, ...] = ()
+    """Inference services off this machine that may be contacted ([network] inference): the
+    only connections the process may open besides loopback; empty: none."""
     locked: str = ""
     """Why every request is refused (the policy file is unusable); empty when it is not."""
 
@@ -238,7 +242,9 @@ def parse(path: Path) -> Policy:
         raise PolicyError(f"the policy file {path} is not valid TOML: {exc}") from exc
     reader = _Reader(path)
     reader.keys(
-        data, "", {"defaults", "roles", "assign", "token", "index", "prompt", "models", "audit"}
+        data,
+        "",
+        {"defaults", "roles", "assign", "token", "index", "prompt", "models", "audit", "network"},
     )
     roles = {name: Role(f) for name, f in BUILTIN_ROLES.items()}
     for name, table in reader.table(data, "roles").items():
@@ -265,6 +271,7 @@ def parse(path: Path) -> Policy:
         prompt=_path_rules(reader, data, "prompt"),
         model_sha256=_models(reader, data),
         audit=_audit(reader, data),
+        inference_urls=_inference_urls(reader, data),
     )
     named = [policy.default_role] if policy.default_role else []
     named += [a.role for a in policy.assignments] + [t.role for t in policy.tokens if t.role]
@@ -319,6 +326,18 @@ def _models(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
     if bad:
         reader.fail(f"models.sha256: not 64 hex digits: {bad}")
     return digests
+
+
+def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+    table = reader.table(data, "network")
+    reader.keys(table, "network", {"inference"})
+    urls = reader.strings(table, "inference", "network", ())
+    for url in urls:
+        try:
+            endpoint_of(url)
+        except ValueError as exc:
+            reader.fail(f"network.inference: {exc}")
+    return urls
 
 
 def _audit(reader: _Reader, data: dict[str, Any]) -> AuditRules:
