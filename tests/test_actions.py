@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 from pygls import uris
-from pygls.exceptions import JsonRpcInvalidRequest, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
 from tests.test_server import open_doc, stats
@@ -131,7 +131,7 @@ async def test_actions_on_a_file_outside_the_workspace_are_refused(
     outside = workspace.parent / "elsewhere"
     outside.mkdir()
     uri = open_doc(client, outside, "stray.py", SOURCE)
-    with pytest.raises(JsonRpcInvalidRequest, match="outside the workspace"):
+    with pytest.raises(JsonRpcInvalidParams, match="outside the workspace"):
         await client.text_document_code_action_async(actions_params(uri, 1))
     inside = open_doc(client, workspace, "fine.py", SOURCE)
     assert await client.text_document_code_action_async(actions_params(inside, 1))
