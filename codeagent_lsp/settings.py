@@ -284,7 +284,17 @@ def json_schema() -> dict[str, dict[str, Any]]:
             schema["minimum"] = minimum
         value = list(default) if isinstance(default, tuple) else default
         properties[key] = {**schema, "default": value, "description": doc}
+        if key.removeprefix(SECTION + ".").startswith(MACHINE_SCOPED):
+            properties[key]["scope"] = "machine"
     return properties
+
+
+MACHINE_SCOPED = (
+    "model", "modelsDir", "engine.", "remote.", "logging.", "codegraph.cacheDir",
+    "codegraph.extraRepositories",
+)  # fmt: skip
+"""Keys that choose what runs, what is read and where data goes: editors that honour a scope
+(VS Code) take them from the user's own settings, never from a repository's."""
 
 
 def _json_type(hint: Any) -> dict[str, Any]:
