@@ -42,6 +42,8 @@ async def test_actions_are_listed_without_a_model_call(client: LanguageClient, w
     ]
     assert all(a.edit is None for a in actions)
     assert (await stats(client))["records"] == []  # nothing ran on the engine
+    declared = client.initialize_result.capabilities.code_action_provider.code_action_kinds  # type: ignore[attr-defined]
+    assert {a.kind for a in actions} <= set(declared)  # editors show only declared kinds
 
 
 async def test_add_docstring_resolves_to_an_edit_that_parses(

@@ -36,6 +36,7 @@ def register(server: CodeagentServer) -> None:
                 types.CodeActionKind.QuickFix,
                 types.CodeActionKind.Refactor,
                 types.CodeActionKind.RefactorRewrite,
+                types.CodeActionKind.Source,  # VS Code lists undeclared kinds nowhere
             ],
             resolve_provider=True,
         ),
