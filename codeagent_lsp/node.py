@@ -27,7 +27,8 @@ from pathlib import Path
 from pygls.io_ import WebSocketWriter
 
 from codeagent_lsp import metrics
-from codeagent_lsp.features import FEATURE_OF, new_row
+from codeagent_lsp.features import FEATURE_OF
+from codeagent_lsp.security.audit import new_row
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.policy import Policy, policy_in_force
 from codeagent_lsp.server import CodeagentServer

@@ -25,6 +25,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,7 +287,8 @@ class Connection:
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
-    _pending: set[object] = field(init=False, default_factory=set)
+    _pending: Counter[object] = field(init=False, default_factory=Counter)
+    """Ids of the requests in progress (an id may repeat)."""
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -340,6 +342,8 @@ class Connection:
         if method == "exit" and self.network:
             self.closed = True  # pygls would end the process, and every other client with it
             return
+        if method == "$/cancelRequest" and not self._in_progress(message.get("params")):
+            return  # answered already: pygls would log a warning for each one of a storm
         try:
             structured = self.protocol.structure_message(message)
         except JsonRpcException as exc:
@@ -358,7 +362,7 @@ class Connection:
         bucket = self.buckets.of(self.identity) if self.buckets and self.identity else None
         if bucket is not None and not bucket.take():
             reason, code, text = "rate_limited", REQUEST_FAILED, "rate limited: retry later"
-        elif len(self._pending) >= self.limits.max_pending:
+        elif self.pending >= self.limits.max_pending:
             reason, code, text = "busy", SERVER_CANCELLED, "server busy: too many requests"
         if reason is None:
             return True
@@ -375,13 +379,14 @@ class Connection:
         if future is None or future.done():
             _observe(method, started, "ok")
             return
-        key = object()  # ids may repeat; each request counts once
         with self._lock:
-            self._pending.add(key)
+            self._pending[msg_id] += 1
 
         def done(fut: Any) -> None:
             with self._lock:
-                self._pending.discard(key)
+                self._pending[msg_id] -= 1
+                if not self._pending[msg_id]:
+                    del self._pending[msg_id]
             _observe(method, started, "cancelled" if fut.cancelled() else "ok")
 
         future.add_done_callback(done)
@@ -392,9 +397,15 @@ class Connection:
         known = method in features.features or method in features.builtin_features
         return method if known else "other"
 
+    def _in_progress(self, params: object) -> bool:
+        msg_id = params.get("id") if isinstance(params, dict) else None
+        with self._lock:
+            return _valid_id(msg_id) and msg_id in self._pending
+
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        with self._lock:
+            return self._pending.total()
 
     def reply_error(self, msg_id: object, code: int, message: str) -> None:
         error = {"code": code, "message": message}

@@ -1,0 +1,223 @@
+"""The shared node over loopback TCP with TLS and bearer tokens: a client without a valid token
+is turned away, and a flood of 10,000 requests with a cancel storm from one client neither
+starves another client nor grows the server's memory, and every request is in the audit log,
+whose chain still verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import itertools
+import json
+import os
+import re
+import signal
+import sqlite3
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FLOOD = int(os.environ.get("FLOOD", "10000"))
+STATS = "codeagent/stats"
+
+
+def frame(message: dict[str, Any], token: str | None = None) -> bytes:
+    body = json.dumps(message).encode()
+    auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+    return auth + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.ids = itertools.count(1)
+
+    async def read(self) -> dict[str, Any]:
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        if not length:
+            raise EOFError("the server closed the connection")
+        return json.loads(await self.reader.readexactly(length))
+
+    async def answer(self, msg_id: int) -> dict[str, Any]:
+        """Read until the response to msg_id (server notifications are skipped)."""
+        while (message := await self.read()).get("id") != msg_id or "method" in message:
+            pass
+        return message
+
+    async def request(self, method: str, params: Any = None, token: str | None = None):
+        msg_id = next(self.ids)
+        message = {"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}
+        self.writer.write(frame(message, token))
+        return await self.answer(msg_id)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+TOKENS = {"flooder": "flood-token-0123456789", "calm": "calm-token-9876543210"}
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    lines = [f'[audit]\ndb = "{tmp_path / "audit.sqlite3"}"\n']
+    for name, token in TOKENS.items():
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        lines.append(f'[[token]]\nname = "{name}"\nsha256 = "{digest}"\nrole = "admin"\n')
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+async def node(
+    tls_files: tuple[Path, Path], policy: Path, tmp_path: Path
+) -> AsyncIterator[tuple[subprocess.Popen, int]]:
+    cert, key = tls_files
+    env = {**os.environ, "CODEAGENT_POLICY": str(policy), "XDG_CACHE_HOME": str(tmp_path)}
+    log = tmp_path / "node.log"  # a file, not a pipe: a full pipe would stall the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "codeagent_lsp", "--tcp", "127.0.0.1:0",
+         "--tls-cert", str(cert), "--tls-key", str(key), "--log-file", str(log),
+         "--rate", "100", "--burst", "300", "--max-pending", "16"],
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    port = None
+    while port is None and process.poll() is None:
+        await asyncio.sleep(0.1)
+        text = log.read_text() if log.exists() else ""
+        if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", text):
+            port = int(match.group(1))
+    assert port, "the node did not start"
+    yield process, port
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
+async def connect(port: int, cert: Path) -> Client:
+    context = ssl.create_default_context(cafile=str(cert))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    return Client(reader, writer)
+
+
+async def initialize(client: Client, token: str, tiny_model: Path, workspace: Path) -> None:
+    params = {
+        "processId": None,
+        "capabilities": {},
+        "rootUri": workspace.as_uri(),
+        "initializationOptions": {"model": str(tiny_model), "engine": {"threads": 1}},
+    }
+    answer = await client.request("initialize", params, token)
+    assert answer["result"]["serverInfo"]["name"] == "codeagent-lsp"
+    client.writer.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+
+async def test_unknown_or_missing_token_is_refused(node, tls_files) -> None:
+    _, port = node
+    for token in (None, "not-a-token"):
+        client = await connect(port, tls_files[0])
+        message = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+        client.writer.write(frame(message, token))
+        answer = await client.read()  # id null: the body is not read before the token
+        assert answer["error"]["code"] == -32600 and "unauthorized" in answer["error"]["message"]
+        with pytest.raises((EOFError, asyncio.IncompleteReadError, ConnectionError)):
+            await client.read()  # the server closed the connection
+
+
+async def test_plain_tcp_client_cannot_talk_to_a_tls_node(node) -> None:
+    _, port = node
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(frame({"jsonrpc": "2.0", "id": 1, "method": "shutdown"}, TOKENS["calm"]))
+    assert await asyncio.wait_for(reader.read(), timeout=30) == b""  # no LSP answer in clear
+
+
+async def test_flood_with_cancel_storm_does_not_starve_another_client(
+    node, tls_files, tiny_model: Path, tmp_path: Path, policy: Path
+) -> None:
+    process, port = node
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    flooder, calm = await connect(port, tls_files[0]), await connect(port, tls_files[0])
+    await initialize(flooder, TOKENS["flooder"], tiny_model, workspace)
+    await initialize(calm, TOKENS["calm"], tiny_model, workspace)
+    await calm.request(STATS)
+    before = rss_kib(process.pid)
+
+    async def flood() -> None:
+        for msg_id in range(1000, 1000 + FLOOD):
+            method = STATS if msg_id % 2 else "workspace/symbol"
+            params = None if method == STATS else {"query": "x"}
+            flooder.writer.write(frame({"jsonrpc": "2.0", "id": msg_id, "method": method,
+                                        "params": params}))  # fmt: skip
+            flooder.writer.write(
+                frame({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": msg_id}})
+            )
+            if msg_id % 100 == 0:
+                await flooder.writer.drain()
+
+    async def collect() -> dict[int, dict[str, Any]]:
+        answers: dict[int, dict[str, Any]] = {}
+        while len(answers) < FLOOD:
+            message = await flooder.read()
+            if "id" in message and "method" not in message:
+                answers[message["id"]] = message
+        return answers
+
+    async def meanwhile() -> list[dict[str, Any]]:
+        return [await calm.request(STATS) for _ in range(20)]
+
+    _, answers, calm_answers = await asyncio.gather(flood(), collect(), meanwhile())
+    after = rss_kib(process.pid)
+
+    assert all("result" in a for a in calm_answers), calm_answers
+    assert sorted(answers) == list(range(1000, 1000 + FLOOD))  # every request answered once
+    codes = {a.get("error", {}).get("code") for a in answers.values()}
+    assert -32803 in codes  # rate limited
+    assert codes <= {None, -32803, -32802, -32800}  # ok, rate limited, busy, cancelled
+    tally = collections.Counter(a.get("error", {}).get("code") for a in answers.values())
+    print(f"flood answers by error code: {dict(tally)}; RSS {before} -> {after} KiB")
+    assert after - before < 200 * 1024, f"RSS grew from {before} to {after} KiB"
+
+    process.send_signal(signal.SIGINT)  # rows queued for the audit log are written on exit
+    assert process.wait(timeout=60) == 0
+    database = tmp_path / "audit.sqlite3"
+    with sqlite3.connect(database) as db:
+        rows = dict(
+            db.execute(
+                "SELECT decision, count(*) FROM audit WHERE token_name = 'flooder'"
+                " AND feature = 'stats' GROUP BY decision"
+            ).fetchall()
+        )
+    # stats answers synchronously: each of its requests is allowed or denied, never dropped.
+    assert sum(rows.values()) == FLOOD // 2 and rows.get("deny", 0) > 0, rows
+    env = {**os.environ, "CODEAGENT_POLICY": str(policy)}
+    verify = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "audit", "verify"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
