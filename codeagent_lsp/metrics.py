@@ -5,7 +5,12 @@ are counted as "other", so a client cannot grow the label set)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from codeagent_lsp.engine.engine import RequestRecord
 
 REGISTRY = CollectorRegistry()
 
@@ -43,11 +48,11 @@ CONNECTIONS = Counter(
 )
 
 
-def count_generation(evaluated: int, reused: int, generated: int) -> None:
-    """Called by the engine for each finished request."""
-    TOKENS.labels("evaluated").inc(evaluated)
-    TOKENS.labels("reused").inc(reused)
-    TOKENS.labels("generated").inc(generated)
+def count_generation(record: RequestRecord) -> None:
+    """Called by the engines (embedded and remote) for each finished request."""
+    TOKENS.labels("evaluated").inc(record.evaluated_tokens)
+    TOKENS.labels("reused").inc(record.reused_tokens)
+    TOKENS.labels("generated").inc(record.generated_tokens)
 
 
 def serve(port: int) -> None:

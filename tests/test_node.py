@@ -13,10 +13,12 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,8 @@ async def node(
     process = subprocess.Popen(
         [sys.executable, "-m", "codeagent_lsp", "--tcp", "127.0.0.1:0",
          "--tls-cert", str(cert), "--tls-key", str(key), "--log-file", str(log),
-         "--rate", "100", "--burst", "300", "--max-pending", "16"],
+         "--rate", "100", "--burst", "300", "--max-pending", "16",
+         "--metrics-port", str(free_port())],
         env=env, cwd=tmp_path,
     )  # fmt: skip
     port = None
@@ -108,7 +111,7 @@ async def node(
         if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", text):
             port = int(match.group(1))
     assert port, "the node did not start"
-    yield process, port
+    yield process, port, int(process.args[process.args.index("--metrics-port") + 1])
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -132,13 +135,19 @@ async def initialize(client: Client, token: str, tiny_model: Path, workspace: Pa
     client.writer.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
 
 
 async def test_unknown_or_missing_token_is_refused(node, tls_files) -> None:
-    _, port = node
+    _, port, _ = node
     for token in (None, "not-a-token"):
         client = await connect(port, tls_files[0])
         message = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
@@ -150,7 +159,7 @@ async def test_unknown_or_missing_token_is_refused(node, tls_files) -> None:
 
 
 async def test_plain_tcp_client_cannot_talk_to_a_tls_node(node) -> None:
-    _, port = node
+    _, port, _ = node
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(frame({"jsonrpc": "2.0", "id": 1, "method": "shutdown"}, TOKENS["calm"]))
     assert await asyncio.wait_for(reader.read(), timeout=30) == b""  # no LSP answer in clear
@@ -159,7 +168,7 @@ async def test_plain_tcp_client_cannot_talk_to_a_tls_node(node) -> None:
 async def test_flood_with_cancel_storm_does_not_starve_another_client(
     node, tls_files, tiny_model: Path, tmp_path: Path, policy: Path
 ) -> None:
-    process, port = node
+    process, port, metrics_port = node
     workspace = tmp_path / "project"
     workspace.mkdir()
     flooder, calm = await connect(port, tls_files[0]), await connect(port, tls_files[0])
@@ -202,6 +211,12 @@ async def test_flood_with_cancel_storm_does_not_starve_another_client(
     tally = collections.Counter(a.get("error", {}).get("code") for a in answers.values())
     print(f"flood answers by error code: {dict(tally)}; RSS {before} -> {after} KiB")
     assert after - before < 200 * 1024, f"RSS grew from {before} to {after} KiB"
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        scraped = response.read().decode()
+    assert re.search(r'codeagent_denials_total\{reason="rate_limited"\} [1-9]', scraped)
+    assert 'codeagent_request_seconds_bucket{le="0.005",method="codeagent/stats"}' in scraped
+    assert "flood-token" not in scraped and "flooder" not in scraped
 
     process.send_signal(signal.SIGINT)  # rows queued for the audit log are written on exit
     assert process.wait(timeout=60) == 0

@@ -28,6 +28,7 @@ from codeagent_lsp.engine.llama import (
     Sampler,
 )
 from codeagent_lsp.engine.slots import Slot, SlotTable, short_name
+from codeagent_lsp.metrics import count_generation
 from codeagent_lsp.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ class Engine:
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self.records.append(record)
+        count_generation(record)
 
     def _cancelled_record(self, job: GenerationJob) -> Generation:
         record = RequestRecord(

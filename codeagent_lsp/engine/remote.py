@@ -35,6 +35,7 @@ from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.replicas import Replica, ReplicaPool
 from codeagent_lsp.engine.slots import short_name
+from codeagent_lsp.metrics import count_generation
 from codeagent_lsp.security import egress
 from codeagent_lsp.settings import RemoteSettings, Settings
 
@@ -317,6 +318,7 @@ class RemoteBackend:
 
     def _record(self, record: RequestRecord) -> None:
         self.records.append(record)
+        count_generation(record)
 
     def release(self, key: str) -> None:
         for replica in self.pool.replicas.values():
