@@ -236,3 +236,41 @@ async def test_flood_with_cancel_storm_does_not_starve_another_client(
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_websocket_needs_a_token_in_the_handshake(
+    tls_files: tuple[Path, Path], policy: Path, tmp_path: Path
+) -> None:
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import InvalidStatus
+
+    cert, key = tls_files
+    log = tmp_path / "node.log"
+    env = {**os.environ, "CODEAGENT_POLICY": str(policy), "XDG_CACHE_HOME": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "codeagent_lsp", "--ws", "127.0.0.1:0", "--tls-cert", str(cert),
+         "--tls-key", str(key), "--log-file", str(log)],
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        port = None
+        while port is None and process.poll() is None:
+            await asyncio.sleep(0.1)
+            text = log.read_text() if log.exists() else ""
+            if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", text):
+                port = int(match.group(1))
+        context = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises(InvalidStatus, match="401"):
+            async with ws_connect(f"wss://127.0.0.1:{port}", ssl=context):
+                pass
+        headers = {"Authorization": f"Bearer {TOKENS['calm']}"}
+        async with ws_connect(
+            f"wss://127.0.0.1:{port}", ssl=context, additional_headers=headers
+        ) as ws:
+            await ws.send("{not json")
+            assert json.loads(await ws.recv())["error"]["code"] == -32700
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "shutdown"}))
+            assert json.loads(await ws.recv()) == {"jsonrpc": "2.0", "id": 1, "result": None}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
