@@ -96,7 +96,7 @@ async def node(
 ) -> AsyncIterator[tuple[subprocess.Popen, int]]:
     cert, key = tls_files
     env = {**os.environ, "CODEAGENT_POLICY": str(policy), "XDG_CACHE_HOME": str(tmp_path)}
-    log = tmp_path / "node.log"  # a file, not a pipe: a full pipe would stall the server
+    log = tmp_path / "node.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "codeagent_lsp", "--tcp", "127.0.0.1:0",
          "--tls-cert", str(cert), "--tls-key", str(key), "--log-file", str(log),
@@ -104,13 +104,7 @@ async def node(
          "--metrics-port", str(free_port())],
         env=env, cwd=tmp_path,
     )  # fmt: skip
-    port = None
-    while port is None and process.poll() is None:
-        await asyncio.sleep(0.1)
-        text = log.read_text() if log.exists() else ""
-        if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", text):
-            port = int(match.group(1))
-    assert port, "the node did not start"
+    port = await listening_port(process, log)
     yield process, port, int(process.args[process.args.index("--metrics-port") + 1])
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
@@ -133,6 +127,16 @@ async def initialize(client: Client, token: str, tiny_model: Path, workspace: Pa
     answer = await client.request("initialize", params, token)
     assert answer["result"]["serverInfo"]["name"] == "codeagent-lsp"
     client.writer.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+
+
+async def listening_port(process: subprocess.Popen, log: Path) -> int:
+    """The port the node says it listens on (the log is a file: a full pipe would stall it)."""
+    while process.poll() is None:
+        text = log.read_text() if log.exists() else ""
+        if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", text):
+            return int(match.group(1))
+        await asyncio.sleep(0.1)
+    raise AssertionError("the node did not start")
 
 
 def free_port() -> int:
@@ -253,12 +257,7 @@ async def test_websocket_needs_a_token_in_the_handshake(
         env=env, cwd=tmp_path,
     )  # fmt: skip
     try:
-        port = None
-        while port is None and process.poll() is None:
-            await asyncio.sleep(0.1)
-            text = log.read_text() if log.exists() else ""
-            if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", text):
-                port = int(match.group(1))
+        port = await listening_port(process, log)
         context = ssl.create_default_context(cafile=str(cert))
         with pytest.raises(InvalidStatus, match="401"):
             async with ws_connect(f"wss://127.0.0.1:{port}", ssl=context):
