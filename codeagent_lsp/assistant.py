@@ -256,6 +256,9 @@ class Assistant:
     def _check_model(self, path: Path) -> None:
         """Hash the model file (about a second per GB) and refuse one the policy does not allow,
         before llama.cpp reads it."""
+        where = self.policy.model_path_allowed(path)
+        if not where.allowed:
+            raise models.ModelError(where.reason)
         self.model_sha256 = models.sha256_file(path)
         decision = self.policy.model_allowed(self.model_sha256)
         if not decision.allowed:

@@ -54,6 +54,10 @@ deny = ["*.csv"]
 
 [models]
 sha256 = ["{"a" * 64}"]
+paths = ["/opt/models/*.gguf"]
+
+[network]
+inference = ["https://llm.corp.example:8443"]
 
 [audit]
 db = "/tmp/x/audit.sqlite3"
@@ -78,6 +82,8 @@ def test_without_a_file_the_defaults_apply() -> None:
     assert not policy.decide(ALICE, "fix", "app", "certs/server.pem").allowed
     assert policy.decide(ALICE, "hover", "app", ".env").allowed  # nothing goes to the model
     assert policy.model_allowed("b" * 64).allowed
+    assert policy.model_path_allowed(Path("/anywhere/m.gguf")).allowed
+    assert policy.inference_urls == ()  # loopback only
     assert not policy.audit.store_prompts and policy.audit.db_path().name == "audit.sqlite3"
 
 
@@ -96,6 +102,10 @@ def test_a_full_policy_parses_and_decides(tmp_path: Path) -> None:
         "secret"
     )
     assert policy.model_allowed("A" * 64).allowed and not policy.model_allowed("b" * 64).allowed
+    assert policy.model_path_allowed(Path("/opt/models/qwen.gguf")).allowed
+    outside = policy.model_path_allowed(Path("/tmp/models/../evil.gguf"))
+    assert not outside.allowed and "/tmp/evil.gguf is outside the paths" in outside.reason
+    assert policy.inference_urls == ("https://llm.corp.example:8443",)
     assert policy.audit.store_prompts and not policy.audit.store_code
 
 
@@ -120,6 +130,8 @@ def test_tokens_give_identities_and_roles(tmp_path: Path) -> None:
         ('[roles.r]\nfeatures = ["telepathy"]\n', "unknown feature(s) ['telepathy']"),
         ('[[token]]\nname = "t"\nsha256 = "xyz"\n', "sha256 (64 hex digits)"),
         ('[models]\nsha256 = "abc"\n', "models.sha256 must be a list of strings"),
+        ('[models]\npaths = ["models/*"]\n', "globs must be absolute"),
+        ('[network]\ninference = ["ftp://x"]\n', "is not an http(s) URL"),
         ("[audit]\nstore_prompts = 1\n", "audit.store_prompts must be true or false"),
     ],
 )
@@ -271,18 +283,33 @@ async def test_secret_and_denied_files_never_go_to_the_model(
     assert decisions == [("completion", "deny")] * 3 + [("completion", "allow")]
 
 
-@pytest.mark.policy('[defaults]\nrole = "member"\n[models]\nsha256 = ["' + "0" * 64 + '"]\n')
-async def test_a_model_the_policy_does_not_list_is_not_loaded(
-    policy_env: Path, governed: LanguageClient, workspace: Path
+MEMBERS = '[defaults]\nrole = "member"\n'
+MODEL_RULES = [
+    pytest.param(
+        "is not allowed by policy",
+        marks=pytest.mark.policy(f'{MEMBERS}[models]\nsha256 = ["{"0" * 64}"]\n'),
+        id="sha256",
+    ),
+    pytest.param(
+        "is outside the paths",
+        marks=pytest.mark.policy(f'{MEMBERS}[models]\npaths = ["/opt/models/*"]\n'),
+        id="paths",
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal", MODEL_RULES)
+async def test_a_model_the_policy_does_not_allow_is_not_loaded(
+    policy_env: Path, governed: LanguageClient, workspace: Path, refusal: str
 ) -> None:
     uri = _open(governed, workspace / "app.py", "def f():\n    return 1\n")
     result = await _complete(governed, uri)
     assert result is not None and not result.items
     for _ in range(3):  # the refusal is told once, maybe after other messages
-        if any("is not allowed by policy" in m.message for m in governed.messages):
+        if any(refusal in m.message for m in governed.messages):
             break
         await governed.wait_for_notification(types.WINDOW_SHOW_MESSAGE)
-    assert any("is not allowed by policy" in m.message for m in governed.messages)
+    assert any(refusal in m.message for m in governed.messages)
 
 
 @pytest.mark.policy("[defaults\nrole = 'admin'\n")

@@ -121,6 +121,8 @@ class Policy:
     prompt: PathRules = PathRules()
     model_sha256: tuple[str, ...] = ()
     """Models that may be loaded; empty: any."""
+    model_paths: tuple[str, ...] = ()
+    """Globs of the (resolved) files models may be loaded from; empty: anywhere."""
     audit: AuditRules = AuditRules()
     inference_urls: tuple[str, ...] = ()
     """Inference services off this machine that may be contacted ([network] inference): the
@@ -184,6 +186,16 @@ class Policy:
     @functools.cached_property
     def prompt_paths(self) -> PathPolicy:
         return self.prompt.path_policy()
+
+    def model_path_allowed(self, path: Path) -> Decision:
+        """Checked before the file is even hashed: a model outside the allowed folders is not
+        read at all."""
+        if self.locked:
+            return Decision(False, self.locked)
+        real = str(path.resolve())
+        if self.model_paths and not any(fnmatch.fnmatchcase(real, p) for p in self.model_paths):
+            return Decision(False, f"the model {real} is outside the paths {self._where()} allows")
+        return Decision(True)
 
     def model_allowed(self, sha256_hex: str) -> Decision:
         if self.locked:
@@ -259,6 +271,7 @@ def parse(path: Path) -> Policy:
     defaults = reader.table(data, "defaults")
     reader.keys(defaults, "defaults", {"role"})
     default_role = reader.string(defaults, "role", "defaults", "")
+    model_sha256, model_paths = _models(reader, data)
     policy = Policy(
         source=path,
         default_role=default_role,
@@ -269,7 +282,8 @@ def parse(path: Path) -> Policy:
         tokens=tuple(_token(reader, t, i) for i, t in enumerate(reader.array(data, "token"))),
         index=_path_rules(reader, data, "index"),
         prompt=_path_rules(reader, data, "prompt"),
-        model_sha256=_models(reader, data),
+        model_sha256=model_sha256,
+        model_paths=model_paths,
         audit=_audit(reader, data),
         inference_urls=_inference_urls(reader, data),
     )
@@ -318,14 +332,19 @@ def _path_rules(reader: _Reader, data: dict[str, Any], key: str) -> PathRules:
     )
 
 
-def _models(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+def _models(reader: _Reader, data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sha256 digests, path globs) of the models that may be loaded."""
     table = reader.table(data, "models")
-    reader.keys(table, "models", {"sha256"})
+    reader.keys(table, "models", {"sha256", "paths"})
     digests = tuple(d.lower() for d in reader.strings(table, "sha256", "models", ()))
     bad = [d for d in digests if len(d) != 64 or any(c not in "0123456789abcdef" for c in d)]
     if bad:
         reader.fail(f"models.sha256: not 64 hex digits: {bad}")
-    return digests
+    paths = reader.strings(table, "paths", "models", ())
+    relative = [p for p in paths if not p.startswith("/")]
+    if relative:
+        reader.fail(f"models.paths: globs must be absolute: {relative}")
+    return digests, paths
 
 
 def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
