@@ -95,6 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--db", type=Path, help="default: the policy's audit database")
     export.set_defaults(run=_audit_export)
 
+    connect = commands.add_parser(
+        "connect", help="join an editor's stdio to a shared node (--tcp) with a bearer token"
+    )
+    connect.add_argument("address", metavar="HOST:PORT")
+    connect.add_argument("--token-file", type=Path, help="file holding the node's bearer token")
+    connect.add_argument("--token-env", metavar="VAR", help="environment variable holding it")
+    connect.add_argument("--tls-ca", type=Path, help="CA bundle (default: the system's)")
+    connect.add_argument(
+        "--plaintext", action="store_true", help="no TLS (a node on this machine only)"
+    )
+    connect.set_defaults(run=_connect)
+
     index = commands.add_parser("index", help="index a folder into its CodeGraph database")
     index.add_argument("path", type=Path)
     index.add_argument("--db", type=Path, help="database file (default: the workspace cache)")
@@ -228,7 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tcp or args.ws:
         from codeagent_lsp import node
 
-        return node.serve(args, limits, lambda: build_server(args.log_level))
+        return node.serve(args, limits, lambda models: build_server(args.log_level, models))
     transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
     return 0
 
@@ -243,6 +255,25 @@ def _guard_egress(transport: str) -> None:
     policy = policy_in_force()
     identity = dataclasses.replace(os_identity(), transport=transport)
     egress.guard_process(policy.inference_urls, identity, policy.audit)
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from codeagent_lsp import bridge
+    from codeagent_lsp.node import split_address
+    from codeagent_lsp.security import egress
+    from codeagent_lsp.security.policy import policy_in_force
+
+    try:
+        host, port = split_address(args.address)
+        egress.check_inference_url(f"https://{host}:{port}", policy_in_force().inference_urls)
+        _guard_egress("cli")
+        token = bridge.read_token(args.token_file, args.token_env)
+        tls = bridge.client_tls(host, args.tls_ca, args.plaintext)
+        asyncio.run(bridge.bridge(host, port, token, tls))
+    except (bridge.BridgeError, PermissionError, ValueError) as exc:
+        print(f"codeagent-lsp connect: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _complete(args: argparse.Namespace) -> int:
