@@ -22,6 +22,7 @@ from codeagent_lsp.engine.backend import Backend, FimParts, Request
 from codeagent_lsp.engine.embedded import EmbeddedBackend
 from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.engine.remote import open_remote
 from codeagent_lsp.engine.slots import short_name
 from codeagent_lsp.security import audit
@@ -84,9 +85,21 @@ class _Loaded:
         return self.backend.info
 
 
+def _close_loaded(loading: asyncio.Future[_Loaded]) -> None:
+    if not loading.cancelled() and loading.exception() is None:
+        loading.result().backend.close()
+
+
 class Assistant:
-    def __init__(self, settings: Settings, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        notify: Callable[[str], None] | None = None,
+        backends: BackendPool | None = None,
+    ) -> None:
         self.settings = settings
+        self.backends = backends
+        """A network node's loaded models, shared by its connections; None: load our own."""
         self.policy = policy_in_force()
         self.model_sha256: str | None = None
         """Of the loaded model file, for the policy and the audit log."""
@@ -143,11 +156,15 @@ class Assistant:
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
         self._check_model(resolved.path)
+        if self.backends is not None:
+            return self.backends.borrow(resolved.path, self.settings.engine), resolved.family
         return EmbeddedBackend(resolved.path, self.settings.engine), resolved.family
 
     def close(self) -> None:
         if self._loaded is not None:
             self._loaded.backend.close()
+        elif self._loading is not None:  # a load still running: close what it brings
+            self._loading.add_done_callback(_close_loaded)
         self._loaded = None
         self._loading = None
 

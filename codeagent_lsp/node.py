@@ -1,10 +1,12 @@
 """A shared GPU node: `codeagent-lsp --tcp HOST:PORT` or `--ws HOST:PORT`, with TLS, bearer
 tokens, per-token rate limits and Prometheus metrics.
 
-Each connection gets its own language server (documents, settings, CodeGraph, engine), so one
-client's `exit`, bad settings or flood stays its own. pygls's `start_tcp`/`start_ws` are not
-used: they share one protocol between all connections (the last client to connect receives
-every answer) and end the process when the first client leaves.
+Each connection gets its own language server (documents, settings, CodeGraph), so one client's
+`exit`, bad settings or flood stays its own; the model is loaded once per node and shared (a
+`BackendPool`: one engine per model file and engine settings, slots keyed per connection).
+pygls's `start_tcp`/`start_ws` are not used: they share one protocol between all connections
+(the last client to connect receives every answer) and end the process when the first client
+leaves.
 
 A client presents `Authorization: Bearer <token>` as a header of its first message (TCP) or of
 the WebSocket handshake. The policy holds only the tokens' sha256 (`[[token]]` tables); a
@@ -27,6 +29,7 @@ from pathlib import Path
 from pygls.io_ import WebSocketWriter
 
 from codeagent_lsp import metrics
+from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.features import FEATURE_OF
 from codeagent_lsp.security.audit import new_row
 from codeagent_lsp.security.identity import Identity, os_identity
@@ -36,7 +39,8 @@ from codeagent_lsp.transport import CHUNK, Buckets, Connection, Limits
 
 log = logging.getLogger(__name__)
 
-ServerFactory = Callable[[], CodeagentServer]
+ServerFactory = Callable[[BackendPool], CodeagentServer]
+"""A language server for one connection, borrowing its model from the node's pool."""
 
 
 def serve(args: argparse.Namespace, limits: Limits, new_server: ServerFactory) -> int:
@@ -125,6 +129,7 @@ class Node:
     def __init__(self, new_server: ServerFactory, limits: Limits, authenticate: Authenticator):
         self.new_server, self.limits, self.authenticate = new_server, limits, authenticate
         self.buckets = Buckets(limits.rate, limits.burst)
+        self.models = BackendPool()
         self.bound: list[tuple[str, int]] = []
         """Addresses listened on (port 0 picks a free one), for tests and the log."""
 
@@ -162,7 +167,7 @@ class Node:
             await listener.serve_forever()
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        server = self.new_server()
+        server = self.new_server(self.models)
         server.protocol.set_writer(writer)  # type: ignore[arg-type]  # write() and close()
         connection = self.connection(server, None)
         try:
@@ -203,7 +208,7 @@ class Node:
     async def _ws_client(self, websocket) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        server = self.new_server()
+        server = self.new_server(self.models)
         server.protocol.set_writer(WebSocketWriter(websocket), include_headers=False)
         connection = self.connection(server, websocket.identity)
         metrics.CONNECTIONS.labels("accepted").inc()
@@ -223,7 +228,7 @@ class Node:
 
 
 def _close(server: CodeagentServer, connection: Connection) -> None:
-    """Free what one client's server holds (its model, its CodeGraph) when it leaves."""
+    """Free what one client's server holds (its share of the model, its CodeGraph)."""
     server.close()
     server.thread_pool.shutdown(wait=False, cancel_futures=True)
     log.info("client %s left", connection.identity.user if connection.identity else "?")

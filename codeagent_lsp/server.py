@@ -19,6 +19,7 @@ from codeagent_lsp import __version__, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.features import guarded
 from codeagent_lsp.security import guard
 from codeagent_lsp.security.audit import AuditLog
@@ -36,13 +37,15 @@ RESTART_KEYS = ("model", "modelsDir", "engine", "remote")
 
 
 class CodeagentServer(LanguageServer):
-    def __init__(self, log_level: str | None = None) -> None:
+    def __init__(self, log_level: str | None = None, backends: BackendPool | None = None) -> None:
         # The stdio reader holds one worker of the pool for good: at least two are needed.
         super().__init__("codeagent-lsp", __version__, max_workers=4)
         self.log_level = log_level
         """--log-level from the command line; it wins over codeagent.logging.level."""
         self.settings = settings.Settings()
-        self.assistant = Assistant(self.settings, self.tell_status)
+        self.backends = backends
+        """The network node's models, shared by its connections (None on stdio)."""
+        self.assistant = Assistant(self.settings, self.tell_status, backends)
         self._told_problem = False
         self._loading_started = False
         self._loading_task: asyncio.Task[None] | None = None
@@ -96,7 +99,7 @@ class CodeagentServer(LanguageServer):
         _set_log_level(self.log_level or merged.logging.level)
         if restart:
             self.assistant.close()
-            self.assistant = Assistant(merged, self.tell_status)
+            self.assistant = Assistant(merged, self.tell_status, self.backends)
             self.use_context_builder(self.context_builder)
             self._told_problem = False
             if self._loading_started:
@@ -269,7 +272,9 @@ def _set_log_level(level: str) -> None:
     logging.getLogger("codeagent_lsp").setLevel(level.upper())
 
 
-def build_server(log_level: str | None = None) -> CodeagentServer:
+def build_server(
+    log_level: str | None = None, backends: BackendPool | None = None
+) -> CodeagentServer:
     from codeagent_lsp.features import (
         actions,
         completion,
@@ -280,7 +285,7 @@ def build_server(log_level: str | None = None) -> CodeagentServer:
         stats,
     )
 
-    server = CodeagentServer(log_level)
+    server = CodeagentServer(log_level, backends)
     for feature in (lifecycle, completion, stats, indexing, navigation, hover, actions):
         feature.register(server)
     return server

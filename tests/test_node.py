@@ -117,12 +117,14 @@ async def connect(port: int, cert: Path) -> Client:
     return Client(reader, writer)
 
 
-async def initialize(client: Client, token: str, tiny_model: Path, workspace: Path) -> None:
+async def initialize(
+    client: Client, token: str, tiny_model: Path, workspace: Path, **options: Any
+) -> None:
     params = {
         "processId": None,
         "capabilities": {},
         "rootUri": workspace.as_uri(),
-        "initializationOptions": {"model": str(tiny_model), "engine": {"threads": 1}},
+        "initializationOptions": {"model": str(tiny_model), "engine": {"threads": 1}, **options},
     }
     answer = await client.request("initialize", params, token)
     assert answer["result"]["serverInfo"]["name"] == "codeagent-lsp"
@@ -240,6 +242,70 @@ async def test_flood_with_cancel_storm_does_not_starve_another_client(
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def notify(client: Client, method: str, params: dict[str, Any]) -> None:
+    client.writer.write(frame({"jsonrpc": "2.0", "method": method, "params": params}))
+
+
+async def complete(client: Client, uri: str) -> dict[str, Any]:
+    """A completion at the end of the document's second line; its answer must not be an error."""
+    params = {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}}
+    answer = await client.request("textDocument/completion", params)
+    assert "result" in answer, answer
+    return answer
+
+
+async def engine_stats(client: Client) -> dict[str, Any]:
+    return (await client.request(STATS))["result"]
+
+
+async def test_clients_share_one_model_with_slots_of_their_own(
+    node, tls_files, tiny_model: Path, tmp_path: Path
+) -> None:
+    _, port, _ = node
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    uri = (workspace / "same.py").as_uri()  # both edit a file of the same path
+    alice, bob = await connect(port, tls_files[0]), await connect(port, tls_files[0])
+    options = {"completion": {"maxTokens": 64, "multiline": "always"}}
+    await initialize(alice, TOKENS["calm"], tiny_model, workspace, **options)
+    await initialize(bob, TOKENS["flooder"], tiny_model, workspace, **options)
+    for client, text in ((alice, "def alice():\n    return "), (bob, "def bob():\n    return ")):
+        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+        notify(client, "textDocument/didOpen", {"textDocument": document})
+
+    await asyncio.gather(complete(alice, uri), complete(bob, uri))  # at once, on one engine
+    mine, theirs = await engine_stats(alice), await engine_stats(bob)
+    assert mine["shared"] == theirs["shared"] == {"engine": 1, "clients": 2, "loads": 1}
+    for stats in (mine, theirs):  # each sees its own request, which the other did not supersede
+        assert [r["outcome"] for r in stats["records"]] == ["ok"], stats["records"]
+        assert len(stats["slots"]) == 1
+    assert mine["slots"][0]["seq"] != theirs["slots"][0]["seq"]
+    assert mine["records"][0]["document"] != theirs["records"][0]["document"]
+
+    # Other engine settings: another engine for bob, while alice keeps hers.
+    engine = {"threads": 1, "contextSize": 4096}
+    notify(bob, "workspace/didChangeConfiguration", {"settings": {"codeagent": {"engine": engine}}})
+    await complete(bob, uri)
+    await complete(alice, uri)
+    mine, theirs = await engine_stats(alice), await engine_stats(bob)
+    assert theirs["shared"] == {"engine": 2, "clients": 1, "loads": 2}
+    assert mine["shared"] == {"engine": 1, "clients": 1, "loads": 2}
+    assert [r["outcome"] for r in mine["records"]] == ["ok", "ok"]
+
+    # Back to the settings alice uses: bob borrows her engine again, nothing is loaded.
+    engine = {"threads": 1, "contextSize": 8192}
+    notify(bob, "workspace/didChangeConfiguration", {"settings": {"codeagent": {"engine": engine}}})
+    await complete(bob, uri)
+    assert (await engine_stats(bob))["shared"] == {"engine": 1, "clients": 2, "loads": 2}
+
+    alice.writer.close()  # one client leaves; the other is still served by the same engine
+    await alice.writer.wait_closed()
+    await complete(bob, uri)
+    theirs = await engine_stats(bob)
+    assert theirs["shared"]["engine"] == 1 and theirs["shared"]["loads"] == 2
+    assert theirs["records"][-1]["outcome"] == "ok"
 
 
 async def test_websocket_needs_a_token_in_the_handshake(

@@ -77,11 +77,11 @@ class EmbeddedBackend:
     def release(self, key: str) -> None:
         self.engine.release(key)
 
-    def add_record(self, record: RequestRecord) -> None:
-        self.engine.add_record(record)
+    def add_record(self, record: RequestRecord, owner: str = "") -> None:
+        self.engine.add_record(record, owner)
 
-    def stats(self) -> dict[str, object]:
-        return self.engine.stats()
+    def stats(self, owner: str = "") -> dict[str, object]:
+        return self.engine.stats(owner)
 
     def close(self) -> None:
         self.engine.close()

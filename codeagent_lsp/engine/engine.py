@@ -113,7 +113,8 @@ class Engine:
     def __init__(self, model_path: Path, settings: EngineSettings, *, record_limit: int = 256):
         self.settings = settings
         self.slots = SlotTable(settings.slots)
-        self.records: deque[RequestRecord] = deque(maxlen=record_limit)
+        self.records: deque[tuple[str, RequestRecord]] = deque(maxlen=record_limit)
+        """(key of the document or of its owner, record): stats show each owner its own."""
         self._queue: queue.Queue[GenerationJob | _Release | None] = queue.Queue()
         self._lock = threading.Lock()
         self._running: GenerationJob | None = None
@@ -170,15 +171,26 @@ class Engine:
         """Forget a closed document: its slot's sequence is cleared on the engine thread."""
         self._queue.put(_Release(key))
 
-    def add_record(self, record: RequestRecord) -> None:
+    def add_record(self, record: RequestRecord, owner: str = "") -> None:
         """Record a request answered without the engine (a reused suggestion)."""
-        self._record(record)
+        self._record(owner, record)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self, owner: str = "") -> dict[str, object]:
+        """Records and slots of the keys that start with `owner` (all of them by default)."""
         with self._lock:
-            records = [r.to_json() for r in self.records]
-            table = self.slots.table()
+            records = [r.to_json() for key, r in self.records if key.startswith(owner)]
+            table = self.slots.table(owner)
         return {"records": records, "slots": table}
+
+    def release_owner(self, owner: str) -> None:
+        """A client of a shared engine left: cancel its requests and free its slots."""
+        with self._lock:
+            for key, job in self._latest.items():
+                if key.startswith(owner):
+                    self._cancel_locked(job, "cancelled")
+            keys = self.slots.keys(owner)
+        for key in keys:
+            self.release(key)
 
     def close(self) -> None:
         """Cancel what is queued or running, then stop the engine thread and free the model."""
@@ -227,7 +239,7 @@ class Engine:
                 self._runtime.abort.set(False)
         if cancelled:
             generation = self._cancelled_record(job)
-            self._record(generation.record)
+            self._record(job.key, generation.record)
             if started:
                 job.future.set_result(generation)
             return
@@ -237,7 +249,7 @@ class Engine:
             log.error("generation failed: %s", exc, exc_info=not isinstance(exc, EngineError))
             job.future.set_exception(exc)
         else:
-            self._record(generation.record)
+            self._record(job.key, generation.record)
             job.future.set_result(generation)
         finally:
             with self._lock:
@@ -245,9 +257,9 @@ class Engine:
                 if self._latest.get(job.key) is job:
                     del self._latest[job.key]
 
-    def _record(self, record: RequestRecord) -> None:
+    def _record(self, key: str, record: RequestRecord) -> None:
         with self._lock:
-            self.records.append(record)
+            self.records.append((key, record))
         count_generation(record)
 
     def _cancelled_record(self, job: GenerationJob) -> Generation:

@@ -53,7 +53,12 @@ class SlotTable:
     def release(self, key: str) -> Slot | None:
         return self._slots.pop(key, None)
 
-    def table(self) -> list[dict[str, object]]:
+    def keys(self, owner: str = "") -> list[str]:
+        """Keys holding a slot that start with `owner`."""
+        return [key for key in self._slots if key.startswith(owner)]
+
+    def table(self, owner: str = "") -> list[dict[str, object]]:
+        """The slots of the keys that start with `owner`, most recently used first."""
         now = time.monotonic()
         return [
             {
@@ -64,6 +69,7 @@ class SlotTable:
                 "idleMs": round((now - s.last_used) * 1000),
             }
             for s in reversed(self._slots.values())
+            if s.key.startswith(owner)
         ]
 
 

@@ -1,0 +1,132 @@
+"""One loaded model per node: the connections of a `--tcp`/`--ws` node borrow the embedded
+backend for their (model file, engine settings) from a pool instead of loading their own.
+
+A borrower's document keys carry its own prefix, so two clients editing files of the same
+path get different slots and never supersede each other's requests, and each client's stats
+show only its own requests and slots. The last borrower to leave closes the backend.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codeagent_lsp.engine.backend import Request
+from codeagent_lsp.engine.embedded import EmbeddedBackend
+from codeagent_lsp.engine.engine import Generation, RequestRecord
+from codeagent_lsp.engine.llama import ModelInfo
+from codeagent_lsp.settings import EngineSettings
+
+_Spec = tuple[Path, EngineSettings]
+
+
+@dataclass
+class _Shared:
+    number: int
+    """Which load of the pool this is (1 = the first): equal numbers, same engine."""
+    loading: concurrent.futures.Future[EmbeddedBackend] = field(
+        default_factory=concurrent.futures.Future
+    )
+    users: int = 0
+
+
+class BackendPool:
+    """Embedded backends by (model file, engine settings), counted by their borrowers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shared: dict[_Spec, _Shared] = {}
+        self._owners = itertools.count(1)
+        self.loads = 0
+        """Models this process loaded through the pool."""
+
+    def borrow(self, model: Path, settings: EngineSettings) -> SharedBackend:
+        """The backend for `model` with `settings`, loaded by the first borrower (blocking; the
+        others wait for it). Raises what loading raised."""
+        spec = (model.resolve(), settings)
+        with self._lock:
+            shared = self._shared.get(spec)
+            first = shared is None
+            if shared is None:
+                self.loads += 1
+                shared = self._shared[spec] = _Shared(self.loads)
+            shared.users += 1
+            owner = f"c{next(self._owners)}:"
+        if first:
+            try:
+                shared.loading.set_result(EmbeddedBackend(spec[0], settings))
+            except BaseException as exc:  # every waiter gets the error; a later borrow retries
+                shared.loading.set_exception(exc)
+        try:
+            backend = shared.loading.result()
+        except BaseException:
+            self.give_back(spec, shared)
+            raise
+        return SharedBackend(self, spec, shared, backend, owner)
+
+    def give_back(self, spec: _Spec, shared: _Shared) -> None:
+        with self._lock:
+            shared.users -= 1
+            last = shared.users == 0
+            if last:
+                del self._shared[spec]
+        if last and shared.loading.exception() is None:
+            shared.loading.result().close()
+
+
+class SharedBackend:
+    """One connection's view of a pooled EmbeddedBackend (the Backend protocol)."""
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        spec: _Spec,
+        shared: _Shared,
+        backend: EmbeddedBackend,
+        owner: str,
+    ) -> None:
+        self._pool, self._spec, self._shared = pool, spec, shared
+        self._backend, self._owner = backend, owner
+        self._closed = False
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._backend.info
+
+    def count_tokens(self, text: str) -> int:
+        return self._backend.count_tokens(text)
+
+    def has_token(self, text: str) -> bool:
+        return self._backend.has_token(text)
+
+    async def generate(self, request: Request) -> Generation:
+        return await self._backend.generate(
+            dataclasses.replace(request, key=self._owner + request.key)
+        )
+
+    def release(self, key: str) -> None:
+        self._backend.release(self._owner + key)
+
+    def add_record(self, record: RequestRecord) -> None:
+        self._backend.add_record(record, self._owner)
+
+    def stats(self) -> dict[str, object]:
+        data = self._backend.stats(self._owner)
+        data["shared"] = {
+            "engine": self._shared.number,
+            "clients": self._shared.users,
+            "loads": self._pool.loads,
+        }
+        return data
+
+    def close(self) -> None:
+        """Cancel this connection's requests, free its slots and give the backend back."""
+        if self._closed:
+            return
+        self._closed = True
+        self._backend.engine.release_owner(self._owner)
+        self._pool.give_back(self._spec, self._shared)
