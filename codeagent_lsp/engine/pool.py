@@ -18,7 +18,7 @@ from pathlib import Path
 from codeagent_lsp.engine.backend import Request
 from codeagent_lsp.engine.embedded import EmbeddedBackend
 from codeagent_lsp.engine.engine import Generation, RequestRecord
-from codeagent_lsp.engine.llama import ModelInfo
+from codeagent_lsp.engine.llama import EngineError, ModelInfo
 from codeagent_lsp.settings import EngineSettings
 
 _Spec = tuple[Path, EngineSettings]
@@ -98,13 +98,13 @@ class SharedBackend:
         return self._backend.info
 
     def count_tokens(self, text: str) -> int:
-        return self._backend.count_tokens(text)
+        return self._open().count_tokens(text)
 
     def has_token(self, text: str) -> bool:
         return self._backend.has_token(text)
 
     async def generate(self, request: Request) -> Generation:
-        return await self._backend.generate(
+        return await self._open().generate(
             dataclasses.replace(request, key=self._owner + request.key)
         )
 
@@ -122,6 +122,13 @@ class SharedBackend:
             "loads": self._pool.loads,
         }
         return data
+
+    def _open(self) -> EmbeddedBackend:
+        """The backend, unless given back: the last borrower's close frees the model, and
+        llama.cpp would then read freed memory."""
+        if self._closed:
+            raise EngineError("this client's model was closed")
+        return self._backend
 
     def close(self) -> None:
         """Cancel this connection's requests, free its slots and give the backend back."""

@@ -1,0 +1,72 @@
+"""A node's pool of loaded models, on the tiny GGUF: borrowers of one (model file, engine
+settings) share one engine, each with slots and records of its own, and the last one to leave
+frees it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from codeagent_lsp.engine.backend import Request
+from codeagent_lsp.engine.llama import EngineError
+from codeagent_lsp.engine.pool import BackendPool
+from codeagent_lsp.settings import EngineSettings
+
+SETTINGS = EngineSettings(threads=1, contextSize=512, slots=2)
+REQUEST = Request(key="file:///project/same.py", segments=["def same():"], max_tokens=4)
+
+
+def engines_running() -> int:
+    return sum(t.name == "codeagent-engine" for t in threading.enumerate())
+
+
+async def test_borrowers_share_one_engine_until_the_last_one_leaves(tiny_model: Path) -> None:
+    engine_threads = engines_running()
+    pool = BackendPool()
+    alice, bob = pool.borrow(tiny_model, SETTINGS), pool.borrow(tiny_model, SETTINGS)
+    assert engines_running() == engine_threads + 1
+    assert pool.loads == 1
+    assert alice.stats()["shared"] == {"engine": 1, "clients": 2, "loads": 1}
+
+    # Both submitted before either runs: the same key would make the second supersede the first.
+    mine, theirs = await asyncio.gather(alice.generate(REQUEST), bob.generate(REQUEST))
+    assert mine.record.outcome == theirs.record.outcome == "ok"
+    assert mine.record.slot != theirs.record.slot
+    for borrower in (alice, bob):
+        assert [r["outcome"] for r in borrower.stats()["records"]] == ["ok"]
+        assert len(borrower.stats()["slots"]) == 1
+
+    alice.close()
+    alice.close()  # closing twice gives back once
+    assert (await bob.generate(REQUEST)).record.outcome == "ok"
+    assert bob.stats()["shared"] == {"engine": 1, "clients": 1, "loads": 1}
+    bob.close()
+    assert engines_running() == engine_threads  # the last one out freed the model
+    with pytest.raises(EngineError, match="closed"):
+        await bob.generate(REQUEST)
+
+    carol = pool.borrow(tiny_model, SETTINGS)  # nobody held it: loaded again
+    assert carol.stats()["shared"] == {"engine": 2, "clients": 1, "loads": 2}
+    carol.close()
+
+
+def test_other_engine_settings_get_another_engine(tiny_model: Path) -> None:
+    pool = BackendPool()
+    alice = pool.borrow(tiny_model, SETTINGS)
+    bob = pool.borrow(tiny_model, EngineSettings(threads=1, contextSize=256, slots=2))
+    assert (alice.stats()["shared"]["engine"], bob.stats()["shared"]["engine"]) == (1, 2)
+    alice.close()
+    bob.close()
+
+
+def test_a_model_that_fails_to_load_is_tried_again_by_the_next_borrower(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    pool = BackendPool()
+    for loads in (1, 2):
+        with pytest.raises(EngineError):
+            pool.borrow(broken, SETTINGS)
+        assert pool.loads == loads
