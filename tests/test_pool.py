@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.engine.backend import Request
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
-from codeagent_lsp.settings import EngineSettings
+from codeagent_lsp.settings import EngineSettings, Settings, merge
 
 SETTINGS = EngineSettings(threads=1, contextSize=512, slots=2)
 REQUEST = Request(key="file:///project/same.py", segments=["def same():"], max_tokens=4)
@@ -70,3 +71,18 @@ def test_a_model_that_fails_to_load_is_tried_again_by_the_next_borrower(tmp_path
         with pytest.raises(EngineError):
             pool.borrow(broken, SETTINGS)
         assert pool.loads == loads
+
+
+async def test_a_client_that_leaves_while_its_model_loads_gives_it_back(tiny_model: Path) -> None:
+    pool = BackendPool()
+    settings, errors = merge(Settings(), {"model": str(tiny_model), "engine": {"threads": 1}})
+    assert not errors
+    leaving = Assistant(settings, backends=pool)
+    loading = asyncio.create_task(leaving.load())
+    await asyncio.sleep(0)  # the load has started, and cannot have finished
+    leaving.close()
+    await loading
+    staying = Assistant(settings, backends=pool)
+    await staying.load()
+    assert staying.stats()["shared"] == {"engine": 2, "clients": 1, "loads": 2}
+    staying.close()
