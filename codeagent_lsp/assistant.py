@@ -185,8 +185,12 @@ class Assistant:
             return {"records": [], "slots": [], "model": None, "problem": self.problem}
         data = self._loaded.backend.stats()
         info = self._loaded.info
-        data["model"] = {"name": info.name, "device": info.device, "path": info.path,
-                         "template": self._loaded.template.family}
+        data["model"] = {
+            "name": info.name,
+            "device": info.device,
+            "path": info.path,
+            "template": self._loaded.template.family,
+        }
         return data
 
     # --- completion -----------------------------------------------------------------------------
@@ -215,7 +219,12 @@ class Assistant:
         return Suggestion(suggestion, generation.record)
 
     async def _generate(
-        self, loaded: _Loaded, state: _DocumentState, key: str, text: str, offset: int,
+        self,
+        loaded: _Loaded,
+        state: _DocumentState,
+        key: str,
+        text: str,
+        offset: int,
         where: PromptFile,
     ) -> Generation:
         opts = self.settings.completion
@@ -237,7 +246,10 @@ class Assistant:
             )
         context = [(p, redact(t)) for p, t in context if self.policy.prompt_paths.allowed(p)]
         segments = loaded.template.build(
-            excerpt.prefix, excerpt.suffix, path=where.path, repo=where.repo,
+            excerpt.prefix,
+            excerpt.suffix,
+            path=where.path,
+            repo=where.repo,
             context_files=context,
         )
         audit.note_prompt("".join(str(getattr(s, "text", s)) for s in segments), self.model_sha256)
@@ -252,9 +264,7 @@ class Assistant:
             temperature=opts.temperature,
             stop=loaded.stops,
             tail_marker=None if template.suffix_first else template.suffix_token,
-            should_stop=postprocess.stop_early(
-                text[:offset], text[offset:], multiline=multiline
-            ),
+            should_stop=postprocess.stop_early(text[:offset], text[offset:], multiline=multiline),
             fim=FimParts(excerpt.prefix, excerpt.suffix, tuple(context)),
         )
         return await loaded.backend.generate(request)
@@ -292,7 +302,9 @@ class Assistant:
         chat = chat_template(loaded.template.family)
         stops = tuple(t for t in chat.stop_tokens if loaded.backend.has_token(t))
         request = Request(
-            key=key, segments=chat.build(system, user), max_tokens=max_tokens,
+            key=key,
+            segments=chat.build(system, user),
+            max_tokens=max_tokens,
             stop=tuple(dict.fromkeys(loaded.stops + stops)),
             messages=(("system", system), ("user", user)),
         )
@@ -316,10 +328,16 @@ class Assistant:
         if not typed or not state.last_text.startswith(typed) or typed == state.last_text:
             return None
         record = RequestRecord(
-            document=short_name(key), slot=-1,
-            prompt_tokens=state.last_prompt_tokens, reused_tokens=state.last_prompt_tokens,
-            shifted_tokens=0, evaluated_tokens=0, generated_tokens=0, ttft_ms=0.0,
-            total_ms=0.0, outcome="typeahead",
+            document=short_name(key),
+            slot=-1,
+            prompt_tokens=state.last_prompt_tokens,
+            reused_tokens=state.last_prompt_tokens,
+            shifted_tokens=0,
+            evaluated_tokens=0,
+            generated_tokens=0,
+            ttft_ms=0.0,
+            total_ms=0.0,
+            outcome="typeahead",
         )
         loaded.backend.add_record(record)
         return Suggestion(state.last_text[len(typed) :], record)

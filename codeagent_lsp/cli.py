@@ -112,11 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--db", type=Path, help="database file (default: the workspace cache)")
     index.set_defaults(run=_index)
 
-    schema = commands.add_parser("settings", help="the settings schema").add_subparsers(
-        title="settings commands", metavar="ACTION", required=True
-    ).add_parser("schema", help="print the settings as a JSON schema (type, default, meaning)")
+    schema = (
+        commands.add_parser("settings", help="the settings schema")
+        .add_subparsers(title="settings commands", metavar="ACTION", required=True)
+        .add_parser("schema", help="print the settings as a JSON schema (type, default, meaning)")
+    )
     schema.add_argument(
-        "--write", type=Path, metavar="PACKAGE_JSON",
+        "--write",
+        type=Path,
+        metavar="PACKAGE_JSON",
         help="update a VS Code package.json's contributes.configuration instead of printing",
     )
     schema.set_defaults(run=_settings_schema)
@@ -132,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     latency.add_argument("--keystrokes", type=int, default=60, help="requests in the session")
     latency.add_argument("--baseline-requests", type=int, default=8)
     latency.add_argument(
-        "--backend", choices=["embedded", "remote"], default="embedded",
+        "--backend",
+        choices=["embedded", "remote"],
+        default="embedded",
         help="remote: first replay the session on the replicas of codeagent.remote.urls (a "
         "local llama_cpp.server on the same model when none are set), then on the embedded engine",
     )
@@ -163,14 +169,30 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket instead of stdio")
     node.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM) for --tcp/--ws")
     node.add_argument("--tls-key", type=Path, help="TLS private key (PEM) for --tls-cert")
-    node.add_argument("--metrics-port", type=int, default=0,
-                      help="Prometheus /metrics on 127.0.0.1:PORT (default: off)")
-    node.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
-                      help="largest message accepted (default 16 MiB)")
-    node.add_argument("--max-pending", type=int, default=64,
-                      help="requests in progress per connection before 'busy' (default 64)")
-    node.add_argument("--rate", type=float, default=50.0,
-                      help="requests per second per token on --tcp/--ws (0 = no limit)")
+    node.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="Prometheus /metrics on 127.0.0.1:PORT (default: off)",
+    )
+    node.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest message accepted (default 16 MiB)",
+    )
+    node.add_argument(
+        "--max-pending",
+        type=int,
+        default=64,
+        help="requests in progress per connection before 'busy' (default 64)",
+    )
+    node.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="requests per second per token on --tcp/--ws (0 = no limit)",
+    )
     node.add_argument("--burst", type=int, default=200, help="requests per token at once")
 
 
@@ -179,7 +201,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any setting, e.g. --set completion.maxTokens=16 (VALUE is JSON, else a string)",
     )
 
@@ -233,8 +259,10 @@ def _serve(args: argparse.Namespace) -> int:
     from codeagent_lsp.server import build_server
 
     limits = transport.Limits(
-        max_message_bytes=args.max_message_bytes, max_pending=args.max_pending,
-        rate=args.rate, burst=args.burst,
+        max_message_bytes=args.max_message_bytes,
+        max_pending=args.max_pending,
+        rate=args.rate,
+        burst=args.burst,
     )
     _guard_egress("tcp" if args.tcp else "ws" if args.ws else "stdio")
     if args.tcp or args.ws:
@@ -332,7 +360,10 @@ def _bench_latency(args: argparse.Namespace) -> int:
     )
     result = asyncio.run(
         run_latency_bench(
-            chosen, args.file, args.keystrokes, args.baseline_requests,
+            chosen,
+            args.file,
+            args.keystrokes,
+            args.baseline_requests,
             progress=None if args.json else _progress,
         )
     )
@@ -345,7 +376,10 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
     result = asyncio.run(
         quality_run.run(
-            _settings_from(args), args.repo, args.samples, args.seed,
+            _settings_from(args),
+            args.repo,
+            args.samples,
+            args.seed,
             progress=None if args.json else _progress,
         )
     )
@@ -360,7 +394,11 @@ def _bench_related(args: argparse.Namespace) -> int:
 
     repo = args.repo or Path(sysconfig.get_paths()["stdlib"])
     result = run_related_bench(
-        repo, args.samples, args.seed, args.budget, args.baseline_samples,
+        repo,
+        args.samples,
+        args.seed,
+        args.budget,
+        args.baseline_samples,
         progress=None if args.json else _progress,
     )
     if args.json:
@@ -445,8 +483,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if verdict.ok:
         print(f"{path}: {verdict.rows} rows, chain intact; head {verdict.head}")
         return 0
-    print(f"{path}: row {verdict.bad_id}: {verdict.problem} ({verdict.rows} rows before it "
-          "verified)", file=sys.stderr)
+    print(
+        f"{path}: row {verdict.bad_id}: {verdict.problem} ({verdict.rows} rows before it verified)",
+        file=sys.stderr,
+    )
     return 1
 
 

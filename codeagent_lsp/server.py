@@ -174,7 +174,8 @@ class CodeagentServer(LanguageServer):
         document = self.workspace.text_documents.get(uri)
         return guard.uri_refusal(uri, roots) or (
             guard.size_refusal(document.source, self.settings.documents.maxBytes)
-            if document is not None else None
+            if document is not None
+            else None
         )
 
     def workspace_roots(self) -> list[tuple[str, Path]]:

@@ -21,7 +21,7 @@ def count(path: str, text: str) -> int:
 def cursor_in_describe(root: Path) -> tuple[Path, str, int]:
     path = root / "app.py"
     text = path.read_text()
-    return path, text, text.index("    return f\"{c.name}") + 4
+    return path, text, text.index('    return f"{c.name}') + 4
 
 
 @pytest.mark.parametrize("budget", [0, 30, 120, 400, 1600])
@@ -95,7 +95,7 @@ def test_api_schemas_come_in_and_secrets_never_do(tmp_path: Path):
     (root / "secrets.py").write_text("TOKEN = 'canary-5e1f0c9a7d'\n")
     client = root / "client.py"
     client.write_text(
-        "import requests\n\n\ndef get_user(user_id):\n    url = f\"/users/{user_id}\"\n    \n"
+        'import requests\n\n\ndef get_user(user_id):\n    url = f"/users/{user_id}"\n    \n'
     )
     index = WorkspaceIndex([("service", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
     index.index_all()

@@ -25,8 +25,15 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def test_complete_prints_the_suggestion_and_its_timings(tiny_model: Path):
-    out = run("complete", "examples/sample.py:25:44", "--model", str(tiny_model),
-              "--threads", "1", "--json")
+    out = run(
+        "complete",
+        "examples/sample.py:25:44",
+        "--model",
+        str(tiny_model),
+        "--threads",
+        "1",
+        "--json",
+    )
     result = json.loads(out.stdout)
     assert result["suggestion"]
     record = result["record"]
@@ -55,11 +62,29 @@ def test_model_list_shows_the_registry(tmp_path: Path):
 
 
 def test_latency_bench_reports_against_its_baseline(tiny_model: Path):
-    out = run("bench", "latency", "--model", str(tiny_model), "--threads", "1", "--json",
-              "--keystrokes", "12", "--baseline-requests", "3")
+    out = run(
+        "bench",
+        "latency",
+        "--model",
+        str(tiny_model),
+        "--threads",
+        "1",
+        "--json",
+        "--keystrokes",
+        "12",
+        "--baseline-requests",
+        "3",
+    )
     result = json.loads(out.stdout)
-    for key in ("p50_ms", "p95_ms", "baseline_p50_ms", "ratio_p50", "evaluated_tokens_p50",
-                "prompt_tokens_p50", "device"):
+    for key in (
+        "p50_ms",
+        "p95_ms",
+        "baseline_p50_ms",
+        "ratio_p50",
+        "evaluated_tokens_p50",
+        "prompt_tokens_p50",
+        "device",
+    ):
         assert key in result
     assert result["requests"] == 12 and result["baseline_requests"] == 3
     assert result["evaluated_tokens_p50"] < result["baseline_evaluated_tokens_p50"]
@@ -73,8 +98,14 @@ async def test_tcp_transport_answers_initialize(tiny_model: Path):
     server = await asyncio.create_subprocess_exec(*CLI, "--tcp", f"127.0.0.1:{port}")
     try:
         reader, writer = await _connect(port)
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                           "params": {"capabilities": {}, "processId": None}}).encode()
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"capabilities": {}, "processId": None},
+            }
+        ).encode()
         writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
         await writer.drain()
         headers = await reader.readuntil(b"\r\n\r\n")
@@ -110,7 +141,11 @@ def test_related_bench_reports_against_its_baseline(tmp_path: Path):
     shutil.copytree(REPO / "tests" / "fixtures" / "projects", project)
     out = subprocess.run(
         [*CLI, "bench", "related", "--repo", str(project), "--samples", "5", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
     )
     result = json.loads(out.stdout)
@@ -120,6 +155,7 @@ def test_related_bench_reports_against_its_baseline(tmp_path: Path):
 
 
 def test_tests_command_names_a_missing_function(tiny_model: Path):
-    out = run("tests", "examples/sample.py:no_such_function", "--model", str(tiny_model),
-              check=False)
+    out = run(
+        "tests", "examples/sample.py:no_such_function", "--model", str(tiny_model), check=False
+    )
     assert out.returncode == 2 and "no definition named 'no_such_function'" in out.stderr

@@ -27,7 +27,7 @@ CROSS_FILE = [
     ("go", "main.go", "geo.", "NewCircle"),
     ("rust", "src/main.rs", "let c = ", "Circle"),
     ("java", "src/app/Main.java", "= new ", "Circle"),
-    ("c", "main.c", "printf(\"%f %f\\n\", ", "circle_area"),
+    ("c", "main.c", 'printf("%f %f\\n", ', "circle_area"),
     ("cpp", "main.cpp", "geo::", "square"),
 ]
 
@@ -45,7 +45,8 @@ async def graph_client(
     params = types.InitializeParams(
         capabilities=client_capabilities(request.param),
         initialization_options={
-            "model": str(tiny_model), "engine": {"threads": 1},
+            "model": str(tiny_model),
+            "engine": {"threads": 1},
             "codegraph": {"cacheDir": str(tmp_path / "cache")},
         },
         workspace_folders=[types.WorkspaceFolder(root.as_uri(), "workspace")],
@@ -95,21 +96,27 @@ async def test_definition_across_files(
 async def test_references_hover_and_symbols(graph_client: LanguageClient):
     uri, text = open_file(graph_client, "python/app.py")
     position = cursor_on(text, "describe(", "Circle")
-    refs = await graph_client.text_document_references_async(types.ReferenceParams(
-        context=types.ReferenceContext(include_declaration=True),
-        text_document=types.TextDocumentIdentifier(uri), position=position))
+    refs = await graph_client.text_document_references_async(
+        types.ReferenceParams(
+            context=types.ReferenceContext(include_declaration=True),
+            text_document=types.TextDocumentIdentifier(uri),
+            position=position,
+        )
+    )
     files = {Path(r.uri).name for r in refs}
     assert {"app.py", "geometry.py"} <= files
 
     hover = await graph_client.text_document_hover_async(
-        types.HoverParams(types.TextDocumentIdentifier(uri), position))
+        types.HoverParams(types.TextDocumentIdentifier(uri), position)
+    )
     content = hover.contents.value
     assert "class Circle(Shape)" in content
     assert "shapes/geometry.py" in content and "reference" in content
 
     geometry, _ = open_file(graph_client, "python/shapes/geometry.py")
     symbols = await graph_client.text_document_document_symbol_async(
-        types.DocumentSymbolParams(types.TextDocumentIdentifier(geometry)))
+        types.DocumentSymbolParams(types.TextDocumentIdentifier(geometry))
+    )
     shape = next(s for s in symbols if s.name == "Shape")
     assert {"__init__", "area"} <= {c.name for c in shape.children}
 
@@ -124,10 +131,14 @@ async def test_watched_file_rename_and_delete(graph_client: LanguageClient):
     old = root / "python/shapes/geometry.py"
     new = root / "python/shapes/geom.py"
     old.rename(new)
-    graph_client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams([
-        types.FileEvent(old.as_uri(), types.FileChangeType.Deleted),
-        types.FileEvent(new.as_uri(), types.FileChangeType.Created),
-    ]))
+    graph_client.workspace_did_change_watched_files(
+        types.DidChangeWatchedFilesParams(
+            [
+                types.FileEvent(old.as_uri(), types.FileChangeType.Deleted),
+                types.FileEvent(new.as_uri(), types.FileChangeType.Created),
+            ]
+        )
+    )
     params = types.DefinitionParams(types.TextDocumentIdentifier(uri), position)
     for _ in range(50):
         result = await graph_client.text_document_definition_async(params)
@@ -136,8 +147,11 @@ async def test_watched_file_rename_and_delete(graph_client: LanguageClient):
         await asyncio.sleep(0.1)
     assert {Path(r.uri).name for r in result} == {"geom.py"}
     new.unlink()
-    graph_client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams([
-        types.FileEvent(new.as_uri(), types.FileChangeType.Deleted)]))
+    graph_client.workspace_did_change_watched_files(
+        types.DidChangeWatchedFilesParams(
+            [types.FileEvent(new.as_uri(), types.FileChangeType.Deleted)]
+        )
+    )
     for _ in range(50):
         result = await graph_client.text_document_definition_async(params)
         if not result:
@@ -193,8 +207,11 @@ async def test_locations_are_in_the_negotiated_encoding(graph_client: LanguageCl
     root = graph_client.root  # type: ignore[attr-defined]
     extra = root / "python" / "units.py"
     extra.write_text("from shapes.geometry import area\n\nsurface_ünité = area(1, 2)\n")
-    graph_client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams([
-        types.FileEvent(extra.as_uri(), types.FileChangeType.Created)]))
+    graph_client.workspace_did_change_watched_files(
+        types.DidChangeWatchedFilesParams(
+            [types.FileEvent(extra.as_uri(), types.FileChangeType.Created)]
+        )
+    )
     uri, _ = open_file(graph_client, "python/units.py")
     capabilities = graph_client.initialize_result.capabilities  # type: ignore[attr-defined]
     encoding = capabilities.position_encoding
@@ -206,8 +223,11 @@ async def test_locations_are_in_the_negotiated_encoding(graph_client: LanguageCl
         position=types.Position(2, expected + 1),
     )
     for _ in range(50):
-        refs = [r for r in await graph_client.text_document_references_async(params)
-                if r.uri.endswith("units.py") and r.range.start.line == 2]
+        refs = [
+            r
+            for r in await graph_client.text_document_references_async(params)
+            if r.uri.endswith("units.py") and r.range.start.line == 2
+        ]
         if refs:
             break
         await asyncio.sleep(0.1)
@@ -241,9 +261,11 @@ async def test_hover_appends_an_explanation_while_the_code_is_unchanged(
     assert "def describe(c: Circle) -> str" in hover.contents.value
     assert "---\n\n# describe\n\n" in hover.contents.value
     edited = text.replace('{c.area():.2f}"', '{c.area():.3f}"')
-    graph_client.text_document_did_change(types.DidChangeTextDocumentParams(
-        types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        [types.TextDocumentContentChangeWholeDocument(text=edited)],
-    ))
+    graph_client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            [types.TextDocumentContentChangeWholeDocument(text=edited)],
+        )
+    )
     hover = await graph_client.text_document_hover_async(hover_params)
     assert "# describe" not in hover.contents.value  # the explained code changed

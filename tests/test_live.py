@@ -27,9 +27,11 @@ def test_second_parse_is_incremental_and_sees_the_edit():
 @settings(max_examples=60, deadline=None)
 @given(
     edits=st.lists(
-        st.tuples(st.integers(0, len(SOURCE)), st.integers(0, 12),
-                  st.text("abcdef():\n _é", max_size=10)),
-        min_size=1, max_size=6,
+        st.tuples(
+            st.integers(0, len(SOURCE)), st.integers(0, 12), st.text("abcdef():\n _é", max_size=10)
+        ),
+        min_size=1,
+        max_size=6,
     )
 )
 def test_incremental_parse_equals_a_full_parse(edits):

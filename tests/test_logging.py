@@ -22,8 +22,13 @@ CANARY = "canary_7f3a9d_identifier"
 @pytest_lsp.fixture(
     config=ClientServerConfig(
         server_command=[
-            sys.executable, "-m", "codeagent_lsp", "--log-file", str(LOG_FILE),
-            "--log-level", "debug",
+            sys.executable,
+            "-m",
+            "codeagent_lsp",
+            "--log-file",
+            str(LOG_FILE),
+            "--log-level",
+            "debug",
         ]
     ),
 )

@@ -73,18 +73,31 @@ def test_neovim_gets_completion_hover_and_actions(tmp_path: Path, tiny_model: Pa
     lines = app.read_text().split("\n")
     body = lines.index('    return f"{c.name}: {c.area():.2f}"')
     hover_line = lines.index("    print(describe(Circle(1.5)))")
-    settings = {"model": str(tiny_model), "engine": {"threads": 1},
-                "codegraph": {"cacheDir": str(tmp_path / "cache")}}
+    settings = {
+        "model": str(tiny_model),
+        "engine": {"threads": 1},
+        "codegraph": {"cacheDir": str(tmp_path / "cache")},
+    }
     script = tmp_path / "run.lua"
     out = tmp_path / "out.json"
-    script.write_text(SCRIPT.format(
-        editors=REPO / "editors" / "nvim", settings=_lua(settings), file=app, line=body,
-        col=len(lines[body]), hover_line=hover_line, hover_col=len("    print(describe(C"),
-        out=out,
-    ))
+    script.write_text(
+        SCRIPT.format(
+            editors=REPO / "editors" / "nvim",
+            settings=_lua(settings),
+            file=app,
+            line=body,
+            col=len(lines[body]),
+            hover_line=hover_line,
+            hover_col=len("    print(describe(C"),
+            out=out,
+        )
+    )
     subprocess.run(
         [NVIM, "--headless", "-u", "NONE", "-c", f"luafile {script}"],
-        cwd=project, timeout=180, check=False, capture_output=True,
+        cwd=project,
+        timeout=180,
+        check=False,
+        capture_output=True,
         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")},
     )
     results = json.loads(out.read_text())

@@ -95,7 +95,10 @@ def test_edit_similarity_is_one_minus_normalised_distance() -> None:
 
 def test_identifiers_skip_keywords_numbers_and_punctuation() -> None:
     assert identifiers("for item in items[0]: yield item.name") == [
-        "item", "items", "item", "name",
+        "item",
+        "items",
+        "item",
+        "name",
     ]
 
 
@@ -170,7 +173,8 @@ def test_docstring_lines_are_never_sampled() -> None:
     geometry = FIXTURE / "shapes" / "geometry.py"
     lines = geometry.read_text(encoding="utf-8").split("\n")
     prose = {
-        number for number, line in enumerate(lines)
+        number
+        for number, line in enumerate(lines)
         if line.strip() in {"Zero for an abstract shape.", '"""Area of a w by h rectangle."""'}
     }
     assert len(prose) == 2
@@ -201,8 +205,15 @@ def test_sampling_an_empty_folder_gives_nothing(tmp_path: Path) -> None:
 
 def _task(expected: str, kind: str, uses_other_file: bool = False) -> Task:
     return Task(
-        path=Path("m.py"), relative="m.py", line=0, column=0, prefix_text="",
-        suffix_text="", expected=expected, kind=kind, uses_other_file=uses_other_file,
+        path=Path("m.py"),
+        relative="m.py",
+        line=0,
+        column=0,
+        prefix_text="",
+        suffix_text="",
+        expected=expected,
+        kind=kind,
+        uses_other_file=uses_other_file,
     )
 
 
@@ -240,7 +251,9 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file() 
     assert (result["id_none"], result["id_windows"], result["id_full"]) == (0.0, 50.0, 100.0)
     assert result["p50_ms"] == 25.0
     assert (result["p50_ms_none"], result["p50_ms_windows"], result["p50_ms_full"]) == (
-        10.0, 25.0, 40.0,
+        10.0,
+        25.0,
+        40.0,
     )
     per_kind = result["per_kind"]
     assert per_kind[NEXT_LINE]["samples"] == 1 and per_kind[MID_LINE]["samples"] == 1

@@ -13,8 +13,7 @@ from pytest_lsp import LanguageClient
 from tests.tiny_gguf import write_not_a_gguf
 
 PYTHON = (
-    "def area(width, height):\n    return width * height\n\n\n"
-    "def perimeter(w, h):\n    return \n"
+    "def area(width, height):\n    return width * height\n\n\ndef perimeter(w, h):\n    return \n"
 )
 CURSOR = types.Position(line=5, character=11)  # after "return "
 
@@ -214,9 +213,7 @@ async def test_missing_model_is_explained_once_and_other_features_work(
 
 
 @pytest.mark.settings({"completion": {"maxTokens": "lots", "temperature": -1}, "colour": 1})
-async def test_bad_settings_are_reported_and_defaults_kept(
-    client: LanguageClient, workspace: Path
-):
+async def test_bad_settings_are_reported_and_defaults_kept(client: LanguageClient, workspace: Path):
     warnings = " ".join(m.message for m in client.messages if m.type == types.MessageType.Warning)
     assert "codeagent.completion.maxTokens" in warnings
     assert "codeagent.completion.temperature" in warnings

@@ -24,13 +24,23 @@ def test_layers_merge_and_keep_what_they_do_not_name():
 def test_bad_values_are_reported_by_key_and_ignored():
     merged, errors = settings.merge(
         settings.Settings(),
-        {"completion": {"maxTokens": "many", "temperature": -1, "multiline": "sometimes"},
-         "engine": 4, "unknown": True, "logging": {"logCode": "yes"}},
+        {
+            "completion": {"maxTokens": "many", "temperature": -1, "multiline": "sometimes"},
+            "engine": 4,
+            "unknown": True,
+            "logging": {"logCode": "yes"},
+        },
     )
     assert merged == settings.Settings()
     joined = "\n".join(errors)
-    for key in ("completion.maxTokens", "completion.temperature", "completion.multiline",
-                "codeagent.engine", "codeagent.unknown", "logging.logCode"):
+    for key in (
+        "completion.maxTokens",
+        "completion.temperature",
+        "completion.multiline",
+        "codeagent.engine",
+        "codeagent.unknown",
+        "logging.logCode",
+    ):
         assert key in joined
 
 

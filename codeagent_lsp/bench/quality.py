@@ -29,9 +29,18 @@ KINDS = (NEXT_LINE, MID_LINE)
 
 # Folders that hold no code of the repository's own (dependencies, caches) or test code, whose
 # repetitive asserts would flatter every condition.
-_SKIP_DIRS = frozenset({
-    "test", "tests", "site-packages", "__pycache__", "node_modules", "venv", "build", "dist",
-})
+_SKIP_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "site-packages",
+        "__pycache__",
+        "node_modules",
+        "venv",
+        "build",
+        "dist",
+    }
+)
 _MIN_FILE_LINES = 20
 _MIN_CODE_CHARS = 8
 _MAX_LINE_CHARS = 160
@@ -144,7 +153,8 @@ def _candidate_lines(text: str, lines: list[str], suffix: str) -> list[int]:
     prose = _python_prose_lines(text) if suffix in (".py", ".pyi") else set()
     comment = ("#",) if suffix in _HASH_COMMENTS else _SLASH_COMMENTS
     return [
-        number for number, line in enumerate(lines)
+        number
+        for number, line in enumerate(lines)
         if number not in prose and _is_code_line(line, comment) and _mid_cuts(line)
     ]
 
@@ -152,7 +162,8 @@ def _candidate_lines(text: str, lines: list[str], suffix: str) -> list[int]:
 def _is_code_line(line: str, comment: tuple[str, ...]) -> bool:
     code = line.strip()
     return (
-        len(code) >= _MIN_CODE_CHARS and len(line) <= _MAX_LINE_CHARS
+        len(code) >= _MIN_CODE_CHARS
+        and len(line) <= _MAX_LINE_CHARS
         and not code.startswith(comment)
         and not code.startswith(('"""', "'''"))
     )
@@ -190,8 +201,9 @@ def _mid_cuts(line: str) -> list[int]:
     start = len(line) - len(line.lstrip())
     code_end = len(line.rstrip())
     return [
-        match.end() for match in _TOKEN.finditer(line)
-        if start < match.end() and len(line[match.end():code_end].strip()) >= _MIN_REST_CHARS
+        match.end()
+        for match in _TOKEN.finditer(line)
+        if start < match.end() and len(line[match.end() : code_end].strip()) >= _MIN_REST_CHARS
     ]
 
 
@@ -201,16 +213,19 @@ def _cut_column(line: str, kind: str, rng: random.Random) -> int:
     return rng.choice(_mid_cuts(line))
 
 
-def _mask(
-    path: Path, relative: str, lines: list[str], number: int, column: int, kind: str
-) -> Task:
+def _mask(path: Path, relative: str, lines: list[str], number: int, column: int, kind: str) -> Task:
     before = "".join(line + "\n" for line in lines[:number])
-    after = "".join("\n" + line for line in lines[number + 1:])
+    after = "".join("\n" + line for line in lines[number + 1 :])
     line = lines[number]
     return Task(
-        path=path, relative=relative, line=number, column=column,
-        prefix_text=before + line[:column], suffix_text=after,
-        expected=line[column:], kind=kind,
+        path=path,
+        relative=relative,
+        line=number,
+        column=column,
+        prefix_text=before + line[:column],
+        suffix_text=after,
+        expected=line[column:],
+        kind=kind,
     )
 
 
@@ -239,8 +254,9 @@ def levenshtein(a: str, b: str) -> int:
     for i, char_a in enumerate(a, 1):
         diagonal, row[0] = row[0], i
         for j, char_b in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(
-                row[j] + 1, row[j - 1] + 1, diagonal + (char_a != char_b)
+            diagonal, row[j] = (
+                row[j],
+                min(row[j] + 1, row[j - 1] + 1, diagonal + (char_a != char_b)),
             )
     return row[-1]
 
@@ -254,9 +270,7 @@ def edit_similarity(prediction: str, expected: str) -> float:
 
 def identifiers(text: str) -> list[str]:
     """Identifiers of the first line in order, Python keywords left out."""
-    return [
-        word for word in _IDENTIFIER.findall(_first_line(text)) if not keyword.iskeyword(word)
-    ]
+    return [word for word in _IDENTIFIER.findall(_first_line(text)) if not keyword.iskeyword(word)]
 
 
 def identifier_match(prediction: str, expected: str) -> float:
@@ -318,7 +332,10 @@ async def run_quality_bench(
 
 def _score(task: Task, condition: str, prediction: str, latency_ms: float) -> _Score:
     return _Score(
-        task=task, condition=condition, prediction=prediction, latency_ms=latency_ms,
+        task=task,
+        condition=condition,
+        prediction=prediction,
+        latency_ms=latency_ms,
         em=100.0 if exact_match(prediction, task.expected) else 0.0,
         es=edit_similarity(prediction, task.expected),
         id=identifier_match(prediction, task.expected),
@@ -370,10 +387,17 @@ def _table(names: list[str], result: Mapping[str, object]) -> str:
 def _row(score: _Score) -> dict[str, object]:
     task = score.task
     return {
-        "file": task.relative, "line": task.line, "column": task.column, "kind": task.kind,
-        "uses_other_file": task.uses_other_file, "condition": score.condition,
-        "expected": task.expected, "prediction": score.prediction,
-        "em": score.em, "es": round(score.es, 2), "id": round(score.id, 2),
+        "file": task.relative,
+        "line": task.line,
+        "column": task.column,
+        "kind": task.kind,
+        "uses_other_file": task.uses_other_file,
+        "condition": score.condition,
+        "expected": task.expected,
+        "prediction": score.prediction,
+        "em": score.em,
+        "es": round(score.es, 2),
+        "id": round(score.id, 2),
         "latency_ms": round(score.latency_ms, 2),
     }
 

@@ -26,14 +26,16 @@ CONDITIONS: tuple[Mode, ...] = ("none", "windows", "full")
 
 
 async def run(
-    settings: Settings, repo: Path, samples: int, seed: int,
+    settings: Settings,
+    repo: Path,
+    samples: int,
+    seed: int,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     say = progress or (lambda _m: None)
     root = repo.expanduser().resolve()
     index = WorkspaceIndex([(root.name, root)], settings.codegraph)
-    single_line = dataclasses.replace(settings.completion, multiline="never",
-                                      reuseSuggestion=False)
+    single_line = dataclasses.replace(settings.completion, multiline="never", reuseSuggestion=False)
     assistant = Assistant(dataclasses.replace(settings, completion=single_line))
     try:
         say(f"indexing {root} ...")
@@ -52,8 +54,10 @@ async def run(
         index.close()
     result["model"], result["device"] = info.name, info.device
     result["budgets"] = {
-        "prefix": settings.completion.prefixTokens, "suffix": settings.completion.suffixTokens,
-        "context": settings.completion.contextTokens, "total": settings.completion.totalTokens,
+        "prefix": settings.completion.prefixTokens,
+        "suffix": settings.completion.suffixTokens,
+        "context": settings.completion.contextTokens,
+        "total": settings.completion.totalTokens,
     }
     return result
 
@@ -70,7 +74,9 @@ def _condition(assistant: Assistant, index: WorkspaceIndex, assets: AssetIndex, 
         started = time.perf_counter()
         try:
             suggestion = await assistant.complete(
-                key, text, len(task.prefix_text),
+                key,
+                text,
+                len(task.prefix_text),
                 PromptFile(index.roots[0][0], task.relative, task.path),
             )
         finally:

@@ -21,7 +21,11 @@ from codeagent_lsp.settings import CodegraphSettings
 
 
 def run_related_bench(
-    repo: Path, samples: int, seed: int, budget: int, baseline_samples: int,
+    repo: Path,
+    samples: int,
+    seed: int,
+    budget: int,
+    baseline_samples: int,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     say = progress or (lambda _m: None)
@@ -42,13 +46,18 @@ def run_related_bench(
     p50 = statistics.median(cold + warm)
     base = statistics.median(baseline) if baseline else 0.0
     return {
-        "repo": str(root), "files": summary.files, "symbols": summary.symbols,
-        "samples": len(cursors), "graph_build_ms": round(build_ms, 1),
-        "p50_ms": round(p50, 2), "p95_ms": round(_quantile(cold + warm, 0.95), 2),
+        "repo": str(root),
+        "files": summary.files,
+        "symbols": summary.symbols,
+        "samples": len(cursors),
+        "graph_build_ms": round(build_ms, 1),
+        "p50_ms": round(p50, 2),
+        "p95_ms": round(_quantile(cold + warm, 0.95), 2),
         "cold_p50_ms": round(statistics.median(cold), 2),
         "warm_p50_ms": round(statistics.median(warm), 2),
         "snippets_p50": statistics.median(sizes),
-        "baseline_p50_ms": round(base, 2), "ratio_p50": round(p50 / base, 4) if base else None,
+        "baseline_p50_ms": round(base, 2),
+        "ratio_p50": round(p50 / base, 4) if base else None,
     }
 
 

@@ -101,10 +101,7 @@ class Indexer:
         exclude_globs: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.store = store
-        self.roots = [
-            Root.of(repo, path)
-            for repo, path in roots
-        ]
+        self.roots = [Root.of(repo, path) for repo, path in roots]
         self.max_file_bytes = max_file_bytes
         self._excludes = GitIgnoreSpec.from_lines(list(exclude_globs)) if exclude_globs else None
         self._ignore_files: dict[Path, GitIgnoreSpec | None] = {}

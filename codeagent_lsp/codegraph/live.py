@@ -60,8 +60,11 @@ def _edit(old: bytes, new: bytes) -> dict[str, object]:
         common_tail += 1
     old_end, new_end = len(old) - common_tail, len(new) - common_tail
     return {
-        "start_byte": start, "old_end_byte": old_end, "new_end_byte": new_end,
-        "start_point": _point(old, start), "old_end_point": _point(old, old_end),
+        "start_byte": start,
+        "old_end_byte": old_end,
+        "new_end_byte": new_end,
+        "start_point": _point(old, start),
+        "old_end_point": _point(old, old_end),
         "new_end_point": _point(new, new_end),
     }
 

@@ -44,7 +44,9 @@ class WorkspaceIndex:
         self.store = GraphStore.open(db_path)
         # Secrets (.env, keys, credentials) are never indexed, whatever the settings say.
         self.indexer = Indexer(
-            self.store, roots, max_file_bytes=settings.maxFileBytes,
+            self.store,
+            roots,
+            max_file_bytes=settings.maxFileBytes,
             exclude_globs=(*DEFAULT_DENY, *settings.exclude),
         )
         self.graph = CodeGraph(self.store)

@@ -135,10 +135,7 @@ class AssetIndex:
         max_file_bytes: int = 256_000,
         max_files: int = 2000,
     ) -> None:
-        self.roots = [
-            Root.of(repo, path)
-            for repo, path in roots
-        ]
+        self.roots = [Root.of(repo, path) for repo, path in roots]
         self.policy = policy
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files

@@ -93,9 +93,7 @@ def _walk_back(head: list[str], target: int, count: CountTokens) -> int:
     return 0
 
 
-def _suffix_end(
-    tail: list[str], budget: int, count: CountTokens, previous: Window | None
-) -> int:
+def _suffix_end(tail: list[str], budget: int, count: CountTokens, previous: Window | None) -> int:
     """How many of the suffix's lines (starting with the rest of the cursor line) to keep."""
     if budget <= 0:
         return 0

@@ -28,9 +28,16 @@ class ChatML(ChatTemplate):
     def build(self, system: str, user: str) -> list[Segment]:
         start, end = Special("<|im_start|>"), Special("<|im_end|>")
         return [
-            start, f"system\n{system}", end, "\n",
-            start, f"user\n{user}", end, "\n",
-            start, "assistant\n",
+            start,
+            f"system\n{system}",
+            end,
+            "\n",
+            start,
+            f"user\n{user}",
+            end,
+            "\n",
+            start,
+            "assistant\n",
         ]
 
 

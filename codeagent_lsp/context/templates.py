@@ -97,8 +97,14 @@ TEMPLATES: dict[str, FimTemplate] = {
             "<|fim_middle|>",
             repo_token="<|repo_name|>",
             file_token="<|file_sep|>",
-            stop_tokens=("<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|fim_prefix|>",
-                         "<|endoftext|>", "<|im_end|>"),
+            stop_tokens=(
+                "<|fim_pad|>",
+                "<|file_sep|>",
+                "<|repo_name|>",
+                "<|fim_prefix|>",
+                "<|endoftext|>",
+                "<|im_end|>",
+            ),
         ),
         FimTemplate(
             "starcoder2",

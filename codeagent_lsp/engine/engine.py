@@ -54,9 +54,7 @@ class GenerationJob:
     should_stop: Callable[[str], bool] | None = None
     """Called with the text so far after each token; True ends generation early."""
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    future: concurrent.futures.Future[Generation] = field(
-        default_factory=concurrent.futures.Future
-    )
+    future: concurrent.futures.Future[Generation] = field(default_factory=concurrent.futures.Future)
     outcome_if_cancelled: str = "cancelled"
 
     def cancel(self, outcome: str = "cancelled") -> None:

@@ -52,8 +52,9 @@ class IndexingFeature:
         if not ls.settings.codegraph.enabled or not self._may_index():
             return
         rules = ls.policy.index
-        roots = [(name, path) for name, path in ls.workspace_roots()
-                 if rules.repository_allowed(name)]
+        roots = [
+            (name, path) for name, path in ls.workspace_roots() if rules.repository_allowed(name)
+        ]
         # The policy's deny globs add to the settings' (and to the secrets, always denied).
         excluded = (*ls.settings.codegraph.exclude, *rules.deny)
         settings = replace(ls.settings.codegraph, exclude=excluded)
@@ -120,8 +121,9 @@ class IndexingFeature:
         self._progress_token = token
         self.server.work_done_progress.begin(
             token,
-            types.WorkDoneProgressBegin(title="codeagent: indexing", cancellable=True,
-                                        percentage=0),
+            types.WorkDoneProgressBegin(
+                title="codeagent: indexing", cancellable=True, percentage=0
+            ),
         )
         return token
 
@@ -139,7 +141,8 @@ class IndexingFeature:
             watchers=[types.FileSystemWatcher(glob_pattern="**/*")]
         )
         registration = types.Registration(
-            id="codeagent-watch", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            id="codeagent-watch",
+            method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
             register_options=options,
         )
         try:

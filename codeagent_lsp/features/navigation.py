@@ -15,13 +15,20 @@ from codeagent_lsp.codegraph.workspace import Location, word_at
 from codeagent_lsp.server import CodeagentServer, offset_of
 
 SYMBOL_KINDS = {
-    "function": types.SymbolKind.Function, "method": types.SymbolKind.Method,
-    "class": types.SymbolKind.Class, "interface": types.SymbolKind.Interface,
-    "struct": types.SymbolKind.Struct, "enum": types.SymbolKind.Enum,
-    "type": types.SymbolKind.TypeParameter, "variable": types.SymbolKind.Variable,
-    "constant": types.SymbolKind.Constant, "field": types.SymbolKind.Field,
-    "module": types.SymbolKind.Module, "macro": types.SymbolKind.Constant,
-    "namespace": types.SymbolKind.Namespace, "trait": types.SymbolKind.Interface,
+    "function": types.SymbolKind.Function,
+    "method": types.SymbolKind.Method,
+    "class": types.SymbolKind.Class,
+    "interface": types.SymbolKind.Interface,
+    "struct": types.SymbolKind.Struct,
+    "enum": types.SymbolKind.Enum,
+    "type": types.SymbolKind.TypeParameter,
+    "variable": types.SymbolKind.Variable,
+    "constant": types.SymbolKind.Constant,
+    "field": types.SymbolKind.Field,
+    "module": types.SymbolKind.Module,
+    "macro": types.SymbolKind.Constant,
+    "namespace": types.SymbolKind.Namespace,
+    "trait": types.SymbolKind.Interface,
     "impl": types.SymbolKind.Class,
 }
 
@@ -127,12 +134,14 @@ def register(server: CodeagentServer) -> None:
         for symbol in found:
             location = index.symbol_location(symbol, name_only=True)
             if location is not None:
-                result.append(types.SymbolInformation(
-                    name=symbol.definition.name,
-                    kind=SYMBOL_KINDS.get(symbol.definition.kind, types.SymbolKind.Variable),
-                    location=convert(location),
-                    container_name=symbol.definition.scope or None,
-                ))
+                result.append(
+                    types.SymbolInformation(
+                        name=symbol.definition.name,
+                        kind=SYMBOL_KINDS.get(symbol.definition.kind, types.SymbolKind.Variable),
+                        location=convert(location),
+                        container_name=symbol.definition.scope or None,
+                    )
+                )
         return result
 
 
