@@ -364,7 +364,7 @@ def _bench_latency(args: argparse.Namespace) -> int:
             args.file,
             args.keystrokes,
             args.baseline_requests,
-            progress=None if args.json else _progress,
+            progress=_progress,  # stderr: --json output stays clean on stdout
         )
     )
     print(json.dumps(result) if args.json else result["table"])
@@ -380,7 +380,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
             args.repo,
             args.samples,
             args.seed,
-            progress=None if args.json else _progress,
+            progress=_progress,  # stderr: --json output stays clean on stdout
         )
     )
     print(json.dumps(result) if args.json else result["table"])
@@ -399,7 +399,7 @@ def _bench_related(args: argparse.Namespace) -> int:
         args.seed,
         args.budget,
         args.baseline_samples,
-        progress=None if args.json else _progress,
+        progress=_progress,  # stderr: --json output stays clean on stdout
     )
     if args.json:
         print(json.dumps(result))
