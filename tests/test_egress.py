@@ -195,11 +195,32 @@ async def test_every_feature_works_without_a_network(offline_client: LanguageCli
         types.HoverParams(types.TextDocumentIdentifier(uri), position)
     )
     assert "class Circle" in hover.contents.value
+    references = await offline_client.text_document_references_async(
+        types.ReferenceParams(
+            context=types.ReferenceContext(include_declaration=True),
+            text_document=types.TextDocumentIdentifier(uri),
+            position=position,
+        )
+    )
+    assert len(references) >= 2
+    symbols = await offline_client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(types.TextDocumentIdentifier(uri))
+    )
+    assert {"describe", "main"} <= {s.name for s in symbols}
+    found = await offline_client.workspace_symbol_async(types.WorkspaceSymbolParams("Circ"))
+    assert any(s.name == "Circle" for s in found)
 
     end = types.Position(len(text.splitlines()) - 1, 0)
     await inline(offline_client, uri, end)
-    actions = await offline_client.text_document_code_action_async(actions_params(uri, 2))
-    explain = next(a for a in actions if a.title == "Explain this code")
-    await offline_client.code_action_resolve_async(explain)
+    await offline_client.text_document_completion_async(
+        types.CompletionParams(types.TextDocumentIdentifier(uri), end)
+    )
+    inside_describe = text[: text.index("# Name and area")].count("\n")
+    actions = await offline_client.text_document_code_action_async(
+        actions_params(uri, inside_describe)
+    )
+    assert len(actions) == 3  # explain, docstring, tests
+    for action in actions:
+        await offline_client.code_action_resolve_async(action)
     outcomes = [r["outcome"] for r in (await stats(offline_client))["records"]]
-    assert outcomes and set(outcomes) <= {"ok", "superseded"}, outcomes
+    assert len(outcomes) >= 5 and set(outcomes) <= {"ok", "superseded"}, outcomes
