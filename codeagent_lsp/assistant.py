@@ -288,7 +288,7 @@ class Assistant:
         where = self.policy.model_path_allowed(path)
         if not where.allowed:
             raise models.ModelError(where.reason)
-        self.model_sha256 = models.sha256_file(path)
+        self.model_sha256 = models.model_sha256(path)
         decision = self.policy.model_allowed(self.model_sha256)
         if not decision.allowed:
             raise models.ModelError(decision.reason)

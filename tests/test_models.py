@@ -148,6 +148,17 @@ def test_sha256_file_streams_with_progress(tmp_path: Path) -> None:
 # --- resolve ---------------------------------------------------------------------------------
 
 
+def test_model_hash_is_kept_until_the_file_changes(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    first = models.model_sha256(model)
+    assert first == hashlib.sha256(model.read_bytes()).hexdigest() == models.model_sha256(model)
+    swapped = tmp_path / "swapped.gguf"
+    swapped.write_bytes(b"GGUF" + bytes(63) + b"x")  # the same size
+    swapped.replace(model)
+    assert models.model_sha256(model) == hashlib.sha256(model.read_bytes()).hexdigest() != first
+
+
 def test_resolve_missing_default_names_pull_command(tmp_path: Path) -> None:
     with pytest.raises(
         ModelNotFound, match=re.escape("codeagent-lsp model pull qwen2.5-coder-0.5b")

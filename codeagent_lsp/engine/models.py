@@ -278,6 +278,20 @@ def _not_gguf(path: Path, why: str) -> str:
     return f"{path} is not a GGUF model file: {why}"
 
 
+_MODEL_HASHES: dict[tuple[int, int, int, int, int], str] = {}
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 of a model file, hashed once per version of the file: each connection of a node and
+    each settings reload asks again, at about a second per GB. The key holds the inode and the
+    change time, which no user can set back, so a file replaced or rewritten is hashed again."""
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _MODEL_HASHES:
+        _MODEL_HASHES[key] = sha256_file(path)
+    return _MODEL_HASHES[key]
+
+
 def sha256_file(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks; progress(bytes_done, bytes_total)."""
     digest = hashlib.sha256()
