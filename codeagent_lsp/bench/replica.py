@@ -64,8 +64,9 @@ class LocalReplica:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise ReplicaError(f"llama_cpp.server exited: {self._log_tail()}")
-            try:
-                if httpx.get(self.url + "/v1/models", headers=headers).status_code == 200:
+            try:  # loopback only; no proxy from the environment
+                answer = httpx.get(self.url + "/v1/models", headers=headers, trust_env=False)
+                if answer.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -73,9 +73,10 @@ def check_inference_url(url: str, allowed_urls: Iterable[str]) -> None:
     try:
         if allowed_url(url, allowed_urls):
             return
-        what = f"inference service {endpoint_of(url).host}:{endpoint_of(url).port}"
+        endpoint = endpoint_of(url)
     except ValueError as exc:
         raise PermissionError(errno.EINVAL, str(exc)) from exc
+    what = f"inference service {endpoint.host}:{endpoint.port}"
     if _active is not None:
         _active.on_refused(what)
     raise PermissionError(
@@ -161,9 +162,15 @@ def install(guard: EgressGuard) -> None:
             _hook_installed = True
 
 
+_SOCKET_EVENTS = frozenset(
+    {"socket.getaddrinfo", "socket.connect", "socket.sendto", "socket.sendmsg"}
+)
+
+
 def _audit_hook(event: str, args: tuple[object, ...]) -> None:
+    # Called for every audit event of the process (each open, import, exec): one set lookup.
     guard = _active
-    if guard is not None and event.startswith("socket."):
+    if guard is not None and event in _SOCKET_EVENTS:
         guard.on_event(event, args)
 
 
