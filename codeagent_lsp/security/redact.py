@@ -9,6 +9,7 @@ the prompt costs well under a millisecond.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -53,8 +54,10 @@ characters scores about 5, English words and identifiers 3 to 4, hex digests at 
 MIN_CLASS_CHANGES = 0.4
 
 
+@functools.lru_cache(maxsize=256)
 def redact(text: str) -> str:
-    """`text` with every secret it holds replaced by a `<redacted>` marker."""
+    """`text` with every secret it holds replaced by a `<redacted>` marker. Cached: while the user
+    types, the suffix and the repository context of each prompt are the same texts again."""
     text = _PRIVATE_KEY.sub("<redacted private key>", text)
     text = _TOKEN_SHAPES.sub(REDACTED, text)
     text = _URL_PASSWORD.sub(r"\1:" + REDACTED + "@", text)
