@@ -269,8 +269,7 @@ def _serve(args: argparse.Namespace) -> int:
         from codeagent_lsp import node
 
         return node.serve(args, limits, lambda models: build_server(args.log_level, models))
-    transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
-    return 0
+    return transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
 
 
 def _guard_egress(transport: str) -> None:
