@@ -322,7 +322,7 @@ class Connection:
 
     def handle_body(self, body: bytes | str) -> None:
         try:
-            message = json.loads(body)
+            message = valid_text(json.loads(_text_of(body)))
         except (ValueError, RecursionError):  # RecursionError: "[[[[...", deeper than Python
             metrics.DENIALS.labels("malformed").inc()
             self.reply_error(None, PARSE_ERROR, "Parse error: the message is not valid JSON")
@@ -411,6 +411,28 @@ class Connection:
         error = {"code": code, "message": message}
         # _send_data frames the reply the way this connection's writer needs (headers or not).
         self.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "error": error})
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_of(body: bytes | str) -> str:
+    """A body's text: bytes that are not UTF-8 become U+FFFD (the rest of the message stands)."""
+    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+
+
+def valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD. JSON may carry one
+    (`"\\ud83d"`, half an emoji cut by a client); Python's json keeps it, and it cannot be
+    encoded later (UTF-8 for the model, the audit log). U+FFFD is one code point and one UTF-16
+    unit, as the surrogate was, so the client's positions stay right."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    return value
 
 
 def _id_of(message: object) -> object:
