@@ -286,10 +286,9 @@ def _serve(args: argparse.Namespace) -> int:
         return node.serve(args, limits, lambda models: build_server(args.log_level, models))
     server = build_server(args.log_level)
     try:
-        transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
+        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
     finally:
         server.close()  # the engine stopped, the audit rows written (a stop signal skips shutdown)
-    return 0
 
 
 def _guard_egress(transport: str) -> None:

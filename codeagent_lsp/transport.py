@@ -497,20 +497,23 @@ def serve_stdio(
     identity: Identity,
     limits: Limits,
     on_denied: Callable[[Identity, str, str], None] | None = None,
-) -> None:
+) -> int:
     """Serve one client over stdin/stdout until stdin ends, the client sends `exit`, or
     SIGTERM/SIGINT arrives (then the requests in progress are answered first). `on_denied` as
-    for `Connection`."""
+    for `Connection`. Returns the process's exit status: 1 for an `exit` without a `shutdown`
+    before it (as the LSP specification says), else 0 (a stop signal included)."""
     server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
     connection = Connection(server.protocol, identity, limits, on_denied=on_denied)
+    status = 0
     try:
         asyncio.run(_serve_stdio(connection))
     except BrokenPipeError:
         log.error("the client closed stdout; shutting down")
-    except SystemExit:  # pygls's `exit` handler
-        pass
+    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
+        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         server.shutdown()
+    return status
 
 
 async def _serve_stdio(connection: Connection) -> None:
