@@ -20,10 +20,10 @@ from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.engine.pool import BackendPool
-from codeagent_lsp.features import guarded
-from codeagent_lsp.security import fileuri, guard
+from codeagent_lsp.features import FEATURE_OF, guarded
+from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
-from codeagent_lsp.security.identity import os_identity
+from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.policy import policy_in_force
 from codeagent_lsp.security.roots import Root
 
@@ -130,6 +130,12 @@ class CodeagentServer(LanguageServer):
                 rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
             )
         return self._audit
+
+    def audit_refusal(self, who: Identity, method: str, reason: str) -> None:
+        """A request the transport refused before any feature ran (busy, rate limited) is
+        audited too, as a denial of its feature."""
+        row = audit.new_row(who, FEATURE_OF.get(method, method[:100]), None, None)
+        audit.deny(self.audit, row, reason)
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -274,7 +280,11 @@ class CodeagentServer(LanguageServer):
         )
 
     def close(self) -> None:
-        """Free the model and the CodeGraph: on shutdown, or when a network client leaves."""
+        """Write the queued audit rows, free the model (its backend's close() stops the engine)
+        and the CodeGraph: on shutdown, on a stop signal, or when a network client leaves.
+        Closing twice is harmless."""
+        if self._audit is not None:
+            self._audit.flush()
         self.assistant.close()
         if self.codegraph is not None:
             self.codegraph.close()

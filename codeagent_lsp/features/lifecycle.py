@@ -42,7 +42,6 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodeagentServer, _params: None) -> None:
-        ls.audit.flush()
         ls.close()
 
     # pygls applies the changes to its workspace itself; these keep the CodeGraph and the
