@@ -1,4 +1,5 @@
-"""pygls's open documents on LSP's line model (`codeagent_lsp.lines`).
+"""pygls's open documents on LSP's line model (`codeagent_lsp.lines`), keyed by one normal form
+of their URI (`codeagent_lsp.security.fileuri`).
 
 pygls 2.1.1's `TextDocument.lines` is `source.splitlines(True)`, which also ends lines at form
 feed, vertical tab, `\\x1c`-`\\x1e`, `\\x85`, U+2028 and U+2029: an incremental edit after such a
@@ -10,11 +11,13 @@ range is converted with LSP's rules and applied to the text as one slice.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.workspace import TextDocument, Workspace
 
 from codeagent_lsp import lines
+from codeagent_lsp.security.fileuri import document_key
 
 
 class LspTextDocument(TextDocument):
@@ -35,7 +38,11 @@ class LspTextDocument(TextDocument):
 
 
 class LspWorkspace(Workspace):
-    """pygls's workspace, creating `LspTextDocument`s."""
+    """pygls's workspace, creating `LspTextDocument`s and keying open documents and folders by
+    the normal form of their URI (`fileuri.document_key`), so that any spelling of a URI finds
+    them; pygls keys them by the URI with its escapes decoded, so `file://localhost/a.py` or a
+    folder removed in another spelling than it was added would be missed. A document keeps the
+    URI it was opened with (`TextDocument.uri`): replies name it that way."""
 
     def _create_text_document(
         self,
@@ -53,9 +60,43 @@ class LspWorkspace(Workspace):
             position_codec=self._position_codec,
         )
 
+    def put_text_document(
+        self, text_document: types.TextDocumentItem, notebook_uri: str | None = None
+    ) -> None:
+        super().put_text_document(text_document, notebook_uri)
+        document = self._text_documents.pop(unquote(text_document.uri))
+        self._text_documents[document_key(text_document.uri)] = document
 
-def use_lsp_lines(workspace: Workspace) -> None:
-    """Make the workspace pygls created at `initialize` create LSP-line documents. pygls builds
-    it inside its own `initialize` handler with no hook for the document class, so the class
-    of that object is switched (LspWorkspace adds no state)."""
+    def get_text_document(self, doc_uri: str) -> TextDocument:
+        found = self._text_documents.get(document_key(doc_uri))
+        return found if found is not None else self._create_text_document(doc_uri)
+
+    def remove_text_document(self, doc_uri: str) -> None:
+        super().remove_text_document(doc_uri)
+        self._text_documents.pop(document_key(doc_uri), None)
+
+    def update_text_document(
+        self,
+        text_doc: types.VersionedTextDocumentIdentifier,
+        change: types.TextDocumentContentChangeEvent,
+    ) -> None:
+        document = self._text_documents[document_key(text_doc.uri)]
+        document.apply_change(change)
+        document.version = text_doc.version
+
+    def add_folder(self, folder: types.WorkspaceFolder) -> None:
+        self._folders[document_key(folder.uri)] = folder
+
+    def remove_folder(self, folder_uri: str) -> None:
+        self._folders.pop(document_key(folder_uri), None)
+
+
+def use_lsp_workspace(workspace: Workspace) -> None:
+    """Make the workspace pygls created at `initialize` an LspWorkspace. pygls builds it inside
+    its own `initialize` handler with no hook for the class, so the class of that object is
+    switched (LspWorkspace adds no state); the folders it already holds are keyed again."""
     workspace.__class__ = LspWorkspace
+    folders = list(workspace.folders.values())
+    workspace.folders.clear()
+    for folder in folders:
+        workspace.add_folder(folder)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
@@ -107,8 +106,6 @@ class CodeagentServer(LanguageServer):
         """Repository context for completion prompts, once the CodeGraph is open."""
         self._told_refused: set[str] = set()
         """Documents (by normal form) the user was told are not served."""
-        self.spellings = fileuri.Spellings()
-        """Each open document's URI as the client spelled it, by normal form."""
         self.policy = policy_in_force()
         """The administrator's policy, read once at start (never from the client)."""
         self.identity = os_identity()
@@ -217,9 +214,7 @@ class CodeagentServer(LanguageServer):
     def document(self, uri: str) -> TextDocument | None:
         """The open document `uri` names, in any spelling of it (percent-escapes, `localhost`),
         or None. Never reads from disk."""
-        spelling = self.spellings.of(uri)
-        # pygls keys its open documents by the URI with its escapes decoded.
-        return None if spelling is None else self.workspace.text_documents.get(unquote(spelling))
+        return self.workspace.text_documents.get(fileuri.document_key(uri))
 
     def open_document(self, uri: str) -> TextDocument:
         """An open document; never reads from disk (a URI of an unopened file is refused)."""
@@ -230,6 +225,11 @@ class CodeagentServer(LanguageServer):
         if refusal is not None:
             raise JsonRpcInvalidParams(f"codeagent: {uri} is not served: {refusal}")
         return document
+
+    def uri_for(self, path: PurePath | str) -> str:
+        """How a reply names a file: as the client spelled it when it is open there."""
+        document = self.document(fileuri.uri_of(path))
+        return document.uri if document is not None else fileuri.uri_of(path)
 
     def open_text(self, path: PurePath | str) -> str | None:
         """The editor's text of a file when it is open there, else None."""

@@ -10,7 +10,9 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lsprotocol import types
 
+from codeagent_lsp.documents import LspWorkspace
 from codeagent_lsp.security import fileuri, guard
 from codeagent_lsp.security.roots import Root
 
@@ -39,15 +41,25 @@ def test_every_spelling_of_a_path_has_one_normal_form(path: str) -> None:
 
 
 @given(paths)
-def test_spellings_answer_with_the_clients_own(path: str) -> None:
-    table = fileuri.Spellings()
-    vscode, neovim, *_ = spellings(path)
-    table.opened(neovim)
-    assert table.of(vscode) == neovim
-    assert table.of_path(path) == neovim
-    table.closed(vscode)
-    assert table.of(neovim) is None
-    assert fileuri.path_of(table.of_path(path)) == PurePosixPath(path)
+def test_the_workspace_finds_a_document_and_a_folder_in_any_spelling(path: str) -> None:
+    workspace = LspWorkspace(None, types.TextDocumentSyncKind.Incremental)
+    opened, *others = spellings(path)
+    workspace.put_text_document(types.TextDocumentItem(opened, "python", 1, "x = 1\n"))
+    for uri in others:
+        document = workspace.get_text_document(uri)
+        assert document.uri == opened  # replies name it as the client did
+        assert document.source == "x = 1\n"
+    end = types.Position(1, 0)
+    change = types.TextDocumentContentChangePartial(types.Range(end, end), "y = 2\n")
+    workspace.update_text_document(
+        types.VersionedTextDocumentIdentifier(version=2, uri=others[-1]), change
+    )
+    assert workspace.get_text_document(opened).source == "x = 1\ny = 2\n"
+    workspace.remove_text_document(others[0])
+    assert workspace.text_documents == {}
+    workspace.add_folder(types.WorkspaceFolder(opened, "f"))
+    workspace.remove_folder(others[1])
+    assert workspace.folders == {}
 
 
 @pytest.mark.parametrize(

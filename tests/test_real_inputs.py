@@ -154,6 +154,15 @@ async def test_a_request_in_another_spelling_finds_the_open_document(odd_client:
     ):
         params = types.HoverParams(types.TextDocumentIdentifier(uri), position_of(APP, "größe(2)"))
         assert "def größe(r)" in (await client.text_document_hover_async(params)).contents.value
+    # Edits and the close may come in another spelling too.
+    localhost = opened.replace("file://", "file://localhost", 1)
+    type_at(client, localhost, types.Position(3, 0), "\ndef helper():\n    return 1\n", 2)
+    doc = types.TextDocumentIdentifier(spell(root / f"app {ODD}.py", other))
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc))
+    assert [s.name for s in symbols] == ["main", "helper"]
+    client.text_document_did_close(types.DidCloseTextDocumentParams(doc))
+    with pytest.raises(JsonRpcInvalidParams, match="not open"):
+        await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc))
 
 
 async def test_windows_drive_letter_uris_are_refused_cleanly(odd_client: LanguageClient):

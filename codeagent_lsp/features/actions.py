@@ -204,7 +204,7 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
             )
         )
         return None
-    uri = ls.spellings.of_path(proposal.plan.file)
+    uri = ls.uri_for(proposal.plan.file)
     lines = (proposal.existing or "").split("\n")
     starts = [_line_start(lines, insertion.line) for insertion in proposal.insertions]
     edits = [

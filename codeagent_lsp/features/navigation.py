@@ -54,7 +54,7 @@ class Locations:
         points = self._file_points(location.path)
         start = types.Position(*points.position(location.line, location.col))
         end = types.Position(*points.position(location.end_line, location.end_col))
-        return types.Location(self.ls.spellings.of_path(location.path), types.Range(start, end))
+        return types.Location(self.ls.uri_for(location.path), types.Range(start, end))
 
     def _file_points(self, path: Path) -> lines.Points:
         if path not in self._points:

@@ -4,8 +4,8 @@ up or keyed (open documents, KV-cache slots, CodeGraph paths, policy globs, audi
 Editors spell the same file differently: `file:///home/u/my%20dir/a.py` (VS Code encodes
 everything but letters, digits and `-._~/`), `file:///home/u/my%20dir/a+b@c.py` (Neovim keeps
 `+` and `@`), `%C3%A9` or `%c3%a9`, `file://localhost/...`. The normal form is the decoded
-absolute path. Replies name a file the way the client spelled it (`Spellings`), since some
-clients compare URIs as strings.
+absolute path. Replies name a file open in the editor the way the client spelled it (some
+clients compare URIs as strings).
 
 Windows drive-letter URIs (`file:///c%3A/...`) name no file on this machine (the server runs
 on Linux and macOS): they have no path, and `refusal` says so.
@@ -63,24 +63,3 @@ def uri_of(path: PurePosixPath | str) -> str:
     """A `file:` URI for an absolute path, every character but `-._~/`, letters and digits
     escaped (as VS Code does; every client decodes it)."""
     return "file://" + quote(str(path), safe="/")
-
-
-class Spellings:
-    """The URI each open document was opened with, by normal form: replies use it."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[str, str] = {}
-
-    def opened(self, uri: str) -> None:
-        self._by_key[document_key(uri)] = uri
-
-    def closed(self, uri: str) -> None:
-        self._by_key.pop(document_key(uri), None)
-
-    def of(self, uri: str) -> str | None:
-        """The client's spelling of an open document named by any spelling, or None."""
-        return self._by_key.get(document_key(uri))
-
-    def of_path(self, path: PurePosixPath | str) -> str:
-        """How to name a file in a reply: the client's spelling when it is open there."""
-        return self._by_key.get(str(PurePosixPath(path))) or uri_of(path)
