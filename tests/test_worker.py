@@ -182,7 +182,7 @@ def test_sigill_at_first_decode_steps_down_to_no_repacking(make_supervisor: Make
 def test_sigkill_during_generation_fails_that_request_and_restarts_as_it_was(
     make_supervisor: MakeSupervisor,
 ) -> None:
-    supervisor = make_supervisor(fault="SIGKILL@token=2#first")
+    supervisor = make_supervisor(fault="SIGKILL@generated=2#first")
     prompt = supervisor.tokenize(CODE)
     with pytest.raises(EngineError, match="killed"):
         generate(supervisor, "a.py", prompt, max_tokens=8)
@@ -229,7 +229,9 @@ def test_exits_are_told_in_words(returncode: int, words: str) -> None:
     assert words in describe_exit(returncode, ["ERROR boom"])
 
 
-@pytest.mark.parametrize("spec", ["SIGNOPE@load", "SIGILL@later", "SIGILL@token", "SIGILL@load#x"])
+@pytest.mark.parametrize(
+    "spec", ["SIGNOPE@load", "SIGILL@later", "SIGILL@generated", "SIGILL@load#x"]
+)
 def test_a_bad_fault_spec_is_refused(spec: str) -> None:
     with pytest.raises(faults.FaultSpecError):
         faults.Fault.parse(spec)
@@ -329,7 +331,7 @@ async def test_sigill_at_first_decode_is_told_and_the_next_completion_is_served(
     assert len([m for m in client.messages if "illegal instruction" in m.message]) == 1
 
 
-@pytest.mark.parametrize("fault_env", ["SIGKILL@token=2#first"], indirect=True)
+@pytest.mark.parametrize("fault_env", ["SIGKILL@generated=2#first"], indirect=True)
 async def test_sigkill_during_generation_costs_one_request_and_the_audit_holds(
     fault_env: Path, crashy: LanguageClient
 ) -> None:

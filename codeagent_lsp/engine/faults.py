@@ -6,11 +6,11 @@ Set `CODEAGENT_TEST_WORKER_FAULT` in the language server's environment to
 
 - SIGNAL: a signal name (`SIGILL`, `SIGKILL`, `SIGSEGV`, `SIGABRT`, `SIGBUS`, ...);
 - POINT: `load` (before the model loads), `decode` (at the worker's first llama_decode), or
-  `token=N` (after the N-th generated token);
+  `generated=N` (after the N-th generated token);
 - CONDITION (optional): `repack` (only while weight repacking is on, like the AMX fault),
   `first` (only in the first worker a server starts).
 
-Example: `SIGILL@decode#repack` is what an AMX VM does; `SIGKILL@token=2#first` an OOM kill.
+Example: `SIGILL@decode#repack` is what an AMX VM does; `SIGKILL@generated=2#first` an OOM kill.
 Never set it in production: it exists so tests can prove the supervisor's recovery.
 """
 
@@ -33,7 +33,7 @@ class FaultSpecError(ValueError):
 class Fault:
     signal: signal.Signals
     point: str
-    """load, decode or token."""
+    """load, decode or generated."""
     tokens: int = 0
     condition: str = ""
 
@@ -47,8 +47,13 @@ class Fault:
             sig = signal.Signals[name.strip().upper()]
         except KeyError:
             raise FaultSpecError(f"{ENV}: unknown signal {name!r}") from None
-        if point not in ("load", "decode", "token") or (point == "token") != count.isdigit():
-            raise FaultSpecError(f"{ENV}: the point must be load, decode or token=N, not {point!r}")
+        if (
+            point not in ("load", "decode", "generated")
+            or (point == "generated") != count.isdigit()
+        ):
+            raise FaultSpecError(
+                f"{ENV}: the point must be load, decode or generated=N, not {point!r}"
+            )
         if condition not in ("", "repack", "first"):
             raise FaultSpecError(f"{ENV}: the condition must be repack or first, not {condition!r}")
         return cls(sig, point, int(count or 0), condition)
@@ -65,7 +70,7 @@ class Fault:
         """Wrap the runtime's first decode or its token pieces (one call per generated token)."""
         if self.point == "decode":
             runtime.decode = self._before(runtime.decode, 1)
-        elif self.point == "token":
+        elif self.point == "generated":
             runtime.piece = self._before(runtime.piece, self.tokens + 1)
 
     def _before(self, call: Callable[..., Any], nth: int) -> Callable[..., Any]:
