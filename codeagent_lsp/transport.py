@@ -427,18 +427,24 @@ def _observe(method: str, started: float, outcome: str) -> None:
 CHUNK = 64 * 1024
 
 
-def serve_stdio(server: JsonRPCServer, identity: Identity, limits: Limits) -> None:
-    """Serve one client over stdin/stdout until stdin ends or the client sends `exit`."""
+def serve_stdio(server: JsonRPCServer, identity: Identity, limits: Limits) -> int:
+    """Serve one client over stdin/stdout until stdin ends or the client sends `exit`.
+    Returns the process's exit status: 1 for an `exit` without a `shutdown` before it (as the
+    LSP specification says), else 0."""
     server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
     connection = Connection(server.protocol, identity, limits)
+    status = 0
     try:
         asyncio.run(_pump(sys.stdin.fileno(), connection))
     except BrokenPipeError:
         log.error("the client closed stdout; shutting down")
-    except (KeyboardInterrupt, SystemExit):  # SystemExit: pygls's `exit` handler
+    except KeyboardInterrupt:
         pass
+    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
+        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         server.shutdown()
+    return status
 
 
 async def _pump(fd: int, connection: Connection) -> None:
