@@ -140,6 +140,16 @@ def test_the_worker_gets_a_scrubbed_environment_and_its_memory_cap(
     assert str(4096 * 1024 * 1024) in data
 
 
+def test_a_memory_cap_too_small_for_the_context_is_a_clear_error(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor(memoryLimitMB=200, contextSize=1_000_000, wait=False)
+    with pytest.raises(EngineError, match="memoryLimitMB caps it at 200 MiB"):
+        supervisor.wait_loaded(timeout=WAIT)
+    worker = worker_state(supervisor)
+    assert (worker["state"], worker["starts"], worker["crashes"]) == ("stopped", 1, 0)
+
+
 def test_the_worker_refuses_every_socket() -> None:
     """Python code meets the audit hook; native code (ctypes' libc here, llama.cpp or a GPU
     runtime in the worker) meets the seccomp filter."""

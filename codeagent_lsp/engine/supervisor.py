@@ -140,6 +140,8 @@ class _Process:
     )
     decoded: bool = False
     """A token or a result came back: this build runs on this machine."""
+    garbled: str = ""
+    """Why the worker was killed for a malformed message, if it was."""
     stderr_done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -332,10 +334,11 @@ class Supervisor:
             while (message := read_message(stdout)) is not None:
                 self._on_message(proc, message)
         except ProtocolError as exc:
-            log.error("model worker %d sent garbage: %s", proc.start, exc)
+            proc.garbled = str(exc)
             proc.popen.kill()
-        except Exception:  # a reader that dies would leave every request hanging
+        except Exception as exc:  # a reader that dies would leave every request hanging
             log.exception("model worker %d: unexpected message", proc.start)
+            proc.garbled = type(exc).__name__
             proc.popen.kill()
         self._ended(proc)
 
@@ -429,7 +432,11 @@ class Supervisor:
             self._crashed(proc, returncode)
 
     def _crashed(self, proc: _Process, returncode: int) -> None:
-        cause = describe_exit(returncode, list(proc.stderr))
+        cause = (
+            f"the model worker sent a malformed message ({proc.garbled}) and was stopped"
+            if proc.garbled
+            else describe_exit(returncode, list(proc.stderr))
+        )
         log.error("model worker %d ended (status %d): %s", proc.start, returncode, cause)
         self._fail_all(EngineError(cause))
         now = time.monotonic()

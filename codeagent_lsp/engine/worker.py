@@ -221,7 +221,9 @@ def main(argv: list[str]) -> int:
     try:
         info = engine.wait_loaded()
     except EngineError as exc:
-        outbox.send({"op": "loadFailed", "message": str(exc)})
+        cap = settings.memoryLimitMB
+        hint = f"; codeagent.engine.memoryLimitMB caps it at {cap} MiB" if cap > 0 else ""
+        outbox.send({"op": "loadFailed", "message": f"{exc}{hint}"})
         return 0
     if fault:
         fault.arm(engine.runtime)
