@@ -284,7 +284,11 @@ def _serve(args: argparse.Namespace) -> int:
         from codeagent_lsp import node
 
         return node.serve(args, limits, lambda models: build_server(args.log_level, models))
-    return transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
+    server = build_server(args.log_level)
+    try:
+        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
+    finally:
+        server.close()  # the engine stopped, the audit rows written (a stop signal skips shutdown)
 
 
 def _guard_egress(transport: str) -> None:
