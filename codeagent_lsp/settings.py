@@ -39,9 +39,16 @@ class EngineSettings:
     cacheShift: bool = True
     """Reuse the cached suffix after an edit in the prefix by shifting its positions
     (llama_memory_seq_add) instead of evaluating it again."""
+    repack: bool = True
+    """Repack weights for the CPU's fastest kernels (llama.cpp's extra buffer types; off is
+    llama-server's --no-repack). Turned off by itself when the worker crashes at first decode."""
+    memoryLimitMB: int = 0
+    """Cap on the model worker's private memory (RLIMIT_DATA, MiB; the mapped model file is not
+    counted); 0 = no cap. Past it llama.cpp fails to allocate and the worker is restarted."""
     backend: Literal["embedded", "remote"] = "embedded"
-    """embedded: run the model in this process; remote: send requests to the inference
-    replicas of codeagent.remote (llama-server, vLLM or any OpenAI-compatible service)."""
+    """embedded: run the model in a supervised worker process on this machine; remote: send
+    requests to the inference replicas of codeagent.remote (llama-server, vLLM or any
+    OpenAI-compatible service)."""
 
 
 @dataclass(frozen=True)
