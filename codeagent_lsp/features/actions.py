@@ -17,8 +17,10 @@ from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidRequest
+from pygls.workspace import TextDocument
 
 from codeagent_lsp import actions as pipeline
+from codeagent_lsp import lines
 from codeagent_lsp.assistant import ModelUnavailable
 from codeagent_lsp.context import testgen
 from codeagent_lsp.context.instruct import code_at, code_key
@@ -46,9 +48,15 @@ def register(server: CodeagentServer) -> None:
         if ls.workspace.folders and prompt_location(ls, document)[0] is None:
             # Actions send the file and its neighbours to the model: workspace files only.
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
-        line = params.range.start.line
-        target = code_at(document.source, str(document_path(document)), line)
-        data = {"uri": params.text_document.uri, "line": line, "end": params.range.end.line}
+        source = document.source
+        line = _row(source, params.range.start.line)
+        target = code_at(source, str(document_path(document)), line)
+        # The action's data is ours: it holds rows as the pipeline counts them.
+        data = {
+            "uri": params.text_document.uri,
+            "line": line,
+            "end": _row(source, params.range.end.line),
+        }
         actions = [_action("Explain this code", types.CodeActionKind.Refactor, EXPLAIN, data)]
         if target.name:
             actions.append(
@@ -68,8 +76,8 @@ def register(server: CodeagentServer) -> None:
         for diagnostic in params.context.diagnostics:
             fix = {
                 **data,
-                "line": diagnostic.range.start.line,
-                "end": diagnostic.range.end.line,
+                "line": _row(source, diagnostic.range.start.line),
+                "end": _row(source, diagnostic.range.end.line),
                 "message": diagnostic.message,
             }
             actions.append(
@@ -163,7 +171,7 @@ async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.Workspa
         data["line"],
         "docstring:" + data["uri"],
     )
-    return _workspace_edit(data["uri"], document.source, edit) if edit else None
+    return _workspace_edit(data["uri"], document, edit) if edit else None
 
 
 async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
@@ -177,7 +185,7 @@ async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit
         data["message"],
         "fix:" + data["uri"],
     )
-    return _workspace_edit(data["uri"], document.source, edit) if edit else None
+    return _workspace_edit(data["uri"], document, edit) if edit else None
 
 
 async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
@@ -205,23 +213,15 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
         )
         return None
     uri = ls.uri_for(proposal.plan.file)
-    lines = (proposal.existing or "").split("\n")
-    starts = [_line_start(lines, insertion.line) for insertion in proposal.insertions]
-    edits = [
-        types.TextEdit(range=types.Range(at, at), new_text=insertion.text)
-        for at, insertion in zip(starts, proposal.insertions, strict=True)
-    ]
+    points = lines.Points(proposal.existing or "", ls.workspace.position_codec.client_num_units)
+    edits = []
+    for insertion in proposal.insertions:  # a row past the last is the end of the file
+        at = types.Position(*points.position(insertion.line, 0))
+        edits.append(types.TextEdit(range=types.Range(at, at), new_text=insertion.text))
     if proposal.existing is not None:
         return types.WorkspaceEdit(document_changes=[_text_edit(uri, edits)])
     create = types.CreateFile(uri=uri, options=types.CreateFileOptions(ignore_if_exists=True))
     return types.WorkspaceEdit(document_changes=[create, _text_edit(uri, edits)])
-
-
-def _line_start(lines: list[str], line: int) -> types.Position:
-    """Where `line` starts; past the last line, the end of the file."""
-    if line < len(lines):
-        return types.Position(line, 0)
-    return types.Position(len(lines) - 1, len(lines[-1]))
 
 
 def _text_edit(uri: str, edits: list[types.TextEdit]) -> types.TextDocumentEdit:
@@ -231,13 +231,24 @@ def _text_edit(uri: str, edits: list[types.TextEdit]) -> types.TextDocumentEdit:
     )
 
 
-def _workspace_edit(uri: str, text: str, edit: pipeline.LineEdit) -> types.WorkspaceEdit:
-    """A line edit as LSP: an insertion before a line, or a replacement of whole lines."""
-    lines = text.split("\n")
-    start = types.Position(edit.first, 0)
+def _row(text: str, line: int) -> int:
+    """The row (lines ended by `\\n` only, as the pipeline and tree-sitter count them) that an
+    LSP line starts on; LSP also ends lines at a lone `\\r`."""
+    starts = lines.line_starts(text)
+    return text.count("\n", 0, starts[min(max(line, 0), len(starts) - 1)])
+
+
+def _workspace_edit(
+    uri: str, document: TextDocument, edit: pipeline.LineEdit
+) -> types.WorkspaceEdit:
+    """A line edit as LSP: an insertion before a row, or a replacement of whole rows, with
+    positions on LSP's lines in the client's encoding."""
+    text = document.source
+    points = lines.Points(text, document.position_codec.client_num_units)
+    start = types.Position(*points.position(edit.first, 0))
     if edit.last < edit.first:
         change = types.TextEdit(range=types.Range(start, start), new_text=edit.text + "\n")
     else:
-        end = types.Position(edit.last, len(lines[edit.last]))
+        end = types.Position(*points.position(edit.last, len(text)))  # the row's end
         change = types.TextEdit(range=types.Range(start, end), new_text=edit.text)
     return types.WorkspaceEdit(changes={uri: [change]})
