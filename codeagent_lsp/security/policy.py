@@ -86,8 +86,9 @@ class PathRules:
     deny: tuple[str, ...] = ()
 
     def path_policy(self, extra_deny: tuple[str, ...] = ()) -> PathPolicy:
-        """Secrets (DEFAULT_DENY) are always denied: these rules only add to them."""
-        return PathPolicy(deny=(*self.deny, *extra_deny), allow=self.allow)
+        """Secrets (DEFAULT_DENY) are always denied: these rules only add to them, and
+        `extra_deny` (a client's codegraph.exclude) adds to both and re-admits nothing."""
+        return PathPolicy(deny=self.deny, allow=self.allow, also_deny=extra_deny)
 
     def repository_allowed(self, repository: str | None) -> bool:
         return _matches(repository or "", self.repositories)
@@ -99,6 +100,9 @@ class AuditRules:
     """Empty: $XDG_STATE_HOME/codeagent-lsp/audit.sqlite3."""
     store_prompts: bool = False
     store_code: bool = False
+    on_failure: str = "refuse"
+    """refuse: while rows cannot be written, requests are refused with the reason (fail
+    closed); continue: they are served and the failure is logged (best effort)."""
 
     def db_path(self) -> Path:
         if self.db:
@@ -127,6 +131,9 @@ class Policy:
     inference_urls: tuple[str, ...] = ()
     """Inference services off this machine that may be contacted ([network] inference): the
     only connections the process may open besides loopback; empty: none."""
+    inference_token_file: str = ""
+    """File holding the bearer token sent to inference services ([network] token_file): the
+    administrator's, never a client's; empty: no token is sent."""
     locked: str = ""
     """Why every request is refused (the policy file is unusable); empty when it is not."""
 
@@ -178,6 +185,18 @@ class Policy:
         if feature in MODEL_FEATURES and path is not None and not self.may_prompt(repository, path):
             return Decision(False, f"{path} may not be sent to the model ({self._where()})")
         return Decision(True)
+
+    def repository_open(self, identity: Identity, repository: str) -> Decision:
+        """May `identity` use `repository` at all (any of its roles lists it)?"""
+        if self.locked:
+            return Decision(False, self.locked)
+        roles = [self.roles[name] for name in self.roles_of(identity) if name in self.roles]
+        if any(_matches(repository, r.repositories) for r in roles):
+            return Decision(True)
+        return Decision(
+            False,
+            f"repository {repository!r} is not open to user {identity.user!r} ({self._where()})",
+        )
 
     def may_prompt(self, repository: str | None, path: str) -> bool:
         """May this file's text be put in a prompt?"""
@@ -286,7 +305,13 @@ def parse(path: Path) -> Policy:
         model_paths=model_paths,
         audit=_audit(reader, data),
         inference_urls=_inference_urls(reader, data),
+        inference_token_file=_network(reader, data).get("token_file", ""),
     )
+    for what in ("name", "sha256"):  # rights follow the name: a twin would get the other's
+        values = [getattr(t, what) for t in policy.tokens]
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            reader.fail(f"[[token]] {what} {twice} appears more than once; each must be unique")
     named = [policy.default_role] if policy.default_role else []
     named += [a.role for a in policy.assignments] + [t.role for t in policy.tokens if t.role]
     missing = sorted({r for r in named if r not in roles})
@@ -347,9 +372,15 @@ def _models(reader: _Reader, data: dict[str, Any]) -> tuple[tuple[str, ...], tup
     return digests, paths
 
 
-def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+def _network(reader: _Reader, data: dict[str, Any]) -> dict[str, Any]:
     table = reader.table(data, "network")
-    reader.keys(table, "network", {"inference"})
+    reader.keys(table, "network", {"inference", "token_file"})
+    reader.string(table, "token_file", "network", "")
+    return table
+
+
+def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+    table = _network(reader, data)
     urls = reader.strings(table, "inference", "network", ())
     for url in urls:
         try:
@@ -361,11 +392,15 @@ def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
 
 def _audit(reader: _Reader, data: dict[str, Any]) -> AuditRules:
     table = reader.table(data, "audit")
-    reader.keys(table, "audit", {"db", "store_prompts", "store_code"})
+    reader.keys(table, "audit", {"db", "store_prompts", "store_code", "on_failure"})
+    on_failure = reader.string(table, "on_failure", "audit", "refuse")
+    if on_failure not in ("refuse", "continue"):
+        reader.fail(f'audit.on_failure must be "refuse" or "continue", not {on_failure!r}')
     return AuditRules(
         reader.string(table, "db", "audit", ""),
         reader.boolean(table, "store_prompts", "audit"),
         reader.boolean(table, "store_code", "audit"),
+        on_failure,
     )
 
 
