@@ -39,7 +39,7 @@ PORTABLE_BUILD = (
 # llama_print_system_info's names for CPU features -> the flag /proc/cpuinfo shows for them.
 # The kernel clears a flag whose register state it does not enable (XCR0), so a flag present
 # there means the CPU has the feature and the OS lets programs use it.
-_CPUINFO_FLAGS = {
+CPUINFO_FLAGS = {
     "SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "F16C": "f16c",
     "FMA": "fma", "BMI2": "bmi2", "AVX_VNNI": "avx_vnni", "AVX512": "avx512f",
     "AVX512_VBMI": "avx512vbmi", "AVX512_VNNI": "avx512_vnni", "AVX512_BF16": "avx512_bf16",
@@ -178,7 +178,7 @@ def build_cpu_features() -> tuple[list[str], list[str]]:
     ("CPU : SSE3 = 1 | AVX = 1 | ... | OPENMP = 1 | REPACK = 1 |")."""
     info = C.llama_print_system_info().decode(errors="replace")
     used = [name for name, on in re.findall(r"(\w+) = (\d+)", info) if on != "0"]
-    return [n for n in used if n in _CPUINFO_FLAGS], [n for n in used if n not in _CPUINFO_FLAGS]
+    return [n for n in used if n in CPUINFO_FLAGS], [n for n in used if n not in CPUINFO_FLAGS]
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
@@ -202,8 +202,8 @@ def cpu_check(settings: EngineSettings, flags: set[str] | None) -> Check:
             "the decode check below shows whether the build runs here",
             data,
         )  # fmt: skip
-    missing = [f for f in used if _CPUINFO_FLAGS[f] not in flags]
-    unused = [f for f, flag in _CPUINFO_FLAGS.items() if flag in flags and f not in used]
+    missing = [f for f in used if CPUINFO_FLAGS[f] not in flags]
+    unused = [f for f, flag in CPUINFO_FLAGS.items() if flag in flags and f not in used]
     data |= {"missing": missing, "unusedByBuild": unused, "virtualMachine": "hypervisor" in flags}
     if missing:
         return Check(
@@ -303,9 +303,12 @@ def engine_checks(options: Options) -> Iterator[Check]:
     yield cpu_check(settings, cpu_flags())
     resolved = _resolve(options)
     if isinstance(resolved, models.ModelError):
-        yield Check("engine", "decode", "fail", "not run: no usable model (see model below)")
+        yield Check("engine", "decode", "fail", "not run: no usable model", "see the model checks")
     elif not _policy_allows(options, resolved.path):
-        yield Check("engine", "decode", "fail", "not run: the policy does not allow the model")
+        yield Check(
+            "engine", "decode", "fail", "not run: the policy does not allow the model",
+            "see the policy and sha256 checks",
+        )  # fmt: skip
     else:
         yield decode_check(resolved.path, settings)
 
