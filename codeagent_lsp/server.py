@@ -7,23 +7,23 @@ import asyncio
 import logging
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls import uris
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument
-from pygls.workspace.position_codec import ServerTextPosition
 
-from codeagent_lsp import __version__, settings
+from codeagent_lsp import __version__, lines, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.engine.pool import BackendPool
-from codeagent_lsp.features import guarded
-from codeagent_lsp.security import guard
+from codeagent_lsp.features import FEATURE_OF, guarded
+from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
-from codeagent_lsp.security.identity import os_identity
+from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.policy import policy_in_force
 from codeagent_lsp.security.roots import Root
 
@@ -36,10 +36,57 @@ RESTART_KEYS = ("model", "modelsDir", "engine", "remote")
 """Settings whose change needs the model to be loaded again."""
 
 
+class DocumentNotOpen(JsonRpcInvalidParams):
+    """A request on a document the client has not opened (or has closed): expected, as a
+    client may ask about a document it is closing."""
+
+
+class CodeagentProtocol(LanguageServerProtocol):
+    """pygls's protocol, with error replies that carry no traceback and no install paths.
+
+    pygls answers an exception in a handler with its traceback in the reply's data and logs
+    every error, an expected refusal included, at ERROR with a traceback. Here a deliberate
+    refusal (a JsonRpcException: the request is wrong or not allowed) is answered as raised and
+    logged once at INFO; anything else is answered with its type and a sentence, and logged
+    with its traceback at ERROR.
+    """
+
+    def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            super()._send_handler_result(future, msg_id=msg_id)
+            return
+        self._request_futures.pop(msg_id, None)
+        self._send_response(msg_id, error=reply_error(error, f"request {msg_id}"))
+
+    def _check_handler_result(self, future: Any) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            reply = reply_error(error, "a notification")
+            self._server.window_show_message(
+                types.ShowMessageParams(types.MessageType.Error, f"codeagent: {reply.message}")
+            )
+
+
+def reply_error(error: BaseException, what: str) -> types.ResponseError:
+    """The error the client is told of, and the log line (with details) the server keeps."""
+    if isinstance(error, JsonRpcException):
+        log.info("%s refused (%s): %s", what, error.code, error.message)
+        return types.ResponseError(error.code, error.message)
+    log.error("%s failed", what, exc_info=error)
+    name = type(error).__name__
+    return types.ResponseError(
+        JsonRpcInternalError.CODE,
+        f"{name}: the server failed on this request; the details are in its log",
+    )
+
+
 class CodeagentServer(LanguageServer):
     def __init__(self, log_level: str | None = None, backends: BackendPool | None = None) -> None:
         # The stdio reader holds one worker of the pool for good: at least two are needed.
-        super().__init__("codeagent-lsp", __version__, max_workers=4)
+        super().__init__(
+            "codeagent-lsp", __version__, protocol_cls=CodeagentProtocol, max_workers=4
+        )
         self.log_level = log_level
         """--log-level from the command line; it wins over codeagent.logging.level."""
         self.settings = settings.Settings()
@@ -59,7 +106,9 @@ class CodeagentServer(LanguageServer):
         self.context_builder: ContextBuilder | None = None
         """Repository context for completion prompts, once the CodeGraph is open."""
         self._told_refused: set[str] = set()
-        """Documents the user was told are not served (outside the workspace, too large)."""
+        """Documents (by normal form) the user was told are not served."""
+        self.spellings = fileuri.Spellings()
+        """Each open document's URI as the client spelled it, by normal form."""
         self.policy = policy_in_force()
         """The administrator's policy, read once at start (never from the client)."""
         self.identity = os_identity()
@@ -81,6 +130,12 @@ class CodeagentServer(LanguageServer):
                 rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
             )
         return self._audit
+
+    def audit_refusal(self, who: Identity, method: str, reason: str) -> None:
+        """A request the transport refused before any feature ran (busy, rate limited) is
+        audited too, as a denial of its feature."""
+        row = audit.new_row(who, FEATURE_OF.get(method, method[:100]), None, None)
+        audit.deny(self.audit, row, reason)
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -159,19 +214,32 @@ class CodeagentServer(LanguageServer):
 
     # --- documents ------------------------------------------------------------------------------
 
+    def document(self, uri: str) -> TextDocument | None:
+        """The open document `uri` names, in any spelling of it (percent-escapes, `localhost`),
+        or None. Never reads from disk."""
+        spelling = self.spellings.of(uri)
+        # pygls keys its open documents by the URI with its escapes decoded.
+        return None if spelling is None else self.workspace.text_documents.get(unquote(spelling))
+
     def open_document(self, uri: str) -> TextDocument:
         """An open document; never reads from disk (a URI of an unopened file is refused)."""
-        if uri not in self.workspace.text_documents:
-            raise JsonRpcInvalidParams(f"document is not open: {uri}")
+        document = self.document(uri)
+        if document is None:
+            raise DocumentNotOpen(f"document is not open: {uri}")
         refusal = self.document_refusal(uri)
         if refusal is not None:
             raise JsonRpcInvalidParams(f"codeagent: {uri} is not served: {refusal}")
-        return self.workspace.get_text_document(uri)
+        return document
+
+    def open_text(self, path: PurePath | str) -> str | None:
+        """The editor's text of a file when it is open there, else None."""
+        document = self.document(fileuri.uri_of(path))
+        return None if document is None else document.source
 
     def document_refusal(self, uri: str) -> str | None:
         """Why an open document is not served (outside the workspace, too large), or None."""
         roots = [Root.of(name, path) for name, path in self.workspace_roots()]
-        document = self.workspace.text_documents.get(uri)
+        document = self.document(uri)
         return guard.uri_refusal(uri, roots) or (
             guard.size_refusal(document.source, self.settings.documents.maxBytes)
             if document is not None
@@ -179,14 +247,17 @@ class CodeagentServer(LanguageServer):
         )
 
     def workspace_roots(self) -> list[tuple[str, Path]]:
-        """Workspace folders, then the extra repositories from the settings, by folder name."""
+        """Workspace folders, then the extra repositories from the settings, by folder name.
+        A folder whose URI names no local folder (a Windows drive) is left out."""
         roots: list[tuple[str, Path]] = []
         for folder in self.workspace.folders.values():
-            path = uris.to_fs_path(folder.uri)
-            if path:
+            path = fileuri.path_of(folder.uri)
+            if path is not None:
                 roots.append((repo_name(folder), Path(path)))
-        if not roots and self.workspace.root_path:
-            roots.append((Path(self.workspace.root_path).name, Path(self.workspace.root_path)))
+        if not roots and self.workspace.root_uri:
+            root = fileuri.path_of(self.workspace.root_uri)
+            if root is not None:
+                roots.append((root.name, Path(root)))
         for extra in self.settings.codegraph.extraRepositories:
             path = Path(extra).expanduser()
             roots.append((path.name, path))
@@ -195,20 +266,25 @@ class CodeagentServer(LanguageServer):
     def tell_refusal(self, uri: str) -> None:
         """Say once per document why it is not served (on open and change)."""
         refusal = self.document_refusal(uri)
-        if refusal is None or uri in self._told_refused:
+        key = fileuri.document_key(uri)
+        if refusal is None or key in self._told_refused:
             if refusal is None:
-                self._told_refused.discard(uri)
+                self._told_refused.discard(key)
             return
-        self._told_refused.add(uri)
+        self._told_refused.add(key)
         self.window_show_message(
             types.ShowMessageParams(
                 types.MessageType.Warning,
-                f"codeagent: {PurePath(uri).name} is not served: {refusal}",
+                f"codeagent: {PurePath(key).name} is not served: {refusal}",
             )
         )
 
     def close(self) -> None:
-        """Free the model and the CodeGraph: on shutdown, or when a network client leaves."""
+        """Write the queued audit rows, free the model (its backend's close() stops the engine)
+        and the CodeGraph: on shutdown, on a stop signal, or when a network client leaves.
+        Closing twice is harmless."""
+        if self._audit is not None:
+            self._audit.flush()
         self.assistant.close()
         if self.codegraph is not None:
             self.codegraph.close()
@@ -218,15 +294,20 @@ def prompt_location(server: CodeagentServer, document: TextDocument) -> tuple[st
     """(repository name, path inside it) for the prompt: the workspace folder holding the
     document and the path relative to it. Absolute paths never reach the model: they say
     nothing useful and words in them (a temporary folder called "test_x") sway it."""
-    return path_location(server, document.path)
+    return path_location(server, str(document_path(document)))
+
+
+def document_path(document: TextDocument) -> Path:
+    """The file an open document is (served documents are local files: `open_document`)."""
+    return Path(fileuri.path_of(document.uri) or document.path)
 
 
 def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, str]:
     """(workspace folder's name, posix path inside it) of a file, else (None, its name)."""
     path = PurePath(fs_path)
     for folder in server.workspace.folders.values():
-        root = PurePath(uris.to_fs_path(folder.uri) or "")
-        if path.is_relative_to(root) and path != root:
+        root = fileuri.path_of(folder.uri)
+        if root is not None and path.is_relative_to(root) and path != root:
             return repo_name(folder), path.relative_to(root).as_posix()
     return None, path.name
 
@@ -234,39 +315,27 @@ def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, st
 def repo_name(folder: types.WorkspaceFolder) -> str:
     """A workspace folder's name as prompts and stats show it. Neovim names folders by their
     absolute path, which must not reach the model: only its last part is kept."""
-    fs_path = uris.to_fs_path(folder.uri) or ""
-    return PurePath(folder.name).name or PurePath(fs_path).name or "workspace"
+    path = fileuri.path_of(folder.uri)
+    return PurePath(folder.name).name or (path.name if path else "") or "workspace"
 
 
 def offset_of(document: TextDocument, position: types.Position) -> int:
-    """Code-point offset of an LSP position in the negotiated encoding; InvalidParams when the
-    position is outside the document (a character past the line end means the line end, as the
-    specification says)."""
-    lines = document.lines
-    if position.line < 0 or position.character < 0 or position.line > len(lines):
+    """Code-point offset of an LSP position in the negotiated encoding, on LSP's line model;
+    InvalidParams when the position is outside the document (a character past the line end
+    means the line end, as the specification says)."""
+    count = lines.line_count(document.source)
+    if position.line < 0 or position.character < 0 or position.line > count:
         raise JsonRpcInvalidParams(
-            f"position {position.line}:{position.character} is outside the document "
-            f"({len(lines)} lines)"
+            f"position {position.line}:{position.character} is outside the document ({count} lines)"
         )
-    if position.line == len(lines):
-        return len(document.source)
-    line = lines[position.line]
-    content = line.rstrip("\r\n")
-    units = document.position_codec.client_num_units(content)
-    clamped = types.Position(position.line, min(position.character, units))
-    return document.offset_at_position(clamped)
+    units = document.position_codec.client_num_units
+    return lines.to_offset(document.source, position.line, position.character, units)
 
 
 def position_of(document: TextDocument, offset: int) -> types.Position:
-    """The LSP position of a code-point offset, in the negotiated encoding. (pygls's own
-    conversion puts the end of a last line without a newline on the line after it.)"""
-    remaining = offset
-    lines = document.lines
-    for number, line in enumerate(lines):
-        if remaining <= len(line.rstrip("\r\n")):
-            return document.position_to_client_units(ServerTextPosition(number, remaining))
-        remaining -= len(line)
-    return types.Position(len(lines), 0)
+    """The LSP position of a code-point offset, in the negotiated encoding."""
+    units = document.position_codec.client_num_units
+    return types.Position(*lines.to_position(document.source, offset, units))
 
 
 def _set_log_level(level: str) -> None:

@@ -39,9 +39,16 @@ class EngineSettings:
     cacheShift: bool = True
     """Reuse the cached suffix after an edit in the prefix by shifting its positions
     (llama_memory_seq_add) instead of evaluating it again."""
+    repack: bool = True
+    """Repack weights for the CPU's fastest kernels (llama.cpp's extra buffer types; off is
+    llama-server's --no-repack). Turned off by itself when the worker crashes at first decode."""
+    memoryLimitMB: int = 0
+    """Cap on the model worker's private memory (RLIMIT_DATA, MiB; the mapped model file is not
+    counted); 0 = no cap. Past it llama.cpp fails to allocate and the worker is restarted."""
     backend: Literal["embedded", "remote"] = "embedded"
-    """embedded: run the model in this process; remote: send requests to the inference
-    replicas of codeagent.remote (llama-server, vLLM or any OpenAI-compatible service)."""
+    """embedded: run the model in a supervised worker process on this machine; remote: send
+    requests to the inference replicas of codeagent.remote (llama-server, vLLM or any
+    OpenAI-compatible service)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,12 @@ class LoggingSettings:
 @dataclass(frozen=True)
 class Settings:
     model: str = ""
-    """A GGUF file path or a name from models/registry.toml; empty = $CODEAGENT_MODEL, then the
-    default model qwen2.5-coder-0.5b."""
+    """A GGUF file path or a name from the model registry (`codeagent-lsp model list`); empty =
+    $CODEAGENT_MODEL, then the default model qwen2.5-coder-0.5b."""
     modelsDir: str = ""
-    """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then the repository's models/."""
+    """Where registry models live; empty = $CODEAGENT_MODELS_DIR, then models/ of the source
+    checkout when run from one (editable install), else the user's data folder:
+    $XDG_DATA_HOME/codeagent-lsp/models, by default ~/.local/share/codeagent-lsp/models."""
     engine: EngineSettings = field(default_factory=EngineSettings)
     remote: RemoteSettings = field(default_factory=RemoteSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)

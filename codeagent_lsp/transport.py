@@ -18,10 +18,12 @@ What every message goes through (`Connection.receive`):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -322,7 +324,7 @@ class Connection:
 
     def handle_body(self, body: bytes | str) -> None:
         try:
-            message = json.loads(body)
+            message = valid_text(json.loads(_text_of(body)))
         except (ValueError, RecursionError):  # RecursionError: "[[[[...", deeper than Python
             metrics.DENIALS.labels("malformed").inc()
             self.reply_error(None, PARSE_ERROR, "Parse error: the message is not valid JSON")
@@ -407,10 +409,42 @@ class Connection:
         with self._lock:
             return self._pending.total()
 
+    def cancel_pending(self) -> None:
+        """Cancel the requests in progress: pygls answers each "cancelled" (a request running on
+        a worker thread cannot be stopped and answers when it ends)."""
+        with self._lock:
+            ids = list(self._pending)
+        for msg_id in ids:
+            future = self.protocol._request_futures.get(msg_id)  # pygls keeps no public handle
+            if future is not None:
+                future.cancel()
+
     def reply_error(self, msg_id: object, code: int, message: str) -> None:
         error = {"code": code, "message": message}
         # _send_data frames the reply the way this connection's writer needs (headers or not).
         self.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "error": error})
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_of(body: bytes | str) -> str:
+    """A body's text: bytes that are not UTF-8 become U+FFFD (the rest of the message stands)."""
+    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+
+
+def valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD. JSON may carry one
+    (`"\\ud83d"`, half an emoji cut by a client); Python's json keeps it, and it cannot be
+    encoded later (UTF-8 for the model, the audit log). U+FFFD is one code point and one UTF-16
+    unit, as the surrogate was, so the client's positions stay right."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    return value
 
 
 def _id_of(message: object) -> object:
@@ -427,18 +461,93 @@ def _observe(method: str, started: float, outcome: str) -> None:
 CHUNK = 64 * 1024
 
 
-def serve_stdio(server: JsonRPCServer, identity: Identity, limits: Limits) -> None:
-    """Serve one client over stdin/stdout until stdin ends or the client sends `exit`."""
-    server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
-    connection = Connection(server.protocol, identity, limits)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+GRACE_S = 5.0
+"""After SIGTERM/SIGINT, how long requests in progress may run on before they are cancelled:
+within the 10 s Docker waits before SIGKILL (Kubernetes waits 30 s, systemd 90 s)."""
+CANCEL_GRACE_S = 1.0
+"""How long cancelled requests get to end and be answered "cancelled"."""
+SETTLE_POLL_S = 0.01
+
+
+async def stop_signal() -> str:
+    """Wait for SIGTERM or SIGINT and return its name. systemd, Docker and Kubernetes stop a
+    service with SIGTERM, which Python does not turn into an exception: unhandled, it ends the
+    process at once and the rows queued for the audit log with it. Handled in the event loop, so
+    the server can stop between two messages. A second signal, while stopping, ends the process
+    at once (the handlers are gone by then)."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[str] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig.name)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        asyncio.run(_pump(sys.stdin.fileno(), connection))
+        name = await received
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    log.warning("%s: stopping (requests in progress get up to %.0f s)", name, GRACE_S)
+    return name
+
+
+async def drain(connection: Connection) -> None:
+    """Let the connection's requests in progress finish and be answered (so each has its answer
+    and its audit row); those still running after GRACE_S are cancelled and answered so."""
+    if not await _settled(connection, GRACE_S):
+        log.warning(
+            "%d requests still running after %.0f s: cancelled", connection.pending, GRACE_S
+        )
+        connection.cancel_pending()
+        await _settled(connection, CANCEL_GRACE_S)
+
+
+async def _settled(connection: Connection, timeout_s: float) -> bool:
+    # Polled: requests end on the event loop and on worker threads, so there is no one event
+    # to wait on, and a stop is rare enough that 10 ms steps cost nothing.
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while connection.pending and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(SETTLE_POLL_S)
+    return not connection.pending
+
+
+def serve_stdio(
+    server: JsonRPCServer,
+    identity: Identity,
+    limits: Limits,
+    on_denied: Callable[[Identity, str, str], None] | None = None,
+) -> int:
+    """Serve one client over stdin/stdout until stdin ends, the client sends `exit`, or
+    SIGTERM/SIGINT arrives (then the requests in progress are answered first). `on_denied` as
+    for `Connection`. Returns the process's exit status: 1 for an `exit` without a `shutdown`
+    before it (as the LSP specification says), else 0 (a stop signal included)."""
+    server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
+    connection = Connection(server.protocol, identity, limits, on_denied=on_denied)
+    status = 0
+    try:
+        asyncio.run(_serve_stdio(connection))
     except BrokenPipeError:
         log.error("the client closed stdout; shutting down")
-    except (KeyboardInterrupt, SystemExit):  # SystemExit: pygls's `exit` handler
-        pass
+    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
+        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         server.shutdown()
+    return status
+
+
+async def _serve_stdio(connection: Connection) -> None:
+    pump = asyncio.ensure_future(_pump(sys.stdin.fileno(), connection))
+    stop = asyncio.ensure_future(stop_signal())
+    await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if pump.done():  # stdin ended (or the client went away): no signal to wait for
+        stop.cancel()
+        pump.result()
+        return
+    pump.cancel()  # no more messages are read
+    await drain(connection)
 
 
 async def _pump(fd: int, connection: Connection) -> None:
@@ -455,7 +564,7 @@ async def _pump(fd: int, connection: Connection) -> None:
             data = os.read(fd, CHUNK)
             try:
                 asyncio.run_coroutine_threadsafe(chunks.put(data), loop).result()
-            except RuntimeError:  # the loop is gone: the server is ending
+            except (RuntimeError, concurrent.futures.CancelledError):  # the server is ending
                 return
 
     threading.Thread(target=read, name="stdin-reader", daemon=True).start()

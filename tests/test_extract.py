@@ -1,6 +1,6 @@
-"""CodeGraph extraction: what the queries in grammars/ find in the fixture projects
-(tests/fixtures/projects/<language>/), positions in code points, and files that are broken,
-not UTF-8 or large."""
+"""CodeGraph extraction: what the queries in codeagent_lsp/codegraph/queries/ find in the fixture
+projects (tests/fixtures/projects/<language>/), positions in code points, and files that are
+broken, not UTF-8 or large."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import pytest
 from codeagent_lsp.engine import models
 from codeagent_lsp.engine.models import (
     DEFAULT_MODEL,
-    REPO_MODELS_DIR,
     InvalidModel,
     ModelError,
     ModelNotFound,
@@ -44,8 +43,8 @@ def write_gguf(path: Path, payload: bytes = b"") -> Path:
 # --- registry --------------------------------------------------------------------------------
 
 
-def test_registry_has_default_model() -> None:
-    registry = load_registry(REPO_MODELS_DIR)
+def test_registry_has_default_model(tmp_path: Path) -> None:
+    registry = load_registry(tmp_path)
     entry = registry[DEFAULT_MODEL]
     assert entry.pullable
     assert entry.family == "qwen2.5-coder"
@@ -91,7 +90,8 @@ def test_malformed_local_registry_raises_model_error(tmp_path: Path) -> None:
 
 def test_models_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(models.MODELS_DIR_ENV, raising=False)
-    assert models.models_dir(None) == REPO_MODELS_DIR
+    # Run from this checkout (tests import it, not an installed wheel): its models/ folder.
+    assert models.models_dir(None) == Path(__file__).resolve().parents[1] / "models"
     monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "env"))
     assert models.models_dir("") == tmp_path / "env"
     assert models.models_dir(str(tmp_path / "set")) == tmp_path / "set"

@@ -107,7 +107,7 @@ async def node(
     port = await listening_port(process, log)
     yield process, port, int(process.args[process.args.index("--metrics-port") + 1])
     if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
 
 
@@ -224,7 +224,7 @@ async def test_flood_with_cancel_storm_does_not_starve_another_client(
     assert 'codeagent_request_seconds_bucket{le="0.005",method="codeagent/stats"}' in scraped
     assert "flood-token" not in scraped and "flooder" not in scraped
 
-    process.send_signal(signal.SIGINT)  # rows queued for the audit log are written on exit
+    process.send_signal(signal.SIGTERM)  # a clean stop: queued audit rows are written
     assert process.wait(timeout=60) == 0
     database = tmp_path / "audit.sqlite3"
     with sqlite3.connect(database) as db:
@@ -337,5 +337,5 @@ async def test_websocket_needs_a_token_in_the_handshake(
             await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "shutdown"}))
             assert json.loads(await ws.recv()) == {"jsonrpc": "2.0", "id": 1, "result": None}
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

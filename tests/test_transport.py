@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -107,6 +108,10 @@ def request(msg_id: int, method: str, params: Any) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}).encode()
 
 
+def notification(method: str) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": method}).encode()
+
+
 def test_server_answers_malformed_frames_and_keeps_serving(tmp_path) -> None:
     hover = {"textDocument": {"uri": 5}, "position": "here"}
     stream = b"".join(
@@ -144,3 +149,33 @@ def test_server_answers_malformed_frames_and_keeps_serving(tmp_path) -> None:
         (6, None),
     ]
     assert answers[5]["result"]["serverInfo"]["name"] == "codeagent-lsp"
+
+
+@pytest.mark.parametrize(
+    ("before_exit", "status"),
+    [
+        ([], 1),  # exit as the first message
+        ([request(1, "initialize", {"capabilities": {}})], 1),
+        ([request(1, "initialize", {"capabilities": {}}), notification("initialized")], 1),
+        ([request(1, "initialize", {"capabilities": {}}), request(2, "shutdown", None)], 0),
+    ],
+)
+def test_exit_status_says_whether_shutdown_came_first(
+    tmp_path, before_exit: list[bytes], status: int
+) -> None:
+    """LSP: `exit` ends the process with 0 after a `shutdown` request, else with 1."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "codeagent_lsp"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        for message in before_exit:
+            server.stdin.write(frame(message))
+            server.stdin.flush()
+            if b'"id"' in message:
+                assert "result" in read_message(server.stdout)
+        server.stdin.write(frame(notification("exit")))
+        server.stdin.flush()  # stdin stays open: the exit alone ends the process
+        assert server.wait(timeout=30) == status
+    finally:
+        server.kill()

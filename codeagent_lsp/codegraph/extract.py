@@ -1,5 +1,5 @@
 """The facts of one file: its definitions, references and imports, read with this project's
-tree-sitter queries (grammars/<language>/*.scm; capture names in grammars/README.md).
+tree-sitter queries (queries/<language>/*.scm; capture names in queries/README.md).
 
 Positions are converted from tree-sitter's bytes to code points per line. Text that is kept
 (names, signatures, docs) is decoded with errors="replace", so invalid UTF-8 never raises.

@@ -112,6 +112,11 @@ class Indexer:
 
     # --- paths --------------------------------------------------------------------------------
 
+    def set_roots(self, roots: list[tuple[str, Path]]) -> None:
+        """The roots to index from now on (workspace folders changed)."""
+        with self._lock:
+            self.roots = [Root.of(repo, path) for repo, path in roots]
+
     def root_for(self, path: Path | str) -> tuple[str, str] | None:
         """(repo, path relative to its root, posix) for an absolute path inside a root (the
         deepest one when roots nest), else None."""

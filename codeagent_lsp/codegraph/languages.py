@@ -1,7 +1,7 @@
-"""The language table: grammar wheels, file extensions and this project's queries (grammars/).
+"""The language table: grammar wheels, file extensions and this project's queries (queries/).
 
 Adding a language is a grammar wheel in pyproject.toml, a row in LANGUAGES and a query folder;
-see grammars/README.md.
+see queries/README.md beside this module.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import re
 import threading
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path, PurePath
+from importlib import resources
+from pathlib import PurePath
 from typing import Literal
 
 import tree_sitter
 
-GRAMMARS = Path(__file__).resolve().parents[2] / "grammars"
+# Package data, so a wheel carries the queries (a path computed from __file__ would not be).
+QUERIES = resources.files(__package__) / "queries"
 
 QueryKind = Literal["definitions", "references", "imports"]
 QUERY_KINDS: tuple[QueryKind, ...] = ("definitions", "references", "imports")
@@ -32,7 +34,7 @@ class LanguageSpec:
     """The module's function returning the TSLanguage capsule."""
     extensions: tuple[str, ...]
     queries: str
-    """Folder under grammars/ holding definitions.scm, references.scm and imports.scm."""
+    """Folder under queries/ holding definitions.scm, references.scm and imports.scm."""
     module_separator: str = "."
     """Joins several @import.module captures of one match (nested Rust use groups)."""
 
@@ -119,7 +121,7 @@ def parser_for(name: str) -> tree_sitter.Parser:
 def query_source(folder: str, kind: QueryKind) -> str:
     """A query file's text with the files it inherits appended: its own patterns come first,
     and for definitions and references the first pattern to match a node wins."""
-    text = (GRAMMARS / folder / f"{kind}.scm").read_text(encoding="utf-8")
+    text = QUERIES.joinpath(folder, f"{kind}.scm").read_text(encoding="utf-8")
     parts = [text]
     for line in _INHERITS.findall(text):
         for parent in (name.strip() for name in line.split(",")):

@@ -29,6 +29,7 @@ from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
 from sqlite_utils import Database
 
 from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Reference, Span
+from codeagent_lsp.codegraph.words import IDENTIFIER
 
 log = logging.getLogger(__name__)
 
@@ -880,7 +881,7 @@ class GraphStore:
     def _rare_terms(self, text: str) -> list[str]:
         words = {
             part.lower()
-            for ident in re.findall(r"[A-Za-z_]\w*", text)
+            for ident in IDENTIFIER.findall(text)
             for part in ident.split("_")
             if len(part) > 1
         }
@@ -1122,9 +1123,11 @@ def _import_row(file_id: int, item: Import) -> dict[str, Any]:
 
 
 def _windows(file_id: int, text: str) -> Iterator[dict[str, Any]]:
-    lines = text.splitlines(keepends=True)
+    # Rows as tree-sitter counts them (at "\n" only, like every other row of the CodeGraph):
+    # splitlines() would also split at form feeds and U+2028, and the rows would drift.
+    lines = text.removesuffix("\n").split("\n")
     for start in range(0, len(lines), WINDOW_LINES):
-        chunk = "".join(lines[start : start + WINDOW_LINES])
+        chunk = "\n".join(lines[start : start + WINDOW_LINES])
         if chunk.strip():
             end = min(start + WINDOW_LINES, len(lines)) - 1
             yield {"file_id": file_id, "start_line": start, "end_line": end, "text": chunk}

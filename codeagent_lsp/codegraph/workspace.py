@@ -4,7 +4,6 @@ own access, so queries may run while `index_all` works in another thread."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,6 @@ from codeagent_lsp.codegraph.store import (
 )
 from codeagent_lsp.security.paths import DEFAULT_DENY
 from codeagent_lsp.settings import CodegraphSettings
-
-_WORD = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 
 @dataclass(frozen=True)
@@ -62,6 +59,16 @@ class WorkspaceIndex:
         self.store.close()
 
     # --- keeping it current ---------------------------------------------------------------------
+
+    def set_roots(self, roots: list[tuple[str, Path]]) -> None:
+        """Workspace folders added or removed at run time: what a removed root held leaves the
+        index now; `index_all` then indexes the roots that were added."""
+        gone = {repo for repo, _ in self.roots} - {repo for repo, _ in roots}
+        self.roots = roots
+        self.indexer.set_roots(roots)
+        for repo in gone:
+            self.store.remove_tree(repo, "")
+        self.graph.invalidate()
 
     def index_all(
         self,
@@ -156,15 +163,6 @@ class WorkspaceIndex:
             return None
         span = ref.reference.span
         return Location(root, span.start_line, span.start_col, span.end_line, span.end_col)
-
-
-def word_at(text: str, offset: int) -> str | None:
-    """The identifier under or just before a code-point offset."""
-    start = offset
-    while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_$"):
-        start -= 1
-    match = _WORD.match(text, start)
-    return match.group() if match and match.end() >= offset else None
 
 
 _FAMILIES = {"javascript": "ecma", "typescript": "ecma", "tsx": "ecma", "c": "c", "cpp": "c"}

@@ -1,9 +1,9 @@
 """Model registry, lookup, download (`model pull`), registration (`model add`) and GGUF checks.
 
-The registry is `models/registry.toml` in the repository plus `<models dir>/local.toml`, which
-`add` writes. A model setting is either a registry name or a path to a .gguf file. Every file is
-checked by `check_gguf_header` before it reaches llama.cpp, whose loader trusts the header and can
-crash the whole server on a corrupt or foreign file.
+The registry is `registry.toml` shipped in this package (package data) plus
+`<models dir>/local.toml`, which `add` writes. A model setting is either a registry name or a
+path to a .gguf file. Every file is checked by `check_gguf_header` before it reaches llama.cpp,
+whose loader trusts the header and can crash the whole server on a corrupt or foreign file.
 """
 
 from __future__ import annotations
@@ -20,14 +20,19 @@ import tomllib
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import platformdirs
+
 from codeagent_lsp.engine import gguf_limits
 
-REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-REGISTRY_FILE = REPO_MODELS_DIR / "registry.toml"
+# Package data, so a wheel carries it (a path computed from __file__ would not be in a wheel).
+REGISTRY_FILE: Traversable = resources.files(__package__) / "registry.toml"
 LOCAL_REGISTRY_NAME = "local.toml"
+APP_NAME = "codeagent-lsp"
 MODELS_DIR_ENV = "CODEAGENT_MODELS_DIR"
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 FAMILIES = ("qwen2.5-coder", "starcoder2", "deepseek-coder", "codellama", "codestral")
@@ -120,18 +125,38 @@ class ModelStatus:
 
 
 def models_dir(setting: str | None = None) -> Path:
-    """The models directory: the setting, else $CODEAGENT_MODELS_DIR, else the repo's models/."""
+    """The models directory: the setting, else $CODEAGENT_MODELS_DIR, else `standard_models_dir`."""
     chosen = (setting or "").strip() or os.environ.get(MODELS_DIR_ENV, "").strip()
-    return Path(chosen).expanduser() if chosen else REPO_MODELS_DIR
+    return Path(chosen).expanduser() if chosen else standard_models_dir()
+
+
+def standard_models_dir() -> Path:
+    """Where models go when nothing names a folder: `models/` of the source checkout this package
+    runs from (an editable install, so the README's commands and CI keep one folder), else the
+    user's data folder, `$XDG_DATA_HOME/codeagent-lsp/models` (`~/.local/share/...` on Linux)."""
+    checkout = _checkout_root()
+    if checkout is not None:
+        return checkout / "models"
+    return platformdirs.user_data_path(APP_NAME, appauthor=False) / "models"
+
+
+def _checkout_root() -> Path | None:
+    """The source tree holding this package (its pyproject.toml beside the package), None for an
+    installed wheel. Finding the tree is the one use of __file__ here: data files are package
+    resources."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else None
 
 
 def default_models_dir() -> Path:
     return models_dir(None)
 
 
-def load_registry(models_dir: Path, registry_file: Path = REGISTRY_FILE) -> dict[str, ModelEntry]:
+def load_registry(
+    models_dir: Path, registry_file: Traversable = REGISTRY_FILE
+) -> dict[str, ModelEntry]:
     """Registry entries by name; `<models_dir>/local.toml` overrides the shipped registry."""
-    entries = _read_entries(Path(registry_file), required=True)
+    entries = _read_entries(registry_file, required=True)
     entries.update(_read_entries(_local_registry(models_dir), required=False))
     return entries
 
@@ -140,7 +165,7 @@ def _local_registry(models_dir: Path) -> Path:
     return Path(models_dir).expanduser() / LOCAL_REGISTRY_NAME
 
 
-def _read_entries(path: Path, required: bool) -> dict[str, ModelEntry]:
+def _read_entries(path: Traversable, required: bool) -> dict[str, ModelEntry]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -157,7 +182,7 @@ def _read_entries(path: Path, required: bool) -> dict[str, ModelEntry]:
     return {name: _parse_entry(path, name, table) for name, table in models.items()}
 
 
-def _parse_entry(origin: Path, name: str, table: object) -> ModelEntry:
+def _parse_entry(origin: Traversable, name: str, table: object) -> ModelEntry:
     where = f'model registry {origin}, [models."{name}"]'
     if not isinstance(table, dict):
         raise ModelError(f"{where} must be a table")
@@ -570,7 +595,7 @@ def _stored_file(file_path: Path, models_dir: Path) -> str:
 
 def _write_local(models_dir: Path, entries: dict[str, ModelEntry]) -> None:
     # Written by hand: tomllib only reads, and a TOML writer would be a new dependency.
-    text = "# Written by `codeagent-lsp model add`; overrides models/registry.toml by name.\n"
+    text = "# Written by `codeagent-lsp model add`; overrides the shipped registry by name.\n"
     text += "".join("\n" + _render_entry(entry) for entry in entries.values())
     models_dir.mkdir(parents=True, exist_ok=True)
     target = _local_registry(models_dir)
