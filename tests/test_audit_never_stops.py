@@ -72,9 +72,11 @@ def test_a_deleted_or_replaced_file_starts_a_new_chain_naming_the_gap(
 # --- over stdio -----------------------------------------------------------------------------
 
 
-async def start(tmp_path: Path, policy: str, limit_bytes: int | None = None):
-    """A stdio server under `policy` (a file size cap stands for a full disk)."""
+async def start(tmp_path: Path, policy: str, limit_bytes: int | None = None, mode: int = 0o644):
+    """A stdio server under `policy` (a file size cap stands for a full disk), the policy file
+    with permissions `mode`."""
     (tmp_path / "policy.toml").write_text(policy.format(db=tmp_path / "audit.sqlite3"))
+    (tmp_path / "policy.toml").chmod(mode)
     env = {"CODEAGENT_POLICY": str(tmp_path / "policy.toml"), "XDG_CACHE_HOME": str(tmp_path)}
 
     def cap() -> None:

@@ -4,13 +4,16 @@ secret of the server, makes the policy invalid or is no setting at all."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from codeagent_lsp import settings
+from codeagent_lsp.security import policy as policy_module
 from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.policy import load_policy
+from tests.test_audit_never_stops import start, stop
 
 
 def digest(token: str) -> str:
@@ -59,3 +62,47 @@ def test_settings_are_bounded_for_every_client(key: str, value: int) -> None:
     merged, errors = settings.merge(settings.Settings(), {section: {leaf: value}})
     assert errors and "must be at most" in errors[0]
     assert merged == settings.Settings()
+
+
+GOOD = '[defaults]\nrole = "viewer"\n'
+
+
+def test_a_policy_file_others_could_change_locks_the_server(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(GOOD)
+    assert not load_policy(path).locked
+    for mode in (0o664, 0o646):
+        path.chmod(mode)
+        assert "writable by its group or by everyone" in load_policy(path).locked
+    path.chmod(0o644)
+    os.chown(path, 12345, -1)
+    assert "owned by another user (uid 12345)" in load_policy(path).locked
+    os.chown(path, 0, -1)
+    link = tmp_path / "link.toml"
+    link.symlink_to(path)
+    assert not load_policy(link).locked
+    os.lchown(link, 12345, -1)
+    assert "a symlink on its way" in load_policy(link).locked
+
+
+def test_the_environment_cannot_replace_a_system_policy_unless_it_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, mine = tmp_path / "system.toml", tmp_path / "mine.toml"
+    system.write_text(GOOD)
+    mine.write_text('[defaults]\nrole = "admin"\n')
+    monkeypatch.setattr(policy_module, "SYSTEM_PATH", system)
+    monkeypatch.setenv("CODEAGENT_POLICY", str(mine))
+    assert policy_module.policy_path() == system
+    system.write_text(GOOD + "allow_env_policy = true\n")
+    assert policy_module.policy_path() == mine
+    system.unlink()
+    assert policy_module.policy_path() == mine
+
+
+async def test_over_stdio_a_world_writable_policy_refuses_every_request(tmp_path: Path) -> None:
+    process, client = await start(tmp_path, GOOD, mode=0o666)
+    answer = await client.request("codeagent/stats")
+    assert "is not trusted" in answer["error"]["message"], answer
+    assert "writable by its group or by everyone" in answer["error"]["message"]
+    await stop(process, client)

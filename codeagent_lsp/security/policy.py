@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,9 @@ class Policy:
     inference_token_file: str = ""
     """File holding the bearer token sent to inference services ([network] token_file): the
     administrator's, never a client's; empty: no token is sent."""
+    allow_env_policy: bool = False
+    """[defaults] allow_env_policy: may $CODEAGENT_POLICY name another file instead of this
+    one? Read from the system policy only."""
     locked: str = ""
     """Why every request is refused (the policy file is unusable); empty when it is not."""
 
@@ -237,11 +241,14 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def policy_path() -> Path | None:
-    """$CODEAGENT_POLICY when set, else the system file when it exists, else None."""
+    """The system file when it exists, unless it allows $CODEAGENT_POLICY to name another
+    (`[defaults] allow_env_policy = true`); else $CODEAGENT_POLICY when set; else None. A user
+    cannot slip their own policy under an administrator's."""
     configured = os.environ.get(ENV_VAR, "").strip()
-    if configured:
+    system = SYSTEM_PATH if SYSTEM_PATH.exists() else None
+    if configured and (system is None or load_policy(system).allow_env_policy):
         return Path(configured).expanduser()
-    return SYSTEM_PATH if SYSTEM_PATH.exists() else None
+    return system
 
 
 @functools.cache
@@ -265,6 +272,9 @@ def load_policy(path: Path | None = None) -> Policy:
 
 
 def parse(path: Path) -> Policy:
+    unsafe = unsafe_file(path)
+    if unsafe:
+        raise PolicyError(f"the policy file {path} is not trusted: {unsafe}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -288,7 +298,7 @@ def parse(path: Path) -> Policy:
             reader.fail(f"{where}.features: unknown feature(s) {unknown}; known: {FEATURES}")
         roles[name] = Role(features, reader.strings(table, "repositories", where, ("*",)))
     defaults = reader.table(data, "defaults")
-    reader.keys(defaults, "defaults", {"role"})
+    reader.keys(defaults, "defaults", {"role", "allow_env_policy"})
     default_role = reader.string(defaults, "role", "defaults", "")
     model_sha256, model_paths = _models(reader, data)
     policy = Policy(
@@ -306,6 +316,7 @@ def parse(path: Path) -> Policy:
         audit=_audit(reader, data),
         inference_urls=_inference_urls(reader, data),
         inference_token_file=_network(reader, data).get("token_file", ""),
+        allow_env_policy=reader.boolean(defaults, "allow_env_policy", "defaults"),
     )
     for what in ("name", "sha256"):  # rights follow the name: a twin would get the other's
         values = [getattr(t, what) for t in policy.tokens]
@@ -318,6 +329,28 @@ def parse(path: Path) -> Policy:
     if missing:
         reader.fail(f"undefined role(s) {missing}; defined: {sorted(roles)}")
     return policy
+
+
+def unsafe_file(path: Path) -> str:
+    """Why a file someone else could change is not to be trusted: it, or a symlink on the way
+    to it, is owned by a user other than root and this process's, or the file is group- or
+    world-writable; empty when it is trusted (or missing: reading it says so)."""
+    trusted = {0, os.geteuid()}
+    current = Path(os.path.abspath(path))
+    for _ in range(40):  # symlink hops, as the kernel allows
+        try:
+            info = current.lstat()
+        except OSError:
+            return ""
+        if info.st_uid not in trusted:
+            what = "a symlink on its way" if stat.S_ISLNK(info.st_mode) else "it"
+            return f"{what} ({current}) is owned by another user (uid {info.st_uid})"
+        if not stat.S_ISLNK(info.st_mode):
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return f"{current} is writable by its group or by everyone"
+            return ""
+        current = Path(os.path.abspath(current.parent / os.readlink(current)))
+    return "too many symlinks"
 
 
 def _assignment(reader: _Reader, table: dict[str, Any], i: int) -> Assignment:
