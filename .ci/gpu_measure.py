@@ -212,6 +212,16 @@ def _gpu_use(work: Path) -> str:
     return f"peak {peak} MiB used, {len(pids)} processes seen on the GPU" if peak else "-"
 
 
+def _doctor(work: Path) -> list[str]:
+    """What `doctor` says of the engine (build, devices, a decode in a worker) and memory."""
+    checks = _load(work, "doctor.json").get("checks", [])
+    return [
+        f"doctor {c.get('name')}: {c.get('status')}, {c.get('message')}"
+        for c in checks
+        if c.get("group") == "engine" or c.get("name") == "memory"
+    ]
+
+
 def _cell(value: object) -> str:
     return "-" if value in (None, "") else str(value)
 
@@ -300,6 +310,7 @@ def table(work: Path, info: dict[str, str]) -> tuple[str, dict]:
         f"({' '.join(info.get('build', '').split())}); total {info.get('total_s')} s",
         f"steps: {info.get('status')}",
         f"tests, offload on: {parts['tests']}; {parts['gpu_use_during_tests']}",
+        *_doctor(work),
         f"model: {model.get('shape')} shape, {model.get('quant')}, "
         f"{int(model.get('bytes', 0)) // 2**20} MiB, noise weights; {offload}",
         *(f"{a:<28} {_cell(b):>11} {_cell(c):>11} {_cell(d):>12}" for a, b, c, d in rows),
