@@ -153,6 +153,7 @@ class Node:
             buckets=self.buckets,
             network=True,
             on_denied=server.audit_refusal,
+            inbound=server.folders.inbound if server.folders is not None else None,
         )
 
     # --- TCP ------------------------------------------------------------------------------------

@@ -286,6 +286,8 @@ class Connection:
     """TCP/WebSocket: `exit` closes this connection only."""
     on_denied: Callable[[Identity, str, str], None] | None = None
     """(identity, method, reason) of each refused request, for the audit log."""
+    inbound: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Rewrites each message before the server reads it (a node's paths for the client's)."""
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
@@ -346,6 +348,8 @@ class Connection:
             return
         if method == "$/cancelRequest" and not self._in_progress(message.get("params")):
             return  # answered already: pygls would log a warning for each one of a storm
+        if self.inbound is not None:
+            message = self.inbound(message)
         try:
             structured = self.protocol.structure_message(message)
         except JsonRpcException as exc:
