@@ -3,7 +3,8 @@
     gpu_measure.py model-f16 OUT.gguf [--rehearsal]  Qwen2.5-Coder-0.5B's sizes, F16 (JSON out)
     gpu_measure.py quantize OUT.gguf MODEL.json      that file to Q4_K_M, recorded in the JSON
     gpu_measure.py throughput MODEL --gpu-layers N --threads T [--prompts 1536,3072] [--gen 64]
-    gpu_measure.py table WORKDIR                  the summary table of the JSON files there
+    gpu_measure.py table WORKDIR --info K=V...       the summary table of the JSON files there
+    gpu_measure.py deps                              pinned dependencies: missing, other versions
 
 `model-f16` writes noise weights with the real model's sizes (tests/tiny_gguf.py), then
 `quantize` lets llama.cpp make Q4_K_M of them like the registry's file: the same compute per
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import importlib.metadata
 import json
 import re
 import statistics
@@ -318,6 +320,25 @@ def table(work: Path, info: dict[str, str]) -> tuple[str, dict]:
     return "\n".join(lines), parts
 
 
+def dependencies() -> str:
+    """The pinned dependencies as this Python sees them: missing ones, other versions."""
+    from gpu_carry import requirements  # beside this file
+
+    missing, other = [], []
+    for requirement in requirements()[0]:
+        name, _, pin = requirement.partition("==")
+        if name == "llama-cpp-python":
+            continue
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+            continue
+        if pin and version != pin:
+            other.append(f"{name} {version} (pinned {pin})")
+    return f"dependencies missing: {missing or 'none'}; other versions: {other or 'none'}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -333,12 +354,15 @@ def main(argv: list[str]) -> int:
     tp.add_argument("--threads", type=int, required=True)
     tp.add_argument("--prompts", default="1536,3072", help="prompt lengths in tokens")
     tp.add_argument("--gen", type=int, default=64, help="tokens generated one at a time")
+    commands.add_parser("deps")
     summary = commands.add_parser("table")
     summary.add_argument("work", type=Path)
     summary.add_argument("--info", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.command == "model-f16":
         print(json.dumps(write_f16(args.out, args.rehearsal)))
+    elif args.command == "deps":
+        print(dependencies())
     elif args.command == "quantize":
         quantize(args.out, args.record)
     elif args.command == "throughput":

@@ -242,7 +242,7 @@ def test_a_replica_off_this_machine_that_the_policy_does_not_list_is_refused(set
 
 
 def test_a_worker_killed_by_sigill_reports_the_configuration_that_ran(setup: Setup):
-    setup.env[faults.ENV] = "SIGILL@load#repack"  # an AMX VM dies in the repacking path
+    setup.env[faults.ENV] = "SIGILL@decode#repack"  # what an AMX VM does
     status, checks = setup.doctor()
     decode = checks["decode"]
     assert status == 0 and decode["status"] == "warn", [checks[n] for n in failed(checks)]

@@ -67,7 +67,7 @@ def egress_check(policy: Policy) -> Check:
         except OSError as exc:
             outcome = f"the system call ran ({errno.errorcode.get(exc.errno or 0, exc)})"
     after = _active_opens()
-    data = {"refused": refused, "activeOpensBefore": before, "activeOpensAfter": after}
+    data = {"refused": list(refused), "activeOpensBefore": before, "activeOpensAfter": after}
     if outcome or not refused:
         return Check(
             "network", "egress guard", "fail",
