@@ -123,7 +123,8 @@ class Assistant:
         if self._loaded is not None:
             return self._loaded
         if self._loading is None:
-            self._loading = asyncio.ensure_future(asyncio.to_thread(self._load_blocking))
+            notify = self._notify_from_any_thread(asyncio.get_running_loop())
+            self._loading = asyncio.ensure_future(asyncio.to_thread(self._load_blocking, notify))
         try:
             self._loaded = await asyncio.shield(self._loading)
         except (models.ModelError, EngineError, ValueError) as exc:
@@ -131,8 +132,17 @@ class Assistant:
             raise ModelUnavailable(str(exc)) from exc
         return self._loaded
 
-    def _load_blocking(self) -> _Loaded:
-        backend, family = self._open_backend()
+    def _notify_from_any_thread(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[str], None] | None:
+        """The model worker's supervisor tells of crashes from its own threads."""
+        notify = self.notify
+        if notify is None:
+            return None
+        return lambda message: loop.call_soon_threadsafe(notify, message)
+
+    def _load_blocking(self, notify: Callable[[str], None] | None = None) -> _Loaded:
+        backend, family = self._open_backend(notify)
         try:
             template = detect_template(self.settings.completion.template, backend.has_token, family)
             missing = [t for t in template.control_tokens() if not backend.has_token(t)]
@@ -148,17 +158,23 @@ class Assistant:
         log.info("model %s loaded on %s, template %s", info.name, info.device, template.family)
         return _Loaded(backend, template, stops)
 
-    def _open_backend(self) -> tuple[Backend, str | None]:
+    def _open_backend(
+        self, notify: Callable[[str], None] | None = None
+    ) -> tuple[Backend, str | None]:
         """The configured backend and the FIM family its model declares (None: detect)."""
         if self.settings.engine.backend == "remote":
-            return open_remote(self.settings, self.notify, self.policy.inference_urls)
+            policy = self.policy
+            return open_remote(
+                self.settings, self.notify, policy.inference_urls, policy.inference_token_file
+            )
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
         self._check_model(resolved.path)
         if self.backends is not None:
-            return self.backends.borrow(resolved.path, self.settings.engine), resolved.family
-        return EmbeddedBackend(resolved.path, self.settings.engine), resolved.family
+            backend = self.backends.borrow(resolved.path, self.settings.engine, notify)
+            return backend, resolved.family
+        return EmbeddedBackend(resolved.path, self.settings.engine, notify), resolved.family
 
     def close(self) -> None:
         if self._loaded is not None:

@@ -4,27 +4,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls import uris
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument
-from pygls.workspace.position_codec import ServerTextPosition
 
-from codeagent_lsp import __version__, settings
+from codeagent_lsp import __version__, lines, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.features import FEATURE_OF, guarded
-from codeagent_lsp.security import audit, guard
+from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
 from codeagent_lsp.security.identity import Identity, os_identity
-from codeagent_lsp.security.policy import policy_in_force
+from codeagent_lsp.security.nodepaths import FolderMap
+from codeagent_lsp.security.policy import MODEL_FEATURES, policy_in_force
 from codeagent_lsp.security.roots import Root
 
 if TYPE_CHECKING:
@@ -36,13 +39,83 @@ RESTART_KEYS = ("model", "modelsDir", "engine", "remote")
 """Settings whose change needs the model to be loaded again."""
 
 
+@dataclass(frozen=True)
+class NodeConfig:
+    """What a shared node decides for every client: its settings (model, engine, cache folders,
+    logging, inference URLs) and the roots its repositories are found under, by name
+    (`nodepaths.find`)."""
+
+    settings: settings.Settings = field(default_factory=settings.Settings)
+    repositories: tuple[Path, ...] = ()
+
+
+class DocumentNotOpen(JsonRpcInvalidParams):
+    """A request on a document the client has not opened (or has closed): expected, as a
+    client may ask about a document it is closing."""
+
+
+class CodeagentProtocol(LanguageServerProtocol):
+    """pygls's protocol, with error replies that carry no traceback and no install paths.
+
+    pygls answers an exception in a handler with its traceback in the reply's data and logs
+    every error, an expected refusal included, at ERROR with a traceback. Here a deliberate
+    refusal (a JsonRpcException: the request is wrong or not allowed) is answered as raised and
+    logged once at INFO; anything else is answered with its type and a sentence, and logged
+    with its traceback at ERROR.
+    """
+
+    def _send_data(self, data: Any) -> None:
+        folders = getattr(self._server, "folders", None)
+        if folders is not None and data is not None:  # a node: its paths become the client's
+            data = folders.outbound(json.loads(json.dumps(data, default=self._serialize_message)))
+        super()._send_data(data)
+
+    def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            super()._send_handler_result(future, msg_id=msg_id)
+            return
+        self._request_futures.pop(msg_id, None)
+        self._send_response(msg_id, error=reply_error(error, f"request {msg_id}"))
+
+    def _check_handler_result(self, future: Any) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            reply = reply_error(error, "a notification")
+            self._server.window_show_message(
+                types.ShowMessageParams(types.MessageType.Error, f"codeagent: {reply.message}")
+            )
+
+
+def reply_error(error: BaseException, what: str) -> types.ResponseError:
+    """The error the client is told of, and the log line (with details) the server keeps."""
+    if isinstance(error, JsonRpcException):
+        log.info("%s refused (%s): %s", what, error.code, error.message)
+        return types.ResponseError(error.code, error.message)
+    log.error("%s failed", what, exc_info=error)
+    name = type(error).__name__
+    return types.ResponseError(
+        JsonRpcInternalError.CODE,
+        f"{name}: the server failed on this request; the details are in its log",
+    )
+
+
 class CodeagentServer(LanguageServer):
-    def __init__(self, log_level: str | None = None, backends: BackendPool | None = None) -> None:
+    def __init__(
+        self,
+        log_level: str | None = None,
+        backends: BackendPool | None = None,
+        node: NodeConfig | None = None,
+    ) -> None:
         # The stdio reader holds one worker of the pool for good: at least two are needed.
-        super().__init__("codeagent-lsp", __version__, max_workers=4)
+        super().__init__(
+            "codeagent-lsp", __version__, protocol_cls=CodeagentProtocol, max_workers=4
+        )
         self.log_level = log_level
         """--log-level from the command line; it wins over codeagent.logging.level."""
-        self.settings = settings.Settings()
+        self.node = node
+        """A shared node's own configuration; None on stdio."""
+        self.settings = node.settings if node else settings.Settings()
         self.backends = backends
         """The network node's models, shared by its connections (None on stdio)."""
         self.assistant = Assistant(self.settings, self.tell_status, backends)
@@ -59,13 +132,35 @@ class CodeagentServer(LanguageServer):
         self.context_builder: ContextBuilder | None = None
         """Repository context for completion prompts, once the CodeGraph is open."""
         self._told_refused: set[str] = set()
-        """Documents the user was told are not served (outside the workspace, too large)."""
+        """Documents (by normal form) the user was told are not served."""
+        self.spellings = fileuri.Spellings()
+        """Each open document's URI as the client spelled it, by normal form."""
         self.policy = policy_in_force()
         """The administrator's policy, read once at start (never from the client)."""
         self.identity = os_identity()
         """Who the requests are decided for: the OS user on stdio; the transport sets it from
         the bearer token on TCP and WebSocket."""
         self._audit: AuditLog | None = None
+        self.folders = (
+            FolderMap(node.repositories, self._repository_refusal, self._tell_warning)
+            if node is not None
+            else None
+        )
+        """On a node: which of its repositories the client's workspace folders select."""
+
+    def _repository_refusal(self, name: str) -> str | None:
+        decision = self.policy.repository_open(self.identity, name)
+        return None if decision.allowed else decision.reason
+
+    def _tell_warning(self, message: str) -> None:
+        self.window_show_message(
+            types.ShowMessageParams(types.MessageType.Warning, f"codeagent: {message}")
+        )
+
+    def may_use_model(self) -> bool:
+        """Does the identity's role allow any feature that runs the model? A role without one
+        loads no engine."""
+        return any(self.policy.decide(self.identity, f).allowed for f in MODEL_FEATURES)
 
     def feature(self, feature_name: str, options: Any | None = None) -> Any:
         """pygls's registration, with every governed feature behind the policy and audit log."""
@@ -76,10 +171,7 @@ class CodeagentServer(LanguageServer):
     def audit(self) -> AuditLog:
         """The audit log, opened on first use where the policy says."""
         if self._audit is None:
-            rules = self.policy.audit
-            self._audit = AuditLog(
-                rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
-            )
+            self._audit = AuditLog.of(self.policy.audit)
         return self._audit
 
     def audit_refusal(self, who: Identity, method: str, reason: str) -> None:
@@ -91,8 +183,14 @@ class CodeagentServer(LanguageServer):
     # --- settings -------------------------------------------------------------------------------
 
     def apply_settings(self, raw: Any) -> None:
-        """Overlay client settings; restart the engine when the model or engine changed."""
+        """Overlay client settings; restart the engine when the model or engine changed. On a
+        node the keys it decides (model, engine, cache folders, logging, inference) are left
+        out, with a message."""
+        owned: list[str] = []
+        if self.node is not None:
+            raw, owned = settings.node_owned(raw)
         merged, errors = settings.merge(self.settings, raw)
+        errors = owned + errors
         if errors:
             self.window_show_message(
                 types.ShowMessageParams(
@@ -102,7 +200,8 @@ class CodeagentServer(LanguageServer):
             )
         restart = any(getattr(merged, k) != getattr(self.settings, k) for k in RESTART_KEYS)
         self.settings = merged
-        _set_log_level(self.log_level or merged.logging.level)
+        if self.node is None:  # a node's log level is its own
+            _set_log_level(self.log_level or merged.logging.level)
         if restart:
             self.assistant.close()
             self.assistant = Assistant(merged, self.tell_status, self.backends)
@@ -119,6 +218,9 @@ class CodeagentServer(LanguageServer):
 
     def start_loading(self) -> None:
         """Load the model in the background; say once what is missing if it cannot be."""
+        if not self.may_use_model():
+            log.info("no model loaded: the role of %s uses none", self.identity.user)
+            return
         self._loading_started = True
 
         async def load() -> None:
@@ -165,19 +267,32 @@ class CodeagentServer(LanguageServer):
 
     # --- documents ------------------------------------------------------------------------------
 
+    def document(self, uri: str) -> TextDocument | None:
+        """The open document `uri` names, in any spelling of it (percent-escapes, `localhost`),
+        or None. Never reads from disk."""
+        spelling = self.spellings.of(uri)
+        # pygls keys its open documents by the URI with its escapes decoded.
+        return None if spelling is None else self.workspace.text_documents.get(unquote(spelling))
+
     def open_document(self, uri: str) -> TextDocument:
         """An open document; never reads from disk (a URI of an unopened file is refused)."""
-        if uri not in self.workspace.text_documents:
-            raise JsonRpcInvalidParams(f"document is not open: {uri}")
+        document = self.document(uri)
+        if document is None:
+            raise DocumentNotOpen(f"document is not open: {uri}")
         refusal = self.document_refusal(uri)
         if refusal is not None:
             raise JsonRpcInvalidParams(f"codeagent: {uri} is not served: {refusal}")
-        return self.workspace.get_text_document(uri)
+        return document
+
+    def open_text(self, path: PurePath | str) -> str | None:
+        """The editor's text of a file when it is open there, else None."""
+        document = self.document(fileuri.uri_of(path))
+        return None if document is None else document.source
 
     def document_refusal(self, uri: str) -> str | None:
         """Why an open document is not served (outside the workspace, too large), or None."""
         roots = [Root.of(name, path) for name, path in self.workspace_roots()]
-        document = self.workspace.text_documents.get(uri)
+        document = self.document(uri)
         return guard.uri_refusal(uri, roots) or (
             guard.size_refusal(document.source, self.settings.documents.maxBytes)
             if document is not None
@@ -185,14 +300,17 @@ class CodeagentServer(LanguageServer):
         )
 
     def workspace_roots(self) -> list[tuple[str, Path]]:
-        """Workspace folders, then the extra repositories from the settings, by folder name."""
+        """Workspace folders, then the extra repositories from the settings, by folder name.
+        A folder whose URI names no local folder (a Windows drive) is left out."""
         roots: list[tuple[str, Path]] = []
         for folder in self.workspace.folders.values():
-            path = uris.to_fs_path(folder.uri)
-            if path:
+            path = fileuri.path_of(folder.uri)
+            if path is not None:
                 roots.append((repo_name(folder), Path(path)))
-        if not roots and self.workspace.root_path:
-            roots.append((Path(self.workspace.root_path).name, Path(self.workspace.root_path)))
+        if not roots and self.workspace.root_uri:
+            root = fileuri.path_of(self.workspace.root_uri)
+            if root is not None:
+                roots.append((root.name, Path(root)))
         for extra in self.settings.codegraph.extraRepositories:
             path = Path(extra).expanduser()
             roots.append((path.name, path))
@@ -201,15 +319,16 @@ class CodeagentServer(LanguageServer):
     def tell_refusal(self, uri: str) -> None:
         """Say once per document why it is not served (on open and change)."""
         refusal = self.document_refusal(uri)
-        if refusal is None or uri in self._told_refused:
+        key = fileuri.document_key(uri)
+        if refusal is None or key in self._told_refused:
             if refusal is None:
-                self._told_refused.discard(uri)
+                self._told_refused.discard(key)
             return
-        self._told_refused.add(uri)
+        self._told_refused.add(key)
         self.window_show_message(
             types.ShowMessageParams(
                 types.MessageType.Warning,
-                f"codeagent: {PurePath(uri).name} is not served: {refusal}",
+                f"codeagent: {PurePath(key).name} is not served: {refusal}",
             )
         )
 
@@ -228,15 +347,20 @@ def prompt_location(server: CodeagentServer, document: TextDocument) -> tuple[st
     """(repository name, path inside it) for the prompt: the workspace folder holding the
     document and the path relative to it. Absolute paths never reach the model: they say
     nothing useful and words in them (a temporary folder called "test_x") sway it."""
-    return path_location(server, document.path)
+    return path_location(server, str(document_path(document)))
+
+
+def document_path(document: TextDocument) -> Path:
+    """The file an open document is (served documents are local files: `open_document`)."""
+    return Path(fileuri.path_of(document.uri) or document.path)
 
 
 def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, str]:
     """(workspace folder's name, posix path inside it) of a file, else (None, its name)."""
     path = PurePath(fs_path)
     for folder in server.workspace.folders.values():
-        root = PurePath(uris.to_fs_path(folder.uri) or "")
-        if path.is_relative_to(root) and path != root:
+        root = fileuri.path_of(folder.uri)
+        if root is not None and path.is_relative_to(root) and path != root:
             return repo_name(folder), path.relative_to(root).as_posix()
     return None, path.name
 
@@ -244,39 +368,27 @@ def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, st
 def repo_name(folder: types.WorkspaceFolder) -> str:
     """A workspace folder's name as prompts and stats show it. Neovim names folders by their
     absolute path, which must not reach the model: only its last part is kept."""
-    fs_path = uris.to_fs_path(folder.uri) or ""
-    return PurePath(folder.name).name or PurePath(fs_path).name or "workspace"
+    path = fileuri.path_of(folder.uri)
+    return PurePath(folder.name).name or (path.name if path else "") or "workspace"
 
 
 def offset_of(document: TextDocument, position: types.Position) -> int:
-    """Code-point offset of an LSP position in the negotiated encoding; InvalidParams when the
-    position is outside the document (a character past the line end means the line end, as the
-    specification says)."""
-    lines = document.lines
-    if position.line < 0 or position.character < 0 or position.line > len(lines):
+    """Code-point offset of an LSP position in the negotiated encoding, on LSP's line model;
+    InvalidParams when the position is outside the document (a character past the line end
+    means the line end, as the specification says)."""
+    count = lines.line_count(document.source)
+    if position.line < 0 or position.character < 0 or position.line > count:
         raise JsonRpcInvalidParams(
-            f"position {position.line}:{position.character} is outside the document "
-            f"({len(lines)} lines)"
+            f"position {position.line}:{position.character} is outside the document ({count} lines)"
         )
-    if position.line == len(lines):
-        return len(document.source)
-    line = lines[position.line]
-    content = line.rstrip("\r\n")
-    units = document.position_codec.client_num_units(content)
-    clamped = types.Position(position.line, min(position.character, units))
-    return document.offset_at_position(clamped)
+    units = document.position_codec.client_num_units
+    return lines.to_offset(document.source, position.line, position.character, units)
 
 
 def position_of(document: TextDocument, offset: int) -> types.Position:
-    """The LSP position of a code-point offset, in the negotiated encoding. (pygls's own
-    conversion puts the end of a last line without a newline on the line after it.)"""
-    remaining = offset
-    lines = document.lines
-    for number, line in enumerate(lines):
-        if remaining <= len(line.rstrip("\r\n")):
-            return document.position_to_client_units(ServerTextPosition(number, remaining))
-        remaining -= len(line)
-    return types.Position(len(lines), 0)
+    """The LSP position of a code-point offset, in the negotiated encoding."""
+    units = document.position_codec.client_num_units
+    return types.Position(*lines.to_position(document.source, offset, units))
 
 
 def _set_log_level(level: str) -> None:
@@ -284,7 +396,9 @@ def _set_log_level(level: str) -> None:
 
 
 def build_server(
-    log_level: str | None = None, backends: BackendPool | None = None
+    log_level: str | None = None,
+    backends: BackendPool | None = None,
+    node: NodeConfig | None = None,
 ) -> CodeagentServer:
     from codeagent_lsp.features import (
         actions,
@@ -296,7 +410,7 @@ def build_server(
         stats,
     )
 
-    server = CodeagentServer(log_level, backends)
+    server = CodeagentServer(log_level, backends, node)
     for feature in (lifecycle, completion, stats, indexing, navigation, hover, actions):
         feature.register(server)
     return server

@@ -269,6 +269,12 @@ class Limits:
     rate: float = 50.0
     """Requests per second per token on TCP/WebSocket (0 = unlimited, as on stdio)."""
     burst: int = 200
+    auth_timeout_s: float = 10.0
+    """TCP: seconds a connection may stay without a first (authenticated) message."""
+    max_connections: int = 512
+    """Connections a node holds at once; more are closed at once."""
+    max_connections_per_address: int = 32
+    """Connections one client address holds at once; more are closed at once."""
 
 
 @dataclass
@@ -286,6 +292,8 @@ class Connection:
     """TCP/WebSocket: `exit` closes this connection only."""
     on_denied: Callable[[Identity, str, str], None] | None = None
     """(identity, method, reason) of each refused request, for the audit log."""
+    inbound: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Rewrites each message before the server reads it (a node's paths for the client's)."""
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
@@ -324,7 +332,7 @@ class Connection:
 
     def handle_body(self, body: bytes | str) -> None:
         try:
-            message = json.loads(body)
+            message = valid_text(json.loads(_text_of(body)))
         except (ValueError, RecursionError):  # RecursionError: "[[[[...", deeper than Python
             metrics.DENIALS.labels("malformed").inc()
             self.reply_error(None, PARSE_ERROR, "Parse error: the message is not valid JSON")
@@ -346,6 +354,8 @@ class Connection:
             return
         if method == "$/cancelRequest" and not self._in_progress(message.get("params")):
             return  # answered already: pygls would log a warning for each one of a storm
+        if self.inbound is not None:
+            message = self.inbound(message)
         try:
             structured = self.protocol.structure_message(message)
         except JsonRpcException as exc:
@@ -423,6 +433,28 @@ class Connection:
         error = {"code": code, "message": message}
         # _send_data frames the reply the way this connection's writer needs (headers or not).
         self.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "error": error})
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_of(body: bytes | str) -> str:
+    """A body's text: bytes that are not UTF-8 become U+FFFD (the rest of the message stands)."""
+    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+
+
+def valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD. JSON may carry one
+    (`"\\ud83d"`, half an emoji cut by a client); Python's json keeps it, and it cannot be
+    encoded later (UTF-8 for the model, the audit log). U+FFFD is one code point and one UTF-16
+    unit, as the surrogate was, so the client's positions stay right."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    return value
 
 
 def _id_of(message: object) -> object:

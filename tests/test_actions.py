@@ -11,7 +11,7 @@ from pygls import uris
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
-from tests.test_server import open_doc, stats
+from tests.test_server import model_loaded, open_doc, stats
 
 SOURCE = "def area(width, height):\n    return width * height\n\n\ndef broken(x):\n    return x +\n"
 
@@ -105,6 +105,7 @@ async def test_generated_tests_go_to_the_projects_test_folder(
 @pytest.mark.settings({"actions": {"maxTokens": 4000}})
 async def test_cancelling_resolve_stops_the_model(client: LanguageClient, workspace: Path):
     uri = open_doc(client, workspace, "slow.py", SOURCE)
+    await model_loaded(client)  # cancel generation, not the wait for the model
     actions = await client.text_document_code_action_async(actions_params(uri, 1))
     explain = next(a for a in actions if a.title == "Explain this code")
     pending = client.protocol.send_request(types.CODE_ACTION_RESOLVE, explain, msg_id="explain")

@@ -1,11 +1,11 @@
 """A node's pool of loaded models, on the tiny GGUF: borrowers of one (model file, engine
-settings) share one engine, each with slots and records of its own, and the last one to leave
-frees it."""
+settings) share one engine (one worker process), each with slots and records of its own, and
+the last one to leave frees it."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,16 @@ REQUEST = Request(key="file:///project/same.py", segments=["def same():"], max_t
 
 
 def engines_running() -> int:
-    return sum(t.name == "codeagent-engine" for t in threading.enumerate())
+    """Model worker processes this process started and has not yet stopped."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+        count += parent == os.getpid() and b"codeagent_lsp.engine.worker" in cmdline
+    return count
 
 
 async def test_borrowers_share_one_engine_until_the_last_one_leaves(tiny_model: Path) -> None:

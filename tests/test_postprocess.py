@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeagent_lsp.context.postprocess import postprocess, wants_multiline
+from codeagent_lsp.context.postprocess import fit_to_line, postprocess, wants_multiline
 
 
 def normalise(text: str) -> str:
@@ -211,11 +211,11 @@ CODE = st.lists(TOKENS, max_size=40).map("".join) | st.text(max_size=40)
     multiline=st.booleans(),
     max_lines=st.integers(-2, 20),
 )
-def test_only_removes_text(
+def test_after_fitting_to_the_line_only_removes_text(
     raw: str, prefix: str, suffix: str, multiline: bool, max_lines: int
 ) -> None:
     out = postprocess(raw, prefix, suffix, multiline=multiline, max_lines=max_lines)
-    assert normalise(raw).startswith(out)
+    assert fit_to_line(raw, prefix, suffix).startswith(out)
     assert out == "" or out.strip()
     if multiline:
         assert out.count("\n") < max(1, max_lines)
@@ -227,3 +227,133 @@ def test_only_removes_text(
 @given(prefix=CODE, suffix=CODE)
 def test_wants_multiline_never_raises(prefix: str, suffix: str) -> None:
     assert wants_multiline(prefix, suffix) in (True, False)
+
+
+# --- fitting the suggestion to what is typed on the cursor's line --------------------------------
+
+CODE_LINES = st.sampled_from(
+    [
+        "data = request.json()",
+        "return fib(n - 1) + fib(n - 2)",
+        "total += item.price",
+        "print(größe, naïve)",
+        "self.items.append(value)",
+        "raise ValueError('bad')",
+    ]
+)
+INDENTS = st.sampled_from(["", "    ", "        ", "\t"])
+
+
+@given(INDENTS, CODE_LINES, st.data())
+def test_a_restarted_line_is_not_typed_twice(indent: str, line: str, data) -> None:
+    """The model writes the whole cursor line again (with or without its indentation): only
+    what is not typed yet is suggested."""
+    whole = indent + line
+    typed = data.draw(st.integers(len(indent) + 1, len(whole) - 1))
+    if not whole[len(indent) : typed].strip(" ("):
+        return  # nothing but a lone bracket typed: a repeat cannot be told from new code
+    prefix = f"def f(request):\n{indent}x = 0\n" + whole[:typed]
+    for raw in (whole, line):
+        assert fit_to_line(raw, prefix, "\n") == whole[typed:]
+
+
+@given(INDENTS, CODE_LINES)
+def test_typed_indentation_is_not_repeated(indent: str, line: str) -> None:
+    prefix = f"def f(request):\n{indent}x = 0\n{indent}"
+    for raw in (indent + line, line):
+        assert fit_to_line(raw, prefix, "\n") == line
+
+
+def width(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+@given(
+    st.sampled_from(["", "    "]),
+    st.sampled_from(["", "  ", "    ", "        "]),
+    st.sampled_from([0, 1, 2]),
+)
+def test_a_block_moves_as_one_inside_the_block_it_follows(
+    opener_indent: str, model_indent: str, typed_part: int
+):
+    """After a block opener the first line is inside the block (one step in when nothing is
+    typed), and the later lines keep their indentation relative to the first, whatever
+    indentation the model wrote."""
+    body = opener_indent + "    "
+    typed = body[: len(body) * typed_part // 2]
+    block = ["if n <= 1:", "    return n", "return fib(n - 1) + fib(n - 2)"]
+    raw = "\n".join(model_indent + row for row in block)
+    fitted = fit_to_line(raw, f"{opener_indent}def fib(n):\n{typed}", "\n").split("\n")
+    first = width(typed + fitted[0])
+    assert fitted[0].strip() == block[0]
+    assert first > width(opener_indent) and first >= width(typed)
+    if not typed:
+        assert first >= width(body)
+    assert [width(line) - first for line in fitted[1:]] == [4, 0]
+
+
+@pytest.mark.parametrize("typed", ["", "  ", "    "])
+def test_a_block_written_after_the_typed_indentation_stays_where_it_is(typed: str):
+    """A model that continues after the typed indentation writes later lines from the line's
+    start: they stay put, and the first line is completed to the body's indentation."""
+    raw = "    "[len(typed) :] + "if n <= 1:\n        return n\n    return fib(n - 1)"
+    fitted = fit_to_line(raw, "def fib(n):\n" + typed, "\n")
+    assert typed + fitted == "    if n <= 1:\n        return n\n    return fib(n - 1)"
+
+
+@given(st.sampled_from(["", "python", "py"]), CODE_LINES, st.sampled_from(["", "\nThat is all."]))
+def test_markdown_around_code_is_dropped(language: str, line: str, prose: str) -> None:
+    fenced = f"```{language}\n{line}\n```{prose}"
+    assert fit_to_line(fenced, "x = 1\n", "") == line
+    assert fit_to_line(f"{line}\n```{prose}", "x = 1\n", "") == line
+    assert postprocess("```", "def f():\n    return 1\n", "", multiline=False) == ""
+
+
+@given(st.sampled_from(["größe", "fläche", "data", "naïve_x"]), st.data())
+def test_the_word_being_typed_is_not_repeated(word: str, data) -> None:
+    typed = data.draw(st.integers(1, len(word) - 1))
+    prefix = "print(" + word[:typed]
+    assert fit_to_line(word + ")", prefix, "\n") == word[typed:] + ")"
+    assert fit_to_line(word[typed:] + ")", prefix, "\n") == word[typed:] + ")"
+
+
+@pytest.mark.parametrize(
+    ("raw", "prefix", "suffix", "multiline", "expected"),
+    [
+        pytest.param(
+            "    if n <= 1:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
+            "def fib(n):\n    ",
+            "\n",
+            True,
+            "if n <= 1:\n        return n\n    return fib(n - 1) + fib(n - 2)",
+            id="fib-typed-indentation",
+        ),
+        pytest.param(
+            "total += x\n",
+            "def f(xs):\n    total = 0\n    for x in xs:\n",
+            "\n    return total\n",
+            True,
+            "        total += x",
+            id="column-0-in-loop-body",
+        ),
+        pytest.param(
+            "    data = request.json()\n    return data\n",
+            "def view(request):\n    da",
+            "",
+            False,
+            "ta = request.json()",
+            id="word-typed-at-end-of-file",
+        ),
+        pytest.param("```\n", "def f():\n    return 1\n", "", False, "", id="fence-at-end"),
+        pytest.param(
+            "    return json.dumps(da)",
+            "def view(request):\n    da",
+            "",
+            False,
+            "",
+            id="new-line-without-its-newline",
+        ),
+    ],
+)
+def test_issue_examples_fit_the_line(raw, prefix, suffix, multiline, expected) -> None:
+    assert postprocess(raw, prefix, suffix, multiline=multiline) == expected

@@ -14,6 +14,7 @@ from codeagent_lsp.bench.quality import (
     NEXT_LINE,
     Condition,
     Task,
+    accepted_parses,
     edit_similarity,
     exact_match,
     identifier_match,
@@ -262,12 +263,14 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file() 
     assert result["other_file"]["samples"] == 1
     assert result["other_file"]["es_windows"] == pytest.approx(50.0)
     table = result["table"].splitlines()
-    assert table[0] == "| condition | EM | ES | ID | p50 ms |"
+    assert table[0] == "| condition | EM | ES | ID | parses % | p50 ms |"
     assert table[2:] == [
-        "| none | 0.0 | 0.0 | 0.0 | 10 |",
-        "| windows | 50.0 | 75.0 | 50.0 | 25 |",
-        "| full | 100.0 | 100.0 | 100.0 | 40 |",
+        "| none | 0.0 | 0.0 | 0.0 | 100.0 | 10 |",
+        "| windows | 50.0 | 75.0 | 50.0 | 100.0 | 25 |",
+        "| full | 100.0 | 100.0 | 100.0 | 0.0 | 40 |",  # "extra line" is no Python
     ]
+    assert result["parse_rate"] == pytest.approx(200 / 3, abs=0.01)
+    assert result["parse_samples"] == 2
     assert "per_task" not in result
 
 
@@ -300,3 +303,34 @@ async def test_run_quality_bench_with_no_tasks() -> None:
     result = await run_quality_bench([], {"none": none})
     assert result["samples"] == 0 and result["em_none"] == 0.0 and result["p50_ms"] == 0.0
     assert result["other_file"]["samples"] == 0
+
+
+# --- accept and parse -------------------------------------------------------------------------
+
+
+def _masked(name: str, prefix: str, expected: str, suffix: str) -> Task:
+    return Task(Path(name), name, 0, 0, prefix, suffix, expected, NEXT_LINE)
+
+
+PY = _masked("m.py", "def f(x):\n    y = x\n    ", "return y", "\n\n\ndef g():\n    return 2\n")
+JS = _masked("m.js", "function f(x) {\n  ", "return x;", "\n}\nf(1);\n")
+
+
+@pytest.mark.parametrize(
+    ("task", "prediction", "parses"),
+    [
+        (PY, "return y", True),
+        (PY, "    return y", False),  # the typed indentation repeated
+        (PY, "if y:", True),  # opens a block: given `pass`
+        (PY, "return (", True),  # given its closing bracket
+        (PY, "return y\n```", False),
+        (JS, "return x;", True),
+        (JS, "return x; }", False),  # one brace too many: an ERROR node
+        (JS, "if (x) {", True),  # given its closing brace
+        (JS, "return x +", False),
+        (_masked("m.py", "def f(:\n    ", "pass", "\n"), "pass", None),  # never parsed
+        (_masked("notes.txt", "a\n", "b", "\n"), "b", None),  # no parser for it
+    ],
+)
+def test_accepting_the_whole_suggestion_leaves_the_file_parsing(task, prediction, parses):
+    assert accepted_parses(task, prediction) is parses

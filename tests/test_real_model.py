@@ -233,3 +233,34 @@ def test_headless_go_tests_are_written_beside_the_package(tmp_path):
     assert written.startswith('package mathutil\n\nimport "testing"\n')
     assert "func Test" in written and "Clamp(" in written
     assert testgen.parse_errors(written, "go") == 0
+
+
+# Suggestions that fit what is typed (the cases of issue 13): properties, not exact texts.
+FIB = "def fib(n):\n    \n"
+LOOP = "def total(xs):\n    result = 0\n    for x in xs:\n\n    return result\n"
+VIEW = "import json\n\n\ndef view(request):\n    da"
+DONE = 'def greet(name):\n    return f"Hello, {name}!"\n\n\nprint(greet("world"))\n'
+
+
+async def test_suggestions_fit_what_is_typed(real_client: LanguageClient, workspace: Path):
+    fib = open_doc(real_client, workspace, "fib.py", FIB)
+    (item,) = (await inline(real_client, fib, types.Position(1, 4))).items
+    body = item.insert_text
+    assert not body[:1].isspace()  # the typed indentation is not repeated
+    ast.parse("def fib(n):\n    " + body + "\n")  # and the function parses
+
+    loop = open_doc(real_client, workspace, "loop.py", LOOP)
+    (item,) = (await inline(real_client, loop, types.Position(3, 0))).items
+    first = item.insert_text.split("\n")[0]
+    assert len(first) - len(first.lstrip()) == 8  # inside the loop's body
+    ast.parse(LOOP.replace("xs:\n\n", "xs:\n" + item.insert_text + "\n"))
+
+    view = open_doc(real_client, workspace, "view.py", VIEW)
+    end = types.Position(4, 6)
+    for item in (await inline(real_client, view, end)).items:  # none is better than a wrong one
+        assert not item.insert_text.startswith(("da", " "))  # `da` is typed once
+        ast.parse(VIEW + item.insert_text)
+
+    done = open_doc(real_client, workspace, "done.py", DONE)
+    items = (await inline(real_client, done, types.Position(5, 0))).items
+    assert all("```" not in i.insert_text for i in items)

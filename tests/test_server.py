@@ -51,6 +51,15 @@ async def stats(client: LanguageClient) -> dict:
     return plain(await client.protocol.send_request_async("codeagent/stats", {}))
 
 
+async def model_loaded(client: LanguageClient) -> None:
+    """Wait until the model worker has loaded the model (about a second: a new process)."""
+    for _ in range(600):
+        if (await stats(client))["model"] is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the model never loaded")
+
+
 def plain(value):
     """pygls hands custom results over as namedtuples: back to dicts and lists."""
     if hasattr(value, "_asdict"):
@@ -132,6 +141,7 @@ async def test_returning_to_a_document_evaluates_only_what_changed(
 @pytest.mark.settings({"completion": {"maxTokens": 3000, "reuseSuggestion": False}})
 async def test_cancel_request_stops_generation(client: LanguageClient, workspace: Path):
     uri = open_doc(client, workspace, "long.py", PYTHON)
+    await model_loaded(client)  # cancel generation, not the wait for the model
     # pygls's client does not send $/cancelRequest itself when a request's task is cancelled.
     pending = client.protocol.send_request(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, CURSOR), msg_id="long-one"
@@ -155,6 +165,7 @@ async def test_newest_request_for_a_document_supersedes_older(
     client: LanguageClient, workspace: Path
 ):
     uri = open_doc(client, workspace, "race.py", PYTHON)
+    await model_loaded(client)
     older = asyncio.create_task(inline(client, uri, CURSOR))
     await asyncio.sleep(0.3)
     newer = await inline(client, uri, CURSOR)

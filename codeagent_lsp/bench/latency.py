@@ -219,6 +219,11 @@ def _summary(
         )
         if model_calls
         else 0,
+        # The cost of running llama.cpp in a worker process: serialising, pipes, scheduling.
+        "boundary_p50_ms": round(statistics.median(r.boundary_ms for r in model_calls), 3)
+        if model_calls
+        else 0.0,
+        "boundary_max_ms": round(max((r.boundary_ms for r in model_calls), default=0.0), 3),
         "baseline_requests": len(baseline),
         "baseline_p50_ms": round(base_p50, 1),
         "baseline_p95_ms": round(_p(base_totals, 0.95), 1),
@@ -280,5 +285,7 @@ def _table(r: dict[str, object]) -> str:
             f"prompt tokens p50 {r['prompt_tokens_p50']}; model calls alone: p50 "
             f"{r['model_call_p50_ms']} ms, evaluated p50 {r['evaluated_tokens_model_call_p50']}; "
             f"ratio p50 {r['ratio_p50']}",
+            f"process boundary per model call: p50 {r['boundary_p50_ms']} ms, max "
+            f"{r['boundary_max_ms']} ms (next to the model call p50 {r['model_call_p50_ms']} ms)",
         ]
     )

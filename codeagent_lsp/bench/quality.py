@@ -10,6 +10,7 @@ supplies one async callable per condition that runs the server's completion path
 
 from __future__ import annotations
 
+import ast
 import io
 import keyword
 import math
@@ -22,6 +23,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import tree_sitter
+
+from codeagent_lsp.codegraph import extract, languages
+from codeagent_lsp.context import postprocess
 
 NEXT_LINE = "next-line"
 MID_LINE = "mid-line"
@@ -289,6 +295,58 @@ def identifier_match(prediction: str, expected: str) -> float:
     return 100.0 * 2 * precision * recall / (precision + recall)
 
 
+# --- accept and parse ------------------------------------------------------------------------
+
+
+_CLOSERS = {"{": "}", "(": ")", "[": "]"}
+
+
+def accepted_parses(task: Task, prediction: str) -> bool | None:
+    """Does the file still parse once the whole suggestion is accepted in place of the hidden
+    text? None when the original file does not parse (the position is not counted). A
+    suggestion that ends by opening a block is also tried with the language's empty body
+    (`pass` after a colon, the closing bracket after an opening one): the user types the
+    body next.
+
+    Python is parsed with `ast`; other languages with tree-sitter, where parsing means no more
+    ERROR or MISSING nodes than the original file has.
+    """
+    language = languages.language_for(task.path)
+    errors = _parse_errors(task.prefix_text + task.expected + task.suffix_text, language)
+    if errors is None or errors > 0:
+        return None
+    accepted = task.prefix_text + prediction
+    candidates = [accepted + task.suffix_text]
+    line = accepted.rpartition("\n")[2]
+    if postprocess.opens_block(line):
+        indent = line[: len(line) - len(line.lstrip())]
+        closer = _CLOSERS.get(line.rstrip()[-1:])
+        body = f"\n{indent}    pass" if closer is None else f"\n{indent}{closer}"
+        candidates.insert(0, accepted + body + task.suffix_text)
+    return any(_parse_errors(text, language) == 0 for text in candidates)
+
+
+def _parse_errors(text: str, language: str | None) -> int | None:
+    """How many syntax errors a file has (Python: 0 or 1), None for a language not known."""
+    if language == "python":
+        try:
+            ast.parse(text)
+        except (SyntaxError, ValueError):  # ValueError: a NUL byte
+            return 1
+        return 0
+    if language is None:
+        return None
+    tree = extract.parse(text.encode("utf-8", errors="surrogatepass"), language)
+    return _error_nodes(tree.root_node)
+
+
+def _error_nodes(node: tree_sitter.Node) -> int:
+    if not node.has_error:
+        return 0
+    own = 1 if node.type == "ERROR" or node.is_missing else 0
+    return own + sum(_error_nodes(child) for child in node.children)
+
+
 # --- running and aggregating ------------------------------------------------------------------
 
 
@@ -301,6 +359,7 @@ class _Score:
     em: float
     es: float
     id: float
+    parses: bool | None
 
 
 async def run_quality_bench(
@@ -311,7 +370,9 @@ async def run_quality_bench(
 ) -> dict[str, object]:
     """Complete every task under every condition, one at a time, and aggregate the scores.
 
-    Keys: `samples`, `conditions`, `em_<c>`, `es_<c>`, `id_<c>` (means, 0-100), `p50_ms`
+    Keys: `samples`, `conditions`, `em_<c>`, `es_<c>`, `id_<c>` (means, 0-100),
+    `parse_rate_<c>` and `parse_rate` (accepted suggestions that leave the file parsing, 0-100,
+    over the `parse_samples` positions whose file parses), `p50_ms`
     (all completions), `p50_ms_<c>`, `per_kind` (the same metric keys per kind, with its
     `samples`), `other_file` (the same for tasks with `uses_other_file`) and `table`
     (markdown). With `keep_predictions`, `per_task` lists every prediction and its scores.
@@ -339,6 +400,7 @@ def _score(task: Task, condition: str, prediction: str, latency_ms: float) -> _S
         em=100.0 if exact_match(prediction, task.expected) else 0.0,
         es=edit_similarity(prediction, task.expected),
         id=identifier_match(prediction, task.expected),
+        parses=accepted_parses(task, prediction),
     )
 
 
@@ -371,15 +433,28 @@ def _metrics(names: list[str], scores: list[_Score]) -> dict[str, float]:
         mine = [s for s in scores if s.condition == name]
         for metric in ("em", "es", "id"):
             metrics[f"{metric}_{name}"] = _mean([getattr(s, metric) for s in mine])
+        metrics[f"parse_rate_{name}"] = _parse_rate(mine)
+    metrics["parse_rate"] = _parse_rate(scores)
+    metrics["parse_samples"] = len({id(s.task) for s in scores if s.parses is not None})
     return metrics
 
 
+def _parse_rate(scores: list[_Score]) -> float:
+    """0-100: accepted suggestions that leave the file parsing, over the positions whose file
+    parses to begin with."""
+    return _mean([100.0 * s.parses for s in scores if s.parses is not None])
+
+
 def _table(names: list[str], result: Mapping[str, object]) -> str:
-    lines = ["| condition | EM | ES | ID | p50 ms |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| condition | EM | ES | ID | parses % | p50 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in names:
         lines.append(
             f"| {name} | {result[f'em_{name}']:.1f} | {result[f'es_{name}']:.1f} "
-            f"| {result[f'id_{name}']:.1f} | {result[f'p50_ms_{name}']:.0f} |"
+            f"| {result[f'id_{name}']:.1f} | {result[f'parse_rate_{name}']:.1f} "
+            f"| {result[f'p50_ms_{name}']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -398,6 +473,7 @@ def _row(score: _Score) -> dict[str, object]:
         "em": score.em,
         "es": round(score.es, 2),
         "id": round(score.id, 2),
+        "parses": score.parses,
         "latency_ms": round(score.latency_ms, 2),
     }
 

@@ -10,7 +10,6 @@ does not change while the user types inside it.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ import networkx as nx
 import numpy as np
 
 from codeagent_lsp.codegraph.store import GraphStore, StoredSymbol
+from codeagent_lsp.codegraph.words import IDENTIFIER
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NEAR_LINES = 12
 """Lines above and below the cursor whose identifiers count as near."""
 MAX_NEIGHBOURHOOD = 2000

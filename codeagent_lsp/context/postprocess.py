@@ -1,7 +1,8 @@
 """Clean up the raw fill-in-the-middle text the model returns for a cursor.
 
-Every rule here only *removes* text: the result is always a prefix of the model's output
-after newline normalisation, so nothing is shown that the model did not write.
+First the model's text is fitted to what is typed on the cursor's line (`fit_to_line`: the
+one place that drops non-code, drops what repeats the typed line and sets the indentation of
+the block); every later rule only *removes* text, so what is shown is a prefix of that.
 
 Indentation is measured with tabs expanded to 4 columns; files mix tabs and spaces rarely
 enough that comparing widths within one file is sound.
@@ -9,11 +10,15 @@ enough that comparing widths within one file is sound.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["postprocess", "stop_early", "wants_multiline"]
+from codeagent_lsp.codegraph import words
+
+__all__ = ["fit_to_line", "opens_block", "postprocess", "stop_early", "wants_multiline"]
 
 _QUOTES = "\"'`"
 _OPENERS = "([{"
@@ -67,8 +72,8 @@ def wants_multiline(prefix: str, suffix: str) -> bool:
     if cur.rest.strip():
         return False
     if cur.line.strip():
-        return _opens_block(cur.line)
-    if cur.before and _opens_block(cur.before.rpartition("\n")[2]):
+        return opens_block(cur.line)
+    if cur.before and opens_block(cur.before.rpartition("\n")[2]):
         return True
     return _in_indented_body(cur)
 
@@ -101,7 +106,7 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
     - "" when what is left is blank, or just repeats the non-blank lines before the cursor.
     """
     cur = _Cursor.of(prefix, suffix)
-    text = _normalise(raw).rstrip()
+    text = fit_to_line(raw, prefix, suffix)
     # Single line: what follows the first newline is not for this line.
     text = _cut_block(text, cur, max(1, max_lines)) if multiline else text.partition("\n")[0]
     text = _cut_repeated_suffix_line(text, cur)
@@ -110,6 +115,34 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
     if not text.strip() or _repeats_previous(text, cur):
         return ""
     return text
+
+
+def fit_to_line(raw: str, prefix: str, suffix: str) -> str:
+    """The model's text made to fit what is typed on the cursor's line (before any cut):
+
+    - text that is not code is dropped: a markdown fence line ends the text (a fence that
+      opens it is skipped, and the code inside kept), and so does a model control token
+      written out (`<|endoftext|>`, `<|file_sep|>`);
+    - the first line continues the cursor's line: indentation or a word already typed there
+      is not repeated (`    da` + `    data = 1` gives `ta = 1`; `fläc` + `fläche` gives `he`),
+      and a line written as a line of its own (indented, its newline left out) is dropped;
+    - on a line holding only indentation, the first line is indented where the block wants
+      it (one step inside a block the line before opens), and the later lines keep their
+      indentation relative to the first: the whole suggestion moves as one block.
+
+    The model writes indentation in one of two frames: from the start of the line (it repeats
+    what is typed) or after what is typed (it continues it). The later lines tell which one
+    (after a block opener they must be deeper); when they cannot, an indented first line is
+    taken as written from the line's start (the repeat users saw), an unindented one as
+    continuing what is typed.
+    """
+    text = _code_only(_normalise(raw).rstrip())
+    cur = _Cursor.of(prefix, suffix)
+    if not text.strip():
+        return ""
+    if cur.line.strip():
+        return _continue_typed(text, cur)
+    return _indent_as_block(text, cur)
 
 
 def stop_early(
@@ -124,10 +157,126 @@ def stop_early(
         if not text.endswith("\n"):  # judge whole lines only
             return False
         done = text.rstrip()
+        if _code_only(done + "\nx") == _code_only(done):
+            return True  # the code ended (a closing fence, a control token)
         kept = postprocess(done, prefix, suffix, multiline=True, max_lines=max_lines)
-        return len(kept) < len(done)
+        return len(kept) < len(fit_to_line(done, prefix, suffix))
 
     return should_stop
+
+
+_FENCE = re.compile(r"[ \t]*(?:```|~~~)")
+_CONTROL_TOKEN = re.compile(r"<\|[A-Za-z_][\w.-]{0,40}\|>|</s>|<(?:fim|file|repo)_[a-z_]+>")
+_DEFAULT_STEP = 4
+
+
+def _code_only(text: str) -> str:
+    """`text` up to its first control token or markdown fence (a fence that opens the text
+    is skipped: the code inside it is kept, up to the fence that closes it)."""
+    control = _CONTROL_TOKEN.search(text)
+    if control is not None:
+        text = text[: control.start()]
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    start = first + 1 if first < len(lines) and _FENCE.match(lines[first]) else 0
+    end = next((i for i in range(start, len(lines)) if _FENCE.match(lines[i])), len(lines))
+    return "\n".join(lines[start:end]).rstrip()
+
+
+def _continue_typed(text: str, cur: _Cursor) -> str:
+    """Drop from the first line what the cursor's line already holds: the model may start the
+    line again (all of its code, indentation aside) or repeat the word being typed. Later lines
+    move with the first: they were written relative to the line the model started."""
+    first, newline, later = text.partition("\n")
+    typed = cur.line.lstrip()
+    stripped = first.lstrip()
+    # One bracket typed and one written could be "((": only a word or more is a repeat.
+    if stripped.startswith(typed) and (len(typed) > 1 or words.is_part(typed)):
+        shift = _width(cur.line) - _width(first)
+        return stripped[len(typed) :] + newline + _shift_lines(later, shift, cur)
+    word = cur.line[words.word_start(cur.line, len(cur.line)) :]
+    if word and first.startswith(word) and len(first) > len(word):
+        return first[len(word) :] + newline + later
+    if first[:1] in (" ", "\t") and _width(first) >= max(2, _width(cur.line)):
+        return ""  # a line of its own, newline left out: accepted, it would join the typed one
+    return text
+
+
+def _indent_as_block(text: str, cur: _Cursor) -> str:
+    """On a line holding only indentation: the first line at the block's indentation (never
+    repeating what is typed), later lines moved with it."""
+    lines = text.split("\n")
+    first = lines[0]
+    if not first.strip():
+        return text  # the text starts on a later line: nothing typed to continue
+    typed, model = _width(cur.line), _width(first)
+    step = _step(cur.before)
+    frame = _frame(lines, typed, model, step)
+    final = max(typed, frame, _least_width(cur, typed, step))
+    unit = _indent_unit(cur)
+    wanted = _indentation(final, unit)
+    lead = wanted[len(cur.line) :] if wanted.startswith(cur.line) else " " * max(0, final - typed)
+    later = _shift_lines("\n".join(lines[1:]), final - frame, cur)
+    return lead + first.lstrip() + ("\n" + later if len(lines) > 1 else "")
+
+
+def _frame(lines: list[str], typed: int, model: int, step: int) -> int:
+    """The width the model meant for its first line: `model` if it wrote the line from its
+    start, `typed + model` if it continued after the typed indentation. The next non-blank
+    line decides: one step deeper after a block opener, one step out when it closes the
+    enclosing block, else level with the first; a tie goes to the line's start."""
+    following = next((line for line in lines[1:] if line.strip()), None)
+    if typed == 0 or following is None:
+        return model or typed
+    after, candidates = _width(following), (model, typed + model)
+    if opens_block(lines[0]):
+        fits = {c: abs(after - c - step) for c in candidates if after > c}
+    elif _BLOCK_CLOSER.fullmatch(following.rstrip(" \t;,")):
+        fits = {c: abs(c - after - step) for c in candidates if after < c}
+    else:  # a dedented line after an unindented one ends the block rather than telling
+        fits = {c: 0 for c in candidates if after == c} if model else {}
+    if not fits:  # no evidence: a line written without indentation continues what is typed
+        return model or typed
+    return min(fits, key=fits.__getitem__)
+
+
+def _least_width(cur: _Cursor, typed: int, step: int) -> int:
+    """The least indentation of the first line: inside the block the line before opens (the
+    typed indentation when it is already inside, else one step in), else none."""
+    previous = _last_nonblank_lines(cur.before, 1)
+    if not previous or not opens_block(previous[0]):
+        return 0
+    opener = _width(previous[0])
+    return typed if typed > opener else opener + step
+
+
+def _step(text: str) -> int:
+    """The file's indentation step: the most common increase from one line to the next."""
+    widths = [_width(line) for line in text.split("\n")[-400:] if line.strip()]
+    steps = Counter(b - a for a, b in itertools.pairwise(widths) if b > a)
+    return steps.most_common(1)[0][0] if steps else _DEFAULT_STEP
+
+
+def _indent_unit(cur: _Cursor) -> str:
+    """A tab when the code around the cursor indents with tabs, else a space."""
+    previous = _last_nonblank_lines(cur.before, 1)
+    sample = cur.line or (previous[0] if previous else "")
+    return "\t" if sample.startswith("\t") else " "
+
+
+def _indentation(width: int, unit: str) -> str:
+    return "\t" * (width // 4) + " " * (width % 4) if unit == "\t" else " " * width
+
+
+def _shift_lines(text: str, shift: int, cur: _Cursor) -> str:
+    """Every non-blank line of `text` indented `shift` columns more (or less, down to none)."""
+    if not shift or not text:
+        return text
+    unit = _indent_unit(cur)
+    return "\n".join(
+        _indentation(max(0, _width(line) + shift), unit) + line.lstrip() if line.strip() else line
+        for line in text.split("\n")
+    )
 
 
 def _normalise(text: str) -> str:
@@ -187,7 +336,9 @@ def _balance(text: str, quote: str = "") -> tuple[list[str], list[str]]:
     return opened, unmatched
 
 
-def _opens_block(line: str) -> bool:
+def opens_block(line: str) -> bool:
+    """Does the line end by opening a block (`:`, `{`, `(`, `=>`, `do`, ...; comments and
+    strings aside)?"""
     scan = _scan(line)
     code = line[: scan.comment].rstrip()
     if scan.quote or code.endswith("::"):  # inside a string, or C++/Rust path separator
@@ -260,7 +411,7 @@ def _closing_part(line: str) -> str:
     match = _BLOCK_CLOSER.match(line)
     if match is None:
         return ""
-    return match.group() if _opens_block(line) else line
+    return match.group() if opens_block(line) else line
 
 
 def _cut_repeated_suffix_line(text: str, cur: _Cursor) -> str:

@@ -1,22 +1,32 @@
-"""The embedded backend: requests become token jobs on this process's llama.cpp Engine."""
+"""The embedded backend: requests become token jobs for the llama.cpp worker process on this
+machine (`supervisor.Supervisor`)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from codeagent_lsp.context.templates import Special
 from codeagent_lsp.engine.backend import Request
-from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob, RequestRecord
+from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.engine.supervisor import Supervisor
 from codeagent_lsp.settings import EngineSettings
 
 
 class EmbeddedBackend:
     """Control tokens go in by id (looked up once), so code can never inject one."""
 
-    def __init__(self, model_path: Path, settings: EngineSettings) -> None:
-        self.engine = Engine(model_path, settings)
+    def __init__(
+        self,
+        model_path: Path,
+        settings: EngineSettings,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        """Starts the worker and waits for it to load the model (blocking). `notify` is told,
+        from any thread, when the worker crashes or stops. Raises EngineError."""
+        self.engine = Supervisor(model_path, settings, notify)
         try:
             self.info: ModelInfo = self.engine.wait_loaded()
         except Exception:
@@ -31,7 +41,7 @@ class EmbeddedBackend:
         return self._id(text) is not None
 
     async def generate(self, request: Request) -> Generation:
-        """Queue the request on the engine thread; cancelling the awaiting task cancels it."""
+        """Send the request to the worker; cancelling the awaiting task cancels it."""
         tokens, tail_start = self._tokens(request)
         stops = (self._id(t) for t in request.stop)
         job = GenerationJob(

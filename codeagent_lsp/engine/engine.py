@@ -21,12 +21,14 @@ from pathlib import Path
 
 from codeagent_lsp.engine.llama import (
     Aborted,
+    AbortFlag,
     EngineError,
     LlamaRuntime,
     ModelInfo,
     NoKvSpace,
     Sampler,
 )
+from codeagent_lsp.engine.protocol import SharedFlags
 from codeagent_lsp.engine.slots import Slot, SlotTable, short_name
 from codeagent_lsp.metrics import count_generation
 from codeagent_lsp.settings import EngineSettings
@@ -56,6 +58,8 @@ class GenerationJob:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     future: concurrent.futures.Future[Generation] = field(default_factory=concurrent.futures.Future)
     outcome_if_cancelled: str = "cancelled"
+    id: int = 0
+    """Unique per engine user; names the request in the worker protocol and `SharedFlags`."""
 
     def cancel(self, outcome: str = "cancelled") -> None:
         self.outcome_if_cancelled = outcome
@@ -84,6 +88,9 @@ class RequestRecord:
     """ok, cancelled, superseded, error, or typeahead (answered from the last suggestion)."""
     replica: str = ""
     """The inference replica that answered (remote backend); empty when embedded."""
+    boundary_ms: float = 0.0
+    """Milliseconds spent crossing to the model worker process and back (serialising, pipes,
+    scheduling): the round trip less the worker's own time; 0 when no worker is involved."""
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -108,8 +115,18 @@ class Generation:
 class Engine:
     """Loads a model on its own thread and serves generation jobs one at a time."""
 
-    def __init__(self, model_path: Path, settings: EngineSettings, *, record_limit: int = 256):
+    def __init__(
+        self,
+        model_path: Path,
+        settings: EngineSettings,
+        *,
+        record_limit: int = 256,
+        flags: SharedFlags | None = None,
+    ):
+        """`flags`: the page through which another process (the language server) aborts the
+        running request; None when only this process cancels."""
         self.settings = settings
+        self.flags = flags
         self.slots = SlotTable(settings.slots)
         self.records: deque[tuple[str, RequestRecord]] = deque(maxlen=record_limit)
         """(key of the document or of its owner, record): stats show each owner its own."""
@@ -180,6 +197,10 @@ class Engine:
             table = self.slots.table(owner)
         return {"records": records, "slots": table}
 
+    def slot_rows(self) -> list[tuple[str, dict[str, object]]]:
+        with self._lock:
+            return self.slots.rows()
+
     def release_owner(self, owner: str) -> None:
         """A client of a shared engine left: cancel its requests and free its slots."""
         with self._lock:
@@ -199,6 +220,12 @@ class Engine:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    def cancelled(self, job: GenerationJob) -> bool:
+        """Whether `job` was cancelled, here or by the other process through `flags`."""
+        return job.cancel_event.is_set() or (
+            self.flags is not None and self.flags.cancelled == job.id
+        )
+
     def _cancel_locked(self, job: GenerationJob, outcome: str) -> None:
         job.cancel(outcome)
         if job is self._running and self._runtime is not None:
@@ -208,7 +235,10 @@ class Engine:
 
     def _run(self, model_path: Path) -> None:
         try:
-            self._runtime = LlamaRuntime(model_path, self.settings, n_seqs=self.settings.slots + 1)
+            abort = AbortFlag(self.flags.page if self.flags else None)
+            self._runtime = LlamaRuntime(
+                model_path, self.settings, n_seqs=self.settings.slots + 1, abort=abort
+            )
         except EngineError as exc:
             self._loaded.set_exception(exc)
             self._fail_queued(exc)
@@ -234,6 +264,8 @@ class Engine:
             cancelled = not started or job.cancel_event.is_set()
             if not cancelled:
                 self._running = job
+                if self.flags:
+                    self.flags.running = job.id
                 self._runtime.abort.set(False)
         if cancelled:
             generation = self._cancelled_record(job)
@@ -387,7 +419,11 @@ class _Run:
                 continue
             except Aborted:
                 self.resync_from(target)
-                raise
+                if self.engine.cancelled(self.job):
+                    raise
+                # The other process aborted the request it saw running, which had just ended.
+                self.rt.abort.set(False)
+                continue
             self.slot.tokens.extend(pending)
             self.evaluated += len(pending)
 
@@ -417,7 +453,7 @@ class _Run:
         out = bytearray()
         try:
             for i in range(job.max_tokens):
-                if job.cancel_event.is_set():
+                if self.engine.cancelled(job):
                     raise Aborted
                 token = sampler.sample(rt)
                 if self.first_token_at is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
-class _AbortFlag:
+class AbortFlag:
     """Cancellation flag that llama.cpp polls between graph nodes without taking the GIL.
 
     A Python abort callback would take the GIL once per graph node (hundreds per decode) and
@@ -74,8 +75,10 @@ class _AbortFlag:
     non-zero exactly when the flag is set.
     """
 
-    def __init__(self) -> None:
-        self._buffer = ctypes.create_string_buffer(2)
+    def __init__(self, shared: mmap.mmap | None = None) -> None:
+        """`shared`: a page another process writes too (`protocol.SharedFlags`); its first two
+        bytes are the flag and its NUL."""
+        self._buffer = (ctypes.c_char * 2).from_buffer(shared) if shared else (ctypes.c_char * 2)()
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
         self.callback = ctypes.cast(libc.strlen, C.ggml_abort_callback)
         self.data = ctypes.cast(self._buffer, ctypes.c_void_p)
@@ -130,10 +133,12 @@ class VocabularyOnly(Vocabulary):
 class LlamaRuntime(Vocabulary):
     """One model and one context with `n_seqs` sequences over a unified KV cache."""
 
-    def __init__(self, path: Path, settings: EngineSettings, n_seqs: int) -> None:
+    def __init__(
+        self, path: Path, settings: EngineSettings, n_seqs: int, abort: AbortFlag | None = None
+    ) -> None:
         _init_backend()
         self.settings = settings
-        self.abort = _AbortFlag()
+        self.abort = abort or AbortFlag()
         self.model = self._load_model(path, settings)
         self.vocab = C.llama_model_get_vocab(self.model)
         self.ctx = self._new_context(settings, n_seqs)
@@ -150,6 +155,9 @@ class LlamaRuntime(Vocabulary):
         params = C.llama_model_default_params()
         params.n_gpu_layers = settings.nGpuLayers if C.llama_supports_gpu_offload() else 0
         params.use_mmap = True
+        # Weight repacking ("extra buffer types"; llama-server --no-repack turns it off) runs
+        # CPU kernels picked from CPUID, which some VMs misreport (AMX): SIGILL at first decode.
+        params.use_extra_bufts = settings.repack
         model = C.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise EngineError(f"llama.cpp could not load {path} (see the log for its reason)")

@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,12 @@ class _Shared:
         default_factory=concurrent.futures.Future
     )
     users: int = 0
+    listeners: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    """Each borrower's way to tell its user of a worker crash, by owner."""
+
+    def tell(self, message: str) -> None:
+        for notify in list(self.listeners.values()):
+            notify(message)
 
 
 class BackendPool:
@@ -44,9 +51,15 @@ class BackendPool:
         self.loads = 0
         """Models this process loaded through the pool."""
 
-    def borrow(self, model: Path, settings: EngineSettings) -> SharedBackend:
+    def borrow(
+        self,
+        model: Path,
+        settings: EngineSettings,
+        notify: Callable[[str], None] | None = None,
+    ) -> SharedBackend:
         """The backend for `model` with `settings`, loaded by the first borrower (blocking; the
-        others wait for it). Raises what loading raised."""
+        others wait for it). `notify` hears of worker crashes while borrowed. Raises what
+        loading raised."""
         spec = (model.resolve(), settings)
         with self._lock:
             shared = self._shared.get(spec)
@@ -56,9 +69,11 @@ class BackendPool:
                 shared = self._shared[spec] = _Shared(self.loads)
             shared.users += 1
             owner = f"c{next(self._owners)}:"
+            if notify is not None:
+                shared.listeners[owner] = notify
         if first:
             try:
-                shared.loading.set_result(EmbeddedBackend(spec[0], settings))
+                shared.loading.set_result(EmbeddedBackend(spec[0], settings, shared.tell))
             except BaseException as exc:  # every waiter gets the error; a later borrow retries
                 shared.loading.set_exception(exc)
         try:
@@ -135,5 +150,6 @@ class SharedBackend:
         if self._closed:
             return
         self._closed = True
+        self._shared.listeners.pop(self._owner, None)
         self._backend.engine.release_owner(self._owner)
         self._pool.give_back(self._spec, self._shared)

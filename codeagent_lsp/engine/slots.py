@@ -59,17 +59,23 @@ class SlotTable:
 
     def table(self, owner: str = "") -> list[dict[str, object]]:
         """The slots of the keys that start with `owner`, most recently used first."""
+        return [row for key, row in self.rows() if key.startswith(owner)]
+
+    def rows(self) -> list[tuple[str, dict[str, object]]]:
+        """(key, the slot as `codeagent/stats` shows it), most recently used first."""
         now = time.monotonic()
         return [
-            {
-                "seq": s.seq,
-                "document": short_name(s.key),
-                "cachedTokens": len(s.tokens),
-                "requests": s.requests,
-                "idleMs": round((now - s.last_used) * 1000),
-            }
+            (
+                s.key,
+                {
+                    "seq": s.seq,
+                    "document": short_name(s.key),
+                    "cachedTokens": len(s.tokens),
+                    "requests": s.requests,
+                    "idleMs": round((now - s.last_used) * 1000),
+                },
+            )
             for s in reversed(self._slots.values())
-            if s.key.startswith(owner)
         ]
 
 

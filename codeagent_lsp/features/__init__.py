@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls import uris
 from pygls.exceptions import JsonRpcException
 
-from codeagent_lsp.security import audit
+from codeagent_lsp.security import audit, fileuri
 from codeagent_lsp.security.policy import Decision
 
 if TYPE_CHECKING:
@@ -78,7 +77,8 @@ def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Ro
     repository, path = file_of(ls, uri)
     row = audit.new_row(ls.identity, feature, repository, path)
     row.model_sha256 = ls.assistant.model_sha256
-    decision = _decide(ls, feature, repository, path)
+    refusal = ls.audit.refusal()  # fail closed: nothing is served unaudited
+    decision = Decision(False, refusal) if refusal else _decide(ls, feature, repository, path)
     if not decision.allowed:
         audit.deny(ls.audit, row, decision.reason)
         raise PolicyDenied(f"codeagent: denied: {decision.reason}")
@@ -106,8 +106,8 @@ def file_of(ls: CodeagentServer, uri: str | None) -> tuple[str | None, str | Non
     posix path inside it; (None, file name) outside the folders; (None, None) without a file."""
     from codeagent_lsp.server import path_location  # the server module imports this one
 
-    path = uris.to_fs_path(uri) if uri else None
-    return path_location(ls, path) if path else (None, None)
+    path = fileuri.path_of(uri) if isinstance(uri, str) else None
+    return path_location(ls, str(path)) if path else (None, None)
 
 
 def _cut_to_policy(ls: CodeagentServer, method: str, result: Any) -> Any:

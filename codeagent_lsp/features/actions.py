@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls import uris
 from pygls.exceptions import JsonRpcInvalidRequest
 
 from codeagent_lsp import actions as pipeline
 from codeagent_lsp.assistant import ModelUnavailable
 from codeagent_lsp.context import testgen
 from codeagent_lsp.context.instruct import code_at, code_key
-from codeagent_lsp.server import CodeagentServer, prompt_location
+from codeagent_lsp.security import fileuri
+from codeagent_lsp.server import CodeagentServer, document_path, prompt_location
 
 EXPLAIN, DOCSTRING, FIX, TESTS = "explain", "docstring", "fix", "tests"
 
@@ -47,7 +47,7 @@ def register(server: CodeagentServer) -> None:
             # Actions send the file and its neighbours to the model: workspace files only.
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
         line = params.range.start.line
-        target = code_at(document.source, document.path, line)
+        target = code_at(document.source, str(document_path(document)), line)
         data = {"uri": params.text_document.uri, "line": line, "end": params.range.end.line}
         actions = [_action("Explain this code", types.CodeActionKind.Refactor, EXPLAIN, data)]
         if target.name:
@@ -125,20 +125,21 @@ async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
     title, markdown = await pipeline.explain(
         ls.assistant,
         ls.codegraph,
-        Path(document.path),
+        document_path(document),
         document.source,
         data["line"],
         "explain:" + data["uri"],
         selection_end=data.get("end"),
     )
-    explained = code_at(document.source, document.path, data["line"]).code
-    ls.explanations[(document.path, code_key(explained))] = markdown
+    path = str(document_path(document))
+    explained = code_at(document.source, path, data["line"]).code
+    ls.explanations[(path, code_key(explained))] = markdown
     window = ls.client_capabilities.window
     if window and window.show_document and window.show_document.support:
         shown = _explanation_file(document.uri, title)
         shown.write_text(markdown, encoding="utf-8")
         await ls.window_show_document_async(
-            types.ShowDocumentParams(uri=uris.from_fs_path(str(shown)) or "", take_focus=False)
+            types.ShowDocumentParams(uri=fileuri.uri_of(shown), take_focus=False)
         )
     else:
         ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, markdown))
@@ -157,7 +158,7 @@ async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.Workspa
     document = ls.open_document(data["uri"])
     edit = await pipeline.docstring(
         ls.assistant,
-        Path(document.path),
+        document_path(document),
         document.source,
         data["line"],
         "docstring:" + data["uri"],
@@ -169,7 +170,7 @@ async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit
     document = ls.open_document(data["uri"])
     edit = await pipeline.fix(
         ls.assistant,
-        Path(document.path),
+        document_path(document),
         document.source,
         data["line"],
         data["end"],
@@ -183,7 +184,7 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
     """Creates the test file, or extends the one the project already has (for Rust, the
     source file's own tests module); says so when the model's tests do not parse."""
     document = ls.open_document(data["uri"])
-    path = Path(document.path)
+    path = document_path(document)
     _, relative = prompt_location(ls, document)
     root = Path(*path.parts[: len(path.parts) - len(Path(relative).parts)])
     proposal = await pipeline.tests(
@@ -203,7 +204,7 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
             )
         )
         return None
-    uri = uris.from_fs_path(str(proposal.plan.file)) or ""
+    uri = ls.spellings.of_path(proposal.plan.file)
     lines = (proposal.existing or "").split("\n")
     starts = [_line_start(lines, insertion.line) for insertion in proposal.insertions]
     edits = [

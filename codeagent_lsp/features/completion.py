@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
 from codeagent_lsp.assistant import ModelUnavailable, PromptFile, Suggestion
-from codeagent_lsp.server import CodeagentServer, offset_of, position_of, prompt_location
-
-_WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
+from codeagent_lsp.codegraph import words
+from codeagent_lsp.security import fileuri
+from codeagent_lsp.server import (
+    CodeagentServer,
+    document_path,
+    offset_of,
+    position_of,
+    prompt_location,
+)
 
 
 async def _suggest(
@@ -23,8 +26,9 @@ async def _suggest(
         return None, offset
     try:
         repo, path = prompt_location(ls, document)
-        where = PromptFile(repo, path, Path(document.path))
-        suggestion = await ls.assistant.complete(uri, document.source, offset, where)
+        where = PromptFile(repo, path, document_path(document))
+        key = fileuri.document_key(uri)
+        suggestion = await ls.assistant.complete(key, document.source, offset, where)
     except ModelUnavailable as exc:
         ls.tell_problem(str(exc))
         return None, offset
@@ -66,8 +70,9 @@ def _popup_item(
 ) -> types.CompletionItem:
     """The popup filters items by the word before the cursor, so the edit starts at that word
     and repeats it: the range is in the client's position encoding, like every position."""
-    word = _WORD_BEFORE.search(document.source[:offset]).group()
-    start = position_of(document, offset - len(word))
+    start_offset = words.word_start(document.source, offset)
+    word = document.source[start_offset:offset]
+    start = position_of(document, start_offset)
     end = position_of(document, offset)
     new_text = word + suggestion.text
     first_line = new_text.split("\n", 1)[0]

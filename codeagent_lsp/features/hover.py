@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 from lsprotocol import types
-from pygls import uris
 
 from codeagent_lsp.codegraph.store import StoredSymbol
 from codeagent_lsp.context.instruct import code_at, code_key
@@ -39,10 +38,8 @@ def _explanation(ls: CodeagentServer, symbol: StoredSymbol) -> str | None:
     location = ls.codegraph.symbol_location(symbol)
     if location is None:
         return None
-    uri = uris.from_fs_path(str(location.path)) or ""
-    if uri in ls.workspace.text_documents:
-        source = ls.workspace.get_text_document(uri).source
-    else:
+    source = ls.open_text(location.path)
+    if source is None:
         try:
             source = location.path.read_text(encoding="utf-8", errors="replace")
         except OSError:

@@ -9,16 +9,14 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from lsprotocol import types
-from pygls import uris
 
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
-from codeagent_lsp.security import audit
+from codeagent_lsp.security import audit, fileuri
 from codeagent_lsp.server import CodeagentServer
 
 log = logging.getLogger(__name__)
@@ -38,6 +36,10 @@ class IndexingFeature:
         self._tasks: set[asyncio.Task[None]] = set()
         self.assets: AssetIndex | None = None
         """API schemas, configuration and docs of the workspace, for prompts."""
+        self._roots_lock = asyncio.Lock()
+        """Held while the index is built or its roots change."""
+        self._changes_waiting = 0
+        """Folder changes waiting for the lock: the index is not ready until they are done."""
 
     def background(self, work) -> None:
         """Run a coroutine without awaiting it, keeping a reference until it is done."""
@@ -48,26 +50,56 @@ class IndexingFeature:
     # --- start ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        async with self._roots_lock:
+            ls = self.server
+            if not ls.settings.codegraph.enabled or not self._may_index():
+                return
+            roots = self._roots()
+            # Secrets and the policy's [index] rules apply apart from the client's excludes,
+            # which add to them and re-admit nothing.
+            denied = ls.policy.index.path_policy()
+            index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph, denied)
+            ls.codegraph = index
+            self._use_assets(index, roots)
+            status = index.store.status
+            if status.state in ("rebuilt", "memory"):  # say why the index starts from scratch
+                log.warning("codegraph store %s: %s", status.state, status.reason)
+            await self._watch_files()
+            await self._index_all(index)
+
+    async def folders_changed(self) -> None:
+        """Workspace folders added or removed at run time: the index follows, with progress
+        and the policy's repository rules, as at start."""
+        if self.server.codegraph is None and not self._roots_lock.locked():
+            return  # not indexing (disabled, or refused by the policy)
+        self._changes_waiting += 1
+        self.ready.clear()  # stats say "not ready" from the moment the change arrives
+        async with self._roots_lock:  # after the first index, one change at a time
+            self._changes_waiting -= 1
+            index = self.server.codegraph
+            if index is None:  # the start found indexing disabled or refused
+                return
+            roots = self._roots()
+            await asyncio.to_thread(index.set_roots, roots)
+            self._use_assets(index, roots)
+            await self._index_all(index)
+
+    def _roots(self) -> list[tuple[str, Path]]:
+        """The workspace roots the policy lets this server index and its identity's roles use:
+        a repository the role may not use is not indexed, so no result or prompt can hold it."""
         ls = self.server
-        if not ls.settings.codegraph.enabled or not self._may_index():
-            return
-        rules = ls.policy.index
-        roots = [
-            (name, path) for name, path in ls.workspace_roots() if rules.repository_allowed(name)
+        return [
+            (n, p)
+            for n, p in ls.workspace_roots()
+            if ls.policy.index.repository_allowed(n)
+            and ls.policy.repository_open(ls.identity, n).allowed
         ]
-        # The policy's deny globs add to the settings' (and to the secrets, always denied).
-        excluded = (*ls.settings.codegraph.exclude, *rules.deny)
-        settings = replace(ls.settings.codegraph, exclude=excluded)
-        index = await asyncio.to_thread(WorkspaceIndex, roots, settings)
-        ls.codegraph = index
-        policy = rules.path_policy(extra_deny=ls.settings.codegraph.exclude)
+
+    def _use_assets(self, index: WorkspaceIndex, roots: list[tuple[str, Path]]) -> None:
+        ls = self.server
+        policy = ls.policy.index.path_policy(extra_deny=ls.settings.codegraph.exclude)
         self.assets = AssetIndex(roots, policy)
         ls.use_context_builder(ContextBuilder(index, self.assets))
-        status = index.store.status
-        if status.state in ("rebuilt", "memory"):  # say why the index starts from scratch
-            log.warning("codegraph store %s: %s", status.state, status.reason)
-        await self._watch_files()
-        await self._index_all(index)
 
     def _may_index(self) -> bool:
         """The identity's role must allow indexing; a refusal is audited and logged."""
@@ -80,6 +112,7 @@ class IndexingFeature:
 
     async def _index_all(self, index: WorkspaceIndex) -> None:
         loop = asyncio.get_running_loop()
+        self.cancel_event.clear()  # a cancelled pass does not cancel the next one
         token = await self._begin_progress()
         last = [0.0]
 
@@ -97,7 +130,8 @@ class IndexingFeature:
             if self.assets is not None:
                 await asyncio.to_thread(self.assets.refresh)
         finally:
-            self.ready.set()
+            if not self._changes_waiting:
+                self.ready.set()
             row.latency_ms = (time.perf_counter() - started) * 1000
             self.server.audit.record(row)
         message = (
@@ -166,10 +200,11 @@ class IndexingFeature:
     def _index_document(self, uri: str) -> None:
         self._pending.pop(uri, None)
         index = self.server.codegraph
-        path = uris.to_fs_path(uri)
-        if index is None or path is None or uri not in self.server.workspace.text_documents:
+        path = fileuri.path_of(uri)
+        document = self.server.document(uri)
+        if index is None or path is None or document is None:
             return
-        text = self.server.workspace.get_text_document(uri).source
+        text = document.source
         self.background(self._update(index.document_changed, Path(path), text))
 
     async def _update(self, update, *args) -> None:
@@ -185,7 +220,7 @@ class IndexingFeature:
     def document_closed(self, uri: str) -> None:
         if handle := self._pending.pop(uri, None):
             handle.cancel()
-        index, path = self.server.codegraph, uris.to_fs_path(uri)
+        index, path = self.server.codegraph, fileuri.path_of(uri)
         if index is not None and path is not None:
             self.background(self._update(index.document_closed, Path(path)))
 
@@ -194,7 +229,7 @@ class IndexingFeature:
         if index is None:
             return
         for change in changes:
-            path = uris.to_fs_path(change.uri)
+            path = fileuri.path_of(change.uri)
             if path is None:
                 continue
             deleted = change.type == types.FileChangeType.Deleted
@@ -213,6 +248,11 @@ def register(server: CodeagentServer) -> None:
     def cancel_progress(_ls: CodeagentServer, params: types.WorkDoneProgressCancelParams) -> None:
         if params.token == feature._progress_token:
             feature.cancel_event.set()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    async def folders(_ls: CodeagentServer, _params: types.DidChangeWorkspaceFoldersParams) -> None:
+        # pygls has already added and removed the folders of its workspace.
+        await feature.folders_changed()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     async def watched(_ls: CodeagentServer, params: types.DidChangeWatchedFilesParams) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from codeagent_lsp.documents import use_lsp_lines
+from codeagent_lsp.security import fileuri
 from codeagent_lsp.server import CodeagentServer
 
 DID_OPEN = types.TEXT_DOCUMENT_DID_OPEN
@@ -14,6 +16,7 @@ DID_SAVE = types.TEXT_DOCUMENT_DID_SAVE
 def register(server: CodeagentServer) -> None:
     @server.feature(types.INITIALIZE)
     def initialize(ls: CodeagentServer, params: types.InitializeParams) -> None:
+        use_lsp_lines(ls.workspace)
         ls.apply_settings(params.initialization_options)
 
     @server.feature(types.INITIALIZED)
@@ -45,11 +48,14 @@ def register(server: CodeagentServer) -> None:
     # KV-cache slots in step with the open documents.
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeagentServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.assistant.forget(params.text_document.uri)
+        uri = params.text_document.uri
+        ls.spellings.closed(uri)
+        key = fileuri.document_key(uri)
+        ls.assistant.forget(key)
         if ls.context_builder is not None:
-            ls.context_builder.forget(params.text_document.uri)
+            ls.context_builder.forget(key)
         if ls.indexing is not None:
-            ls.indexing.document_closed(params.text_document.uri)
+            ls.indexing.document_closed(uri)
 
     def text_changed(
         ls: CodeagentServer,
@@ -61,5 +67,10 @@ def register(server: CodeagentServer) -> None:
         if ls.indexing is not None:
             ls.indexing.document_changed(params.text_document.uri)
 
-    for method in (DID_OPEN, DID_CHANGE, DID_SAVE):
+    @server.feature(DID_OPEN)
+    def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.spellings.opened(params.text_document.uri)
+        text_changed(ls, params)
+
+    for method in (DID_CHANGE, DID_SAVE):
         server.feature(method)(text_changed)

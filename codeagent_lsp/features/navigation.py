@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lsprotocol import types
-from pygls import uris
 
+from codeagent_lsp import lines
 from codeagent_lsp.codegraph import extract, languages
 from codeagent_lsp.codegraph.model import Definition
-from codeagent_lsp.codegraph.workspace import Location, word_at
-from codeagent_lsp.server import CodeagentServer, offset_of
+from codeagent_lsp.codegraph.words import word_at
+from codeagent_lsp.codegraph.workspace import Location
+from codeagent_lsp.server import CodeagentServer, document_path, offset_of
 
 SYMBOL_KINDS = {
     "function": types.SymbolKind.Function,
@@ -36,40 +37,36 @@ SYMBOL_KINDS = {
 def name_at(ls: CodeagentServer, uri: str, position: types.Position) -> tuple[str | None, Path]:
     document = ls.open_document(uri)
     name = word_at(document.source, offset_of(document, position))
-    return name, Path(document.path)
+    return name, document_path(document)
 
 
 class Locations:
-    """Turns CodeGraph locations (code-point columns) into LSP ones in the client's position
-    encoding, reading each target file's lines once: from the editor when it is open there,
-    else from disk (the index only holds files inside the workspace roots)."""
+    """Turns CodeGraph locations (tree-sitter rows, code-point columns) into LSP ones on LSP's
+    line model and in the client's position encoding, reading each target file once: from the
+    editor when it is open there, else from disk (the index only holds files inside the
+    workspace roots). A file open in the editor is named as the client spelled it."""
 
     def __init__(self, ls: CodeagentServer) -> None:
         self.ls = ls
-        self._lines: dict[Path, list[str]] = {}
+        self._points: dict[Path, lines.Points] = {}
 
     def __call__(self, location: Location) -> types.Location:
-        uri = uris.from_fs_path(str(location.path)) or ""
-        start = self._position(uri, location.path, location.line, location.col)
-        end = self._position(uri, location.path, location.end_line, location.end_col)
-        return types.Location(uri, types.Range(start, end))
+        points = self._file_points(location.path)
+        start = types.Position(*points.position(location.line, location.col))
+        end = types.Position(*points.position(location.end_line, location.end_col))
+        return types.Location(self.ls.spellings.of_path(location.path), types.Range(start, end))
 
-    def _position(self, uri: str, path: Path, line: int, col: int) -> types.Position:
-        lines = self._file_lines(uri, path)
-        text = lines[line][:col] if line < len(lines) else ""
-        return types.Position(line, self.ls.workspace.position_codec.client_num_units(text))
-
-    def _file_lines(self, uri: str, path: Path) -> list[str]:
-        if path not in self._lines:
-            if uri in self.ls.workspace.text_documents:
-                source = self.ls.workspace.get_text_document(uri).source
-            else:
+    def _file_points(self, path: Path) -> lines.Points:
+        if path not in self._points:
+            source = self.ls.open_text(path)
+            if source is None:
                 try:
                     source = path.read_text(encoding="utf-8", errors="replace")
                 except OSError:
                     source = ""
-            self._lines[path] = source.split("\n")
-        return self._lines[path]
+            units = self.ls.workspace.position_codec.client_num_units
+            self._points[path] = lines.Points(source, units)
+        return self._points[path]
 
 
 def register(server: CodeagentServer) -> None:
@@ -107,19 +104,13 @@ def register(server: CodeagentServer) -> None:
         ls: CodeagentServer, params: types.DocumentSymbolParams
     ) -> list[types.DocumentSymbol]:
         document = ls.open_document(params.text_document.uri)
-        language = languages.language_for(document.path)
+        language = languages.language_for(document_path(document))
         if language is None:
             return []
         source = document.source.encode("utf-8", errors="surrogatepass")
         facts = await asyncio.to_thread(extract.extract, source, language)
-        lines = document.source.split("\n")
-        codec = document.position_codec
-
-        def position(line: int, col: int) -> types.Position:
-            text = lines[line][:col] if line < len(lines) else ""
-            return types.Position(line, codec.client_num_units(text))
-
-        return nest(facts.definitions, position)
+        points = lines.Points(document.source, document.position_codec.client_num_units)
+        return nest(facts.definitions, lambda row, col: types.Position(*points.position(row, col)))
 
     @server.feature(types.WORKSPACE_SYMBOL)
     async def workspace_symbol(

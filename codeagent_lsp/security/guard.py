@@ -11,27 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
+from codeagent_lsp.security import fileuri
 from codeagent_lsp.security.roots import Root, locate
 
 
 def uri_refusal(uri: str, roots: Sequence[Root]) -> str | None:
     """Why the document at `uri` may not be served, or None. Without roots (a single file
     opened without a folder) only the URI itself is checked."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() != "file":
-        return f"only file: URIs are served, not {parts.scheme or 'a relative URI'}"
-    if parts.netloc not in ("", "localhost"):
-        return f"a file on another host ({parts.netloc}) is not served"
-    decoded = unquote(parts.path)
-    segments = decoded.replace("\\", "/").split("/")
-    if "\0" in decoded or ".." in segments or ".." in parts.path.split("/"):
-        return "the path climbs out of its folder (..)"
+    problem = fileuri.refusal(uri)
+    if problem is not None:
+        return problem
     if not roots:
         return None
-    path = url2pathname(parts.path)
+    path = str(fileuri.path_of(uri))
     if locate(roots, path) is None:
         return "it is outside the workspace folders"
     real = Path(os.path.realpath(path))

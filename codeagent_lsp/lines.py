@@ -1,0 +1,101 @@
+"""LSP's line model, the one every position, edit and line count of a document uses.
+
+LSP ends lines at `\\n`, `\\r\\n` and `\\r` only. Python's `str.splitlines` also ends them at
+form feed, vertical tab, `\\x1c`-`\\x1e`, `\\x85`, U+2028 and U+2029, so a file whose functions
+are separated by a `^L` line has more lines for Python than for the editor, and every position
+after that line would point elsewhere. Nothing here imports pygls: a position is (line,
+character), where character counts the client's units (`units` gives the units of a string:
+UTF-16 code units, UTF-8 bytes or code points, as negotiated).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+Units = Callable[[str], int]
+"""The client's units of a string (the negotiated position encoding)."""
+
+
+def code_points(text: str) -> int:
+    """UTF-32: one unit per code point."""
+    return len(text)
+
+
+def split_lines(text: str, keepends: bool = False) -> list[str]:
+    """The lines of `text` as LSP sees them. Unlike `splitlines`, a text ending with a line
+    break has one more (empty) line, as an editor shows it; with `keepends` the last element
+    is the text after the last break, which may be empty."""
+    if keepends:
+        starts = line_starts(text)
+        return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+    return LINE_BREAK.split(text)
+
+
+def line_starts(text: str) -> list[int]:
+    """Code-point offset where each line starts (the first is 0)."""
+    return [0, *(match.end() for match in LINE_BREAK.finditer(text))]
+
+
+def line_count(text: str) -> int:
+    return len(line_starts(text))
+
+
+def _content_end(text: str, starts: list[int], line: int) -> int:
+    """Offset of the end of a line's text, before its line break."""
+    if line + 1 >= len(starts):
+        return len(text)
+    end = starts[line + 1]
+    return end - 2 if text.startswith("\r\n", end - 2) else end - 1
+
+
+def to_offset(text: str, line: int, character: int, units: Units = code_points) -> int:
+    """Code-point offset of an LSP position. As the specification says, a character past the
+    line's end means the line's end; a line past the last one means the end of the text. A
+    character inside a character of several units (half a surrogate pair) rounds up."""
+    starts = line_starts(text)
+    if line >= len(starts):
+        return len(text)
+    start, end = starts[max(line, 0)], _content_end(text, starts, max(line, 0))
+    counted = 0
+    for offset in range(start, end):
+        if counted >= character:
+            return offset
+        counted += units(text[offset])
+    return end
+
+
+def to_position(
+    text: str, offset: int, units: Units = code_points, starts: list[int] | None = None
+) -> tuple[int, int]:
+    """LSP (line, character) of a code-point offset (clamped to the text). An offset inside a
+    line break (between `\\r` and `\\n`) is the end of that line. `starts`: the text's
+    `line_starts`, when the caller converts many offsets."""
+    offset = min(max(offset, 0), len(text))
+    starts = line_starts(text) if starts is None else starts
+    line = bisect.bisect_right(starts, offset) - 1
+    end = min(offset, _content_end(text, starts, line))
+    return line, units(text[starts[line] : end])
+
+
+class Points:
+    """Converts tree-sitter points of one text (rows counted at `\\n` only, columns in code
+    points) to LSP positions, so the CodeGraph's locations land where the editor shows them
+    even in a file with lone `\\r` line ends."""
+
+    def __init__(self, text: str, units: Units = code_points) -> None:
+        self.text, self.units = text, units
+        self._rows = [0, *(match.end() for match in re.finditer("\n", text))]
+        self._starts = line_starts(text)
+
+    def position(self, row: int, column: int) -> tuple[int, int]:
+        if row >= len(self._rows):
+            offset = len(self.text)
+        else:
+            start = self._rows[row]
+            end = self._rows[row + 1] - 1 if row + 1 < len(self._rows) else len(self.text)
+            offset = min(start + column, end)
+        return to_position(self.text, offset, self.units, self._starts)

@@ -1,0 +1,154 @@
+"""LSP's line model: lines end at `\\n`, `\\r\\n` and `\\r` only, never at the other characters
+Python's `splitlines` splits at. Random edits, sent as an editor sends them, keep the server's
+copy of a document equal to the editor's; positions and CodeGraph locations after such a line
+still point at the right character."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lsprotocol import types
+
+from codeagent_lsp import lines
+from codeagent_lsp.codegraph import extract
+from codeagent_lsp.codegraph.words import word_at
+from codeagent_lsp.documents import LspWorkspace
+from codeagent_lsp.server import offset_of, position_of
+
+# Every character splitlines() treats as a line end that LSP does not, then LSP's own.
+NOT_LSP_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+ALPHABET = NOT_LSP_BREAKS + "\r\n" + "ab é😀\t:("
+ENCODINGS = [
+    types.PositionEncodingKind.Utf16,
+    types.PositionEncodingKind.Utf8,
+    types.PositionEncodingKind.Utf32,
+]
+URI = "file:///project/a.py"
+
+
+# --- the editor's side, written independently of codeagent_lsp.lines -----------------------
+
+
+def units(text: str, encoding: str) -> int:
+    if encoding == types.PositionEncodingKind.Utf8:
+        return len(text.encode("utf-8"))
+    if encoding == types.PositionEncodingKind.Utf16:
+        return len(text.encode("utf-16-le")) // 2
+    return len(text)
+
+
+def editor_position(text: str, offset: int, encoding: str) -> types.Position:
+    """How an editor names the position before `text[offset]`."""
+    line, start, i = 0, 0, 0
+    while i < offset:
+        if text[i] == "\r" and text[i + 1 : i + 2] == "\n":
+            i += 2
+        elif text[i] in "\r\n":
+            i += 1
+        else:
+            i += 1
+            continue
+        line, start = line + 1, i
+    return types.Position(line, units(text[start:offset], encoding))
+
+
+def cursor_offsets(text: str) -> list[int]:
+    """Offsets an editor's cursor can be at: not between the two characters of a CRLF."""
+    return [i for i in range(len(text) + 1) if not (text[i - 1 : i + 1] == "\r\n" and i > 0)]
+
+
+# --- random edits -------------------------------------------------------------------------------
+
+texts = st.text(alphabet=ALPHABET, max_size=60)
+
+
+@st.composite
+def edits(draw: st.DrawFn, text: str) -> tuple[int, int, str]:
+    offsets = cursor_offsets(text)
+    start = draw(st.sampled_from(offsets))
+    end = draw(st.sampled_from([o for o in offsets if o >= start]))
+    return start, end, draw(texts)
+
+
+def open_workspace(text: str, encoding: str) -> LspWorkspace:
+    workspace = LspWorkspace(None, types.TextDocumentSyncKind.Incremental, [], encoding)
+    workspace.put_text_document(types.TextDocumentItem(URI, "python", 1, text))
+    return workspace
+
+
+def send_edit(workspace: LspWorkspace, editor_text: str, edit, encoding: str, version: int):
+    start, end, new = edit
+    change = types.TextDocumentContentChangePartial(
+        types.Range(
+            editor_position(editor_text, start, encoding),
+            editor_position(editor_text, end, encoding),
+        ),
+        new,
+    )
+    identifier = types.VersionedTextDocumentIdentifier(version=version, uri=URI)
+    workspace.update_text_document(identifier, change)
+    return editor_text[:start] + new + editor_text[end:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), texts, st.sampled_from(ENCODINGS))
+def test_random_edits_keep_the_servers_text_equal_to_the_editors(data, text, encoding):
+    workspace = open_workspace(text, encoding)
+    editor = text
+    for version in range(2, 2 + data.draw(st.integers(1, 6))):
+        edit = data.draw(edits(editor))
+        editor = send_edit(workspace, editor, edit, encoding, version)
+        assert workspace.get_text_document(URI).source == editor
+    # A symbol after every kind of line end is still found where the editor shows it.
+    tail = "\ndef target_fn():\n    return 1\n"
+    editor = send_edit(workspace, editor, (len(editor), len(editor), tail), encoding, 99)
+    document = workspace.get_text_document(URI)
+    assert document.source == editor
+    name_at = editor.rindex("target_fn") + 2
+    position = editor_position(editor, name_at, encoding)
+    assert offset_of(document, position) == name_at
+    assert word_at(document.source, offset_of(document, position)) == "target_fn"
+    assert position_of(document, name_at) == position
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts, st.sampled_from(ENCODINGS))
+def test_positions_and_offsets_agree_with_the_editor(text, encoding):
+    document = open_workspace(text, encoding).get_text_document(URI)
+    for offset in cursor_offsets(text):
+        position = editor_position(text, offset, encoding)
+        assert position_of(document, offset) == position
+        assert offset_of(document, position) == offset
+    assert len(lines.split_lines(text)) == editor_position(text, len(text), encoding).line + 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([*NOT_LSP_BREAKS, "\r", "\r\n", "\n"]), min_size=1, max_size=6))
+def test_codegraph_locations_land_on_the_editors_lines(breaks: list[str]):
+    """Definitions after any mix of line ends: the tree-sitter point of each name, converted
+    with `Points`, is the position the editor shows it at."""
+    text = "".join(f"def fn_{i}():\n    return {i}\n{b}\n" for i, b in enumerate(breaks))
+    facts = extract.extract(text.encode("utf-8"), "python")
+    points = lines.Points(text, len)
+    found = {
+        d.name: points.position(d.name_span.start_line, d.name_span.start_col)
+        for d in facts.definitions
+    }
+    for i in range(len(breaks)):
+        expected = editor_position(text, text.index(f"fn_{i}("), types.PositionEncodingKind.Utf32)
+        assert found[f"fn_{i}"] == (expected.line, expected.character)
+
+
+def test_a_form_feed_line_is_no_line_end():
+    text = "def alpha():\n    return 1\n\x0c\ndef beta():\n    return alpha()\n"
+    assert lines.line_count(text) == 6
+    assert lines.to_offset(text, 3, 4) == text.index("beta")
+    assert lines.to_position(text, text.rindex("alpha()")) == (4, 11)
+
+
+def test_a_character_past_the_line_end_means_the_line_end():
+    text = "ab\r\ncd"
+    assert lines.to_offset(text, 0, 99) == 2
+    assert lines.to_offset(text, 1, 99) == 6
+    assert lines.to_offset(text, 7, 0) == 6
+    assert lines.to_position(text, 3) == (0, 2)  # between \r and \n: the end of line 0

@@ -1,0 +1,378 @@
+"""The llama.cpp worker process and its supervisor, on the tiny GGUF: requests cross a real
+process boundary, cancellation reaches the worker mid-prompt, and the worker's crashes (injected
+with the test-only CODEAGENT_TEST_WORKER_FAULT) cost requests, never the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from codeagent_lsp.engine import faults
+from codeagent_lsp.engine.engine import Generation, GenerationJob
+from codeagent_lsp.engine.llama import EngineError
+from codeagent_lsp.engine.supervisor import Supervisor, WorkerConfig, describe_exit
+from codeagent_lsp.settings import EngineSettings
+from tests.conftest import accept_registrations
+from tests.test_engine import CODE
+from tests.test_server import inline, open_doc, stats
+
+WAIT = 60.0  # seconds: a ceiling, never reached when the worker works
+
+MakeSupervisor = Callable[..., Supervisor]
+
+
+@pytest.fixture
+def make_supervisor(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeSupervisor]:
+    """Supervisors on the tiny model; `fault=` sets CODEAGENT_TEST_WORKER_FAULT for the worker."""
+    made: list[Supervisor] = []
+    told: list[str] = []
+
+    def make(fault: str = "", wait: bool = True, **overrides: object) -> Supervisor:
+        if fault:
+            monkeypatch.setenv(faults.ENV, fault)
+        options: dict[str, object] = {"threads": 1, "slots": 2, "contextSize": 2048}
+        settings = EngineSettings(**{**options, **overrides})  # type: ignore[arg-type]
+        supervisor = Supervisor(tiny_model, settings, told.append)
+        supervisor.told = told  # type: ignore[attr-defined]
+        made.append(supervisor)
+        if wait:
+            supervisor.wait_loaded(timeout=WAIT)
+        return supervisor
+
+    yield make
+    for supervisor in made:
+        supervisor.close()
+
+
+def generate(supervisor: Supervisor, key: str, tokens: list[int], **job: object) -> Generation:
+    return supervisor.submit(GenerationJob(key, tokens, **job)).result(timeout=WAIT)  # type: ignore[arg-type]
+
+
+def worker_state(supervisor: Supervisor) -> dict[str, object]:
+    worker = supervisor.stats()["worker"]
+    assert isinstance(worker, dict)
+    return worker
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+# --- the boundary -------------------------------------------------------------------------------
+
+
+def test_requests_run_in_a_child_process_and_report_the_boundary_cost(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor()
+    prompt = supervisor.tokenize(CODE)
+    first = generate(supervisor, "a.py", prompt, max_tokens=4)
+    again = generate(supervisor, "a.py", prompt, max_tokens=4)
+    assert first.record.outcome == again.record.outcome == "ok"
+    assert first.text and first.text == again.text  # greedy: the same answer both times
+    assert again.record.reused_tokens == len(prompt) - 1  # the worker kept the slot's KV cache
+    assert first.record.boundary_ms > 0
+    worker = worker_state(supervisor)
+    assert worker["state"] == "ready" and worker["pid"] not in (None, os.getpid())
+    assert worker["config"] == {"repack": True, "threads": 1, "gpuLayers": -1}
+    assert [s["cachedTokens"] for s in supervisor.stats()["slots"]] == [len(prompt) + 3]
+
+
+def test_cancel_reaches_the_worker_during_prompt_evaluation(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor(contextSize=4096, batchSize=32, slots=1)
+    prompt = (supervisor.tokenize(CODE) * 40)[:2500]
+    seen: list[str] = []
+    job = GenerationJob("a.py", prompt, max_tokens=4, should_stop=lambda t: bool(seen.append(t)))
+    supervisor.submit(job)
+    time.sleep(0.3)  # the worker is evaluating batches of 32; all 2500 take seconds
+    supervisor.cancel(job)
+    result = job.future.result(timeout=WAIT)
+    assert result.record.outcome == "cancelled" and result.text == "" and not seen
+    assert 0 < result.record.evaluated_tokens < len(prompt)
+    follow_up = generate(supervisor, "a.py", prompt, max_tokens=2).record
+    assert follow_up.reused_tokens == result.record.evaluated_tokens  # kept in the worker
+
+
+def test_newer_request_supersedes_and_should_stop_runs_in_the_server(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor(contextSize=8192)
+    prompt = supervisor.tokenize(CODE)
+    first = GenerationJob("a.py", prompt, max_tokens=5000)
+    supervisor.submit(first)
+    wait_for(lambda: worker_state(supervisor)["state"] == "ready", "ready")
+    time.sleep(0.2)
+    second = GenerationJob("a.py", prompt, max_tokens=40, should_stop=lambda t: len(t) >= 12)
+    supervisor.submit(second)
+    assert first.future.result(timeout=WAIT).record.outcome == "superseded"
+    stopped = second.future.result(timeout=WAIT)
+    assert stopped.record.outcome == "ok" and len(stopped.text) >= 12
+    assert stopped.record.generated_tokens < 40
+
+
+def test_the_worker_gets_a_scrubbed_environment_and_its_memory_cap(
+    make_supervisor: MakeSupervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEAGENT_REMOTE_TOKEN", "secret-token-value")
+    supervisor = make_supervisor(memoryLimitMB=4096)
+    pid = worker_state(supervisor)["pid"]
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"secret-token-value" not in environ and b"PATH=" in environ
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    data = next(line for line in limits.splitlines() if line.startswith("Max data size"))
+    assert str(4096 * 1024 * 1024) in data
+
+
+def test_a_memory_cap_too_small_for_the_context_is_a_clear_error(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor(memoryLimitMB=200, contextSize=1_000_000, wait=False)
+    with pytest.raises(EngineError, match="memoryLimitMB caps it at 200 MiB"):
+        supervisor.wait_loaded(timeout=WAIT)
+    worker = worker_state(supervisor)
+    assert (worker["state"], worker["starts"], worker["crashes"]) == ("stopped", 1, 0)
+
+
+def test_the_worker_refuses_every_socket() -> None:
+    """Python code meets the audit hook; native code (ctypes' libc here, llama.cpp or a GPU
+    runtime in the worker) meets the seccomp filter."""
+    code = (
+        "import ctypes, ctypes.util, socket, sys\n"
+        "from codeagent_lsp.engine import worker\n"
+        "assert worker._deny_network_sockets()\n"
+        "libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)\n"
+        "print('native', libc.socket(socket.AF_INET6, socket.SOCK_STREAM, 0), ctypes.get_errno())\n"
+        "print('unix', libc.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0) >= 0)\n"
+        "sys.addaudithook(worker._refuse_network)\n"
+        "for attempt in (lambda: socket.socket(), lambda: socket.getaddrinfo('localhost', 80)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except PermissionError as exc:\n"
+        "        print('refused', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "native -1 13" in out.stdout and "unix True" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.count("refused") == 2, out.stdout + out.stderr
+
+
+# --- supervision --------------------------------------------------------------------------------
+
+
+def test_sigill_at_first_decode_steps_down_to_no_repacking(make_supervisor: MakeSupervisor) -> None:
+    supervisor = make_supervisor(fault="SIGILL@decode#repack")
+    prompt = supervisor.tokenize(CODE)
+    with pytest.raises(EngineError, match="illegal instruction"):
+        generate(supervisor, "a.py", prompt, max_tokens=4)
+    assert len(supervisor.told) == 1  # type: ignore[attr-defined]
+    assert "weight repacking off" in supervisor.told[0]  # type: ignore[attr-defined]
+    served = generate(supervisor, "a.py", prompt, max_tokens=4)  # waits for the restart
+    assert served.record.outcome == "ok"
+    worker = worker_state(supervisor)
+    assert worker["config"]["repack"] is False  # type: ignore[index]
+    assert (worker["starts"], worker["crashes"]) == (2, 1)
+
+
+def test_sigkill_during_generation_fails_that_request_and_restarts_as_it_was(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor(fault="SIGKILL@generated=2#first")
+    prompt = supervisor.tokenize(CODE)
+    with pytest.raises(EngineError, match="killed"):
+        generate(supervisor, "a.py", prompt, max_tokens=8)
+    assert generate(supervisor, "a.py", prompt, max_tokens=8).record.outcome == "ok"
+    worker = worker_state(supervisor)
+    assert worker["config"]["repack"] is True  # type: ignore[index]
+    assert worker["starts"] == 2
+
+
+def test_a_crash_loop_stops_with_a_message(make_supervisor: MakeSupervisor) -> None:
+    supervisor = make_supervisor(fault="SIGSEGV@load", wait=False, threads=2)
+    with pytest.raises(EngineError, match="every safer configuration"):
+        supervisor.wait_loaded(timeout=WAIT)
+    worker = worker_state(supervisor)
+    assert worker["state"] == "stopped" and "Completions are off" in str(worker["problem"])
+    assert worker["config"] == {"repack": False, "threads": 1, "gpuLayers": -1}
+    assert worker["starts"] == 3  # as built, repacking off, one thread (no GPU to turn off)
+    with pytest.raises(EngineError, match="segmentation fault"):
+        generate(supervisor, "a.py", supervisor.tokenize(CODE), max_tokens=2)
+
+
+def test_a_model_that_fails_to_load_is_not_restarted(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(EngineError):
+        Supervisor(broken, EngineSettings(threads=1)).wait_loaded(timeout=WAIT)
+
+
+def test_safer_configurations_come_in_order() -> None:
+    config = WorkerConfig(repack=True, threads=8, gpu_layers=-1)
+    names = []
+    while (step := config.safer(can_offload=True)) is not None:
+        config, name = step
+        names.append(name)
+    assert names == ["weight repacking off", "one thread", "no GPU offload"]
+    assert config == WorkerConfig(repack=False, threads=1, gpu_layers=0)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "words"),
+    [(-4, "illegal instruction"), (-9, "out-of-memory"), (-11, "segmentation"), (3, "status 3")],
+)
+def test_exits_are_told_in_words(returncode: int, words: str) -> None:
+    assert words in describe_exit(returncode, ["ERROR boom"])
+
+
+@pytest.mark.parametrize(
+    "spec", ["SIGNOPE@load", "SIGILL@later", "SIGILL@generated", "SIGILL@load#x"]
+)
+def test_a_bad_fault_spec_is_refused(spec: str) -> None:
+    with pytest.raises(faults.FaultSpecError):
+        faults.Fault.parse(spec)
+
+
+# --- over LSP: the server survives its worker -----------------------------------------------------
+
+SHAPES = (
+    'def area(width: float, height: float) -> float:\n    """Area of a rectangle."""\n'
+    "    return width * height\n"
+)
+MAIN = "from shapes import area\n\n\ndef total(w, h):\n    return area(w, h) + \n"
+CURSOR = types.Position(4, 25)
+POLICY = '[defaults]\nrole = "member"\n[audit]\ndb = "{db}"\n'
+
+
+@pytest.fixture
+def fault_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The worker fault (`@pytest.mark.parametrize('fault_env', [spec], indirect=True)`) and a
+    policy with its own audit database; name it BEFORE `crashy` (pytest-lsp starts the server
+    first)."""
+    monkeypatch.setenv(faults.ENV, request.param)
+    db = tmp_path / "audit.sqlite3"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.replace("{db}", str(db)))
+    monkeypatch.setenv("CODEAGENT_POLICY", str(policy))
+    return db
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+)
+async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "shapes.py").write_text(SHAPES)
+    (root / "main.py").write_text(MAIN)
+    params = types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={
+            "model": str(tiny_model),
+            "engine": {"threads": 1},
+            "completion": {"reuseSuggestion": False},
+            "codegraph": {"cacheDir": str(tmp_path / "cache")},
+        },
+        workspace_folders=[types.WorkspaceFolder(root.as_uri(), "project")],
+    )
+    accept_registrations(lsp_client)
+    await lsp_client.initialize_session(params)
+    for _ in range(300):
+        graph = (await stats(lsp_client)).get("codegraph")
+        if graph and graph["ready"]:
+            break
+        await asyncio.sleep(0.1)
+    lsp_client.main_uri = open_doc(lsp_client, root, "main.py", MAIN)  # type: ignore[attr-defined]
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def until_told(client: LanguageClient, words: str) -> str:
+    for _ in range(600):
+        told = [m.message for m in client.messages if words in m.message]
+        if told:
+            return told[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never told of {words!r}: {[m.message for m in client.messages]}")
+
+
+async def navigation_still_answers(client: LanguageClient) -> None:
+    uri = client.main_uri  # type: ignore[attr-defined]
+    where = types.TextDocumentPositionParams(
+        types.TextDocumentIdentifier(uri), types.Position(4, 12)
+    )
+    definition = await client.text_document_definition_async(
+        types.DefinitionParams(where.text_document, where.position)
+    )
+    assert definition and "shapes.py" in str(definition)
+    hover = await client.text_document_hover_async(
+        types.HoverParams(where.text_document, where.position)
+    )
+    assert hover and "def area(width: float, height: float)" in hover.contents.value  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("fault_env", ["SIGILL@decode#repack"], indirect=True)
+async def test_sigill_at_first_decode_is_told_and_the_next_completion_is_served(
+    fault_env: Path, crashy: LanguageClient
+) -> None:
+    client = crashy
+    with pytest.raises(JsonRpcException):
+        await inline(client, client.main_uri, CURSOR)  # type: ignore[attr-defined]
+    told = await until_told(client, "illegal instruction")
+    assert "cannot run" in told and "weight repacking off" in told
+    await navigation_still_answers(client)
+    assert (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
+    worker = (await stats(client))["worker"]
+    assert worker["config"]["repack"] is False and worker["state"] == "ready"
+    assert len([m for m in client.messages if "illegal instruction" in m.message]) == 1
+
+
+@pytest.mark.parametrize("fault_env", ["SIGKILL@generated=2#first"], indirect=True)
+async def test_sigkill_during_generation_costs_one_request_and_the_audit_holds(
+    fault_env: Path, crashy: LanguageClient
+) -> None:
+    client = crashy
+    with pytest.raises(JsonRpcException):
+        await inline(client, client.main_uri, CURSOR)  # type: ignore[attr-defined]
+    assert (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
+    await navigation_still_answers(client)
+    await client.shutdown_session()
+    client.shutdown_session = _already_shut  # type: ignore[method-assign]
+    verdict = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "audit", "verify", "--db", str(fault_env)],
+        capture_output=True,
+        text=True,
+    )
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    rows = sqlite3.connect(fault_env).execute("SELECT feature FROM audit").fetchall()
+    assert [r for r in rows if r[0] == "completion"]  # the failed and the served request
+
+
+@pytest.mark.parametrize("fault_env", ["SIGILL@load"], indirect=True)
+async def test_a_crash_loop_is_told_and_other_features_keep_working(
+    fault_env: Path, crashy: LanguageClient
+) -> None:
+    client = crashy
+    told = await until_told(client, "Completions are off")
+    assert "illegal instruction" in told
+    assert not (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
+    await navigation_still_answers(client)
+    assert (await stats(client))["model"] is None
+
+
+async def _already_shut() -> None:
+    return None
