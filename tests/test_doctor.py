@@ -127,6 +127,7 @@ def test_a_healthy_setup_passes_every_check(setup: Setup, replica: LocalReplica)
         assert checks[name]["status"] == "ok", checks[name]  # fmt: skip
     assert checks["sha256"]["data"]["sha256"] == setup.sha256
     assert "the policy" in checks["sha256"]["message"]
+    assert checks["policy file"]["data"]["via"] == "$CODEAGENT_POLICY"
     assert checks["template"]["data"]["family"] == "qwen2.5-coder"
     assert checks["decode"]["data"]["record"]["generatedTokens"] > 0
     devices = checks["devices"]["data"]["devices"]
