@@ -163,6 +163,19 @@ def test_a_missing_model_fails_with_the_pull_command(setup: Setup):
     assert "codeagent-lsp model pull qwen2.5-coder-0.5b" in checks["model file"]["message"]
 
 
+def test_without_a_local_model_a_remote_engine_only_warns(setup: Setup, replica: LocalReplica):
+    status, checks = setup.doctor(
+        "--remote", replica.url, "--set", "engine.backend=remote", model="qwen2.5-coder-0.5b"
+    )
+    assert status == 0, failed(checks)
+    assert (
+        checks["model file"]["status"] == "warn"
+        and "1 token per byte" in (checks["model file"]["message"])
+    )
+    assert checks["decode"]["status"] == "ok" and "not run" in checks["decode"]["message"]
+    assert checks[f"replica {replica.url}"]["status"] == "ok"
+
+
 def test_a_file_that_differs_from_its_registry_pin_fails(setup: Setup):
     data = bytearray(setup.model.read_bytes())
     data[-1] ^= 0xFF  # same size, same header: only the hash tells
