@@ -228,6 +228,21 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
     )
     node.add_argument("--burst", type=int, default=200, help="requests per token at once")
     node.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=10.0,
+        help="--tcp: seconds a connection may stay without an authenticated message (default 10)",
+    )
+    node.add_argument(
+        "--max-connections", type=int, default=512, help="connections at once (default 512)"
+    )
+    node.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=32,
+        help="connections at once from one client address (default 32)",
+    )
+    node.add_argument(
         "--repositories",
         type=Path,
         action="append",
@@ -315,6 +330,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
         rate=args.rate,
         burst=args.burst,
+        auth_timeout_s=args.auth_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
     )
     _guard_egress("tcp" if args.tcp else "ws" if args.ws else "stdio")
     if args.tcp or args.ws:

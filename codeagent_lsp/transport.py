@@ -269,6 +269,12 @@ class Limits:
     rate: float = 50.0
     """Requests per second per token on TCP/WebSocket (0 = unlimited, as on stdio)."""
     burst: int = 200
+    auth_timeout_s: float = 10.0
+    """TCP: seconds a connection may stay without a first (authenticated) message."""
+    max_connections: int = 512
+    """Connections a node holds at once; more are closed at once."""
+    max_connections_per_address: int = 32
+    """Connections one client address holds at once; more are closed at once."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ __all__ = ["tls_files"]  # a fixture, shared with the node tests
 
 TOKENS = {"contractor": "contractor-token-0123456789", "viewer": "viewer-token-0123456789",
           "admin": "admin-token-0123456789"}  # fmt: skip
+PER_ADDRESS = 6
 CLIENT_ROOT = Path("/home/alice/work")
 """Where the client's checkouts are: no such folder exists on the node."""
 
@@ -69,7 +70,8 @@ async def node(
     process = subprocess.Popen(
         [sys.executable, "-m", "codeagent_lsp", "--tcp", "127.0.0.1:0",
          "--tls-cert", str(cert), "--tls-key", str(key), "--log-file", str(log),
-         *node_settings(tiny_model, folders["repos"])],
+         *node_settings(tiny_model, folders["repos"]), "--auth-timeout", "2",
+         "--max-connections-per-address", str(PER_ADDRESS)],
         env=env, cwd=tmp_path,
     )  # fmt: skip
     yield await listening_port(process, log), log
@@ -202,3 +204,32 @@ async def test_a_viewer_sets_no_path_engine_cache_or_log_on_the_node(
     assert "result" in await admin.request("textDocument/completion", params)
     shared = (await admin.request("codeagent/stats"))["result"]["shared"]
     assert shared == {"engine": 1, "clients": 1, "loads": 1}, shared
+
+
+async def closed_by_server(client: Client) -> bool:
+    """Does the server close this connection (EOF), within a guard against a hang?"""
+    try:
+        return await asyncio.wait_for(client.reader.read(), 60) == b""
+    except (ConnectionError, OSError):
+        return True
+
+
+async def test_idle_connections_are_closed_and_capped_per_address(node, tls_files) -> None:
+    port, _ = node
+    idle = [await connect(port, tls_files[0]) for _ in range(PER_ADDRESS + 2)]
+    # Past the cap, and after --auth-timeout without a message, the node closes them all.
+    assert all(await asyncio.gather(*(closed_by_server(c) for c in idle)))
+    # A client that authenticates is served afterwards: the idle ones hold nothing.
+    client = await session(port, tls_files[0], "contractor", [folder(CLIENT_ROOT / "public-a")])
+    assert "result" in await client.request("codeagent/stats")
+
+
+async def test_a_huge_symbol_query_is_bounded(node, tls_files) -> None:
+    port, _ = node
+    client = await session(port, tls_files[0], "contractor", [folder(CLIENT_ROOT / "public-a")])
+    await client.ready()
+    query = " ".join(f"w{i}" for i in range(10_000)) + " public"
+    answer = await asyncio.wait_for(client.request("workspace/symbol", {"query": query}), 120)
+    assert answer["result"] == []  # only the first words count, and no symbol has them all
+    found = await client.request("workspace/symbol", {"query": "public"})
+    assert [s["name"] for s in found["result"]] == ["public_function"]
