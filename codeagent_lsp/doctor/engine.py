@@ -308,8 +308,11 @@ def engine_checks(options: Options) -> Iterator[Check]:
     # Hook: when a folder for parked KV caches lands (engine.parkDir or similar), its check
     # (exists, writable, free space for contextSize tokens per slot) belongs here.
     resolved = _resolve(options)
+    remote = settings.backend == "remote"
     if isinstance(resolved, models.ModelError):
-        yield Check("engine", "decode", "fail", "not run: no usable model", "see the model checks")
+        status = "ok" if remote else "fail"
+        why = "the replicas serve (engine.backend remote)" if remote else "no usable model"
+        yield Check("engine", "decode", status, f"not run: {why}", "see the model checks")
     elif not _policy_allows(options, resolved.path):
         yield Check(
             "engine", "decode", "fail", "not run: the policy does not allow the model",
@@ -343,6 +346,13 @@ def model_checks(options: Options) -> Iterator[Check]:
     # (exists, writable, free space for contextSize tokens per slot) belongs here.
     resolved = _resolve(options)
     if isinstance(resolved, models.ModelError):
+        if options.settings.engine.backend == "remote":  # the file would only count tokens
+            yield Check(
+                "model", "model file", "warn",
+                f"{resolved}; the replicas serve, and prompt budgets count 1 token per byte",
+                "set codeagent.remote.tokenizer to the served model's GGUF",
+            )  # fmt: skip
+            return
         fix = "" if "codeagent-lsp model" in str(resolved) else "codeagent-lsp model list"
         yield Check("model", "model file", "fail", str(resolved), fix)
         return
