@@ -269,6 +269,12 @@ class Limits:
     rate: float = 50.0
     """Requests per second per token on TCP/WebSocket (0 = unlimited, as on stdio)."""
     burst: int = 200
+    auth_timeout_s: float = 10.0
+    """TCP: seconds a connection may stay without a first (authenticated) message."""
+    max_connections: int = 512
+    """Connections a node holds at once; more are closed at once."""
+    max_connections_per_address: int = 32
+    """Connections one client address holds at once; more are closed at once."""
 
 
 @dataclass
@@ -286,6 +292,8 @@ class Connection:
     """TCP/WebSocket: `exit` closes this connection only."""
     on_denied: Callable[[Identity, str, str], None] | None = None
     """(identity, method, reason) of each refused request, for the audit log."""
+    inbound: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Rewrites each message before the server reads it (a node's paths for the client's)."""
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
@@ -346,6 +354,8 @@ class Connection:
             return
         if method == "$/cancelRequest" and not self._in_progress(message.get("params")):
             return  # answered already: pygls would log a warning for each one of a storm
+        if self.inbound is not None:
+            message = self.inbound(message)
         try:
             structured = self.protocol.structure_message(message)
         except JsonRpcException as exc:
@@ -528,33 +538,33 @@ def serve_stdio(
     connection = Connection(server.protocol, identity, limits, on_denied=on_denied)
     status = 0
     try:
-        asyncio.run(_serve_stdio(connection))
+        status = asyncio.run(_serve_stdio(connection))
     except BrokenPipeError:
         log.error("the client closed stdout; shutting down")
-    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
-        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         server.shutdown()
     return status
 
 
-async def _serve_stdio(connection: Connection) -> None:
+async def _serve_stdio(connection: Connection) -> int:
+    """The exit status, once stdin ends, the client sends `exit` or a stop signal came."""
     pump = asyncio.ensure_future(_pump(sys.stdin.fileno(), connection))
     stop = asyncio.ensure_future(stop_signal())
     await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if pump.done():  # stdin ended (or the client went away): no signal to wait for
+    if pump.done():  # no signal to wait for any more
         stop.cancel()
-        pump.result()
-        return
+        return pump.result()
     pump.cancel()  # no more messages are read
     await drain(connection)
+    return 0
 
 
-async def _pump(fd: int, connection: Connection) -> None:
-    """Feed stdin to the connection. The blocking reads happen on a daemon thread, so a client
-    that keeps stdin open after `exit` cannot hold the process (os.read, not sys.stdin: a daemon
-    thread blocked inside a buffered reader's lock aborts the interpreter at exit); the queue
-    bounds what is read ahead of the event loop."""
+async def _pump(fd: int, connection: Connection) -> int:
+    """Feed stdin to the connection until it ends or the client sends `exit`; the exit status.
+    The blocking reads happen on a daemon thread, so a client that keeps stdin open after `exit`
+    cannot hold the process (os.read, not sys.stdin: a daemon thread blocked inside a buffered
+    reader's lock aborts the interpreter at exit); the queue bounds what is read ahead of the
+    event loop."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
 
@@ -568,5 +578,10 @@ async def _pump(fd: int, connection: Connection) -> None:
                 return
 
     threading.Thread(target=read, name="stdin-reader", daemon=True).start()
-    while (data := await chunks.get()) and not connection.closed:
-        connection.receive(data)
+    try:
+        while (data := await chunks.get()) and not connection.closed:
+            connection.receive(data)
+    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
+        # Caught here: escaping a task, it would also be logged as never retrieved.
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
