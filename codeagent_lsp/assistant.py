@@ -28,7 +28,7 @@ from codeagent_lsp.engine.slots import short_name
 from codeagent_lsp.security import audit
 from codeagent_lsp.security.policy import policy_in_force
 from codeagent_lsp.security.redact import redact
-from codeagent_lsp.settings import Settings
+from codeagent_lsp.settings import EngineSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,20 @@ class Assistant:
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
         self._check_model(resolved.path)
+        engine = self._engine_settings()
         if self.backends is not None:
-            backend = self.backends.borrow(resolved.path, self.settings.engine, notify)
-            return backend, resolved.family
-        return EmbeddedBackend(resolved.path, self.settings.engine, notify), resolved.family
+            return self.backends.borrow(resolved.path, engine, notify), resolved.family
+        return EmbeddedBackend(resolved.path, engine, notify), resolved.family
+
+    def _engine_settings(self) -> EngineSettings:
+        """The client's engine settings within the policy's [cache] rules."""
+        engine, cache = self.settings.engine, self.policy.cache
+        ages = [a for a in (engine.parkMaxAgeHours, cache.park_max_age_hours) if a > 0]
+        return dataclasses.replace(
+            engine,
+            parkSlots=engine.parkSlots and cache.park_kv_slots,
+            parkMaxAgeHours=min(ages, default=0.0),
+        )
 
     def close(self) -> None:
         if self._loaded is not None:

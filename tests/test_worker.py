@@ -101,6 +101,7 @@ def test_cancel_reaches_the_worker_during_prompt_evaluation(
     seen: list[str] = []
     job = GenerationJob("a.py", prompt, max_tokens=4, should_stop=lambda t: bool(seen.append(t)))
     supervisor.submit(job)
+    wait_for(lambda: supervisor._flags.running == job.id, "the worker starts the request")
     time.sleep(0.3)  # the worker is evaluating batches of 32; all 2500 take seconds
     supervisor.cancel(job)
     result = job.future.result(timeout=WAIT)

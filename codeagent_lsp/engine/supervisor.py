@@ -35,7 +35,7 @@ from pathlib import Path
 import llama_cpp.llama_cpp as C
 
 import codeagent_lsp
-from codeagent_lsp.engine import faults
+from codeagent_lsp.engine import faults, models, parking
 from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.protocol import (
@@ -156,6 +156,8 @@ class Supervisor:
         *,
         record_limit: int = 256,
     ) -> None:
+        if not settings.parkDir:  # the worker's scrubbed environment has no XDG_CACHE_HOME
+            settings = dataclasses.replace(settings, parkDir=str(parking.default_folder()))
         self.model_path, self.settings, self.notify = model_path, settings, notify
         self.vocab = VocabularyOnly(model_path)
         self.config = WorkerConfig(settings.repack, settings.threads, settings.nGpuLayers)
@@ -296,6 +298,7 @@ class Supervisor:
         load = {
             "op": "load",
             "model": str(self.model_path),
+            "modelSha256": models.model_sha256(self.model_path),
             "settings": dataclasses.asdict(self.config.apply(self.settings)),
             "start": proc.start,
         }
