@@ -120,6 +120,10 @@ class CompletionSettings:
     """auto: several lines where a block opens, one line in the middle of a line."""
     reuseSuggestion: bool = True
     """Answer without a model call when the user types what the last suggestion predicted."""
+    warm: bool = True
+    """Evaluate a document's prompt in the background when it is opened or focused (and at the
+    cursor the editor integrations report), below any real request, so the first suggestion
+    reuses it."""
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ async def test_inline_completion_inserts_at_the_cursor(client: LanguageClient, w
     record = (await stats(client))["records"][-1]
     assert record["outcome"] == "ok"
     assert record["promptTokens"] > 20
-    assert record["evaluatedTokens"] == record["promptTokens"]  # a cold slot evaluates it all
+    # Cold, or warmed in part when the document was opened: every prompt token is accounted.
+    assert record["reusedTokens"] + record["evaluatedTokens"] == record["promptTokens"]
 
 
 async def test_classic_completion_edits_from_the_word_start(

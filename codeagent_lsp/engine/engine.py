@@ -61,6 +61,8 @@ class GenerationJob:
     outcome_if_cancelled: str = "cancelled"
     id: int = 0
     """Unique per engine user; names the request in the worker protocol and `SharedFlags`."""
+    background: bool = False
+    """A warm-up: any other request submitted preempts it (outcome "preempted")."""
 
     def cancel(self, outcome: str = "cancelled") -> None:
         self.outcome_if_cancelled = outcome
@@ -86,7 +88,8 @@ class RequestRecord:
     ttft_ms: float
     total_ms: float
     outcome: str
-    """ok, cancelled, superseded, error, or typeahead (answered from the last suggestion)."""
+    """ok, cancelled, superseded, preempted (a warm-up a real request overtook), error, or
+    typeahead (answered from the last suggestion)."""
     replica: str = ""
     """The inference replica that answered (remote backend); empty when embedded."""
     restored_tokens: int = 0
@@ -180,6 +183,10 @@ class Engine:
             previous = self._latest.get(job.key)
             if previous is not None:
                 self._cancel_locked(previous, "superseded")
+            if not job.background:  # real requests go first
+                for other in self._latest.values():
+                    if other.background and other is not previous:
+                        self._cancel_locked(other, "preempted")
             self._latest[job.key] = job
         self._queue.put(job)
         return job.future

@@ -327,6 +327,7 @@ class Supervisor:
                 "maxTokens": job.max_tokens,
                 "temperature": job.temperature,
                 "stopTokens": sorted(job.stop_tokens),
+                "background": job.background,
             }
         )
 

@@ -85,6 +85,7 @@ class Worker:
             stop_tokens=frozenset(m["stopTokens"]),
             should_stop=should_stop,
             id=m["id"],
+            background=m["background"],
         )
         self.jobs[job.id], self.stops[job.id] = job, stop
         self.engine.submit(job).add_done_callback(lambda f: self._answer(job.id, f, received))
