@@ -75,6 +75,24 @@ async def test_warming_can_be_turned_off(client: LanguageClient, workspace: Path
     assert (await stats(client))["records"] == []
 
 
+def test_a_warm_up_never_supersedes_a_request(tiny_model: Path) -> None:
+    from codeagent_lsp.engine.engine import Engine
+
+    engine = Engine(tiny_model, EngineSettings(threads=1, slots=2, contextSize=4096))
+    try:
+        engine.wait_loaded(timeout=WAIT)
+        prompt = engine.tokenize(CODE)
+        busy = GenerationJob("busy.py", prompt, max_tokens=200)
+        real = GenerationJob("a.py", prompt, max_tokens=3)
+        late_warm = GenerationJob("a.py", prompt, max_tokens=0, background=True)
+        for job in (busy, real, late_warm):  # the warm-up arrives after the request it loses to
+            engine.submit(job)
+        assert late_warm.future.result(timeout=WAIT).record.outcome == "preempted"
+        assert real.future.result(timeout=WAIT).record.outcome == "ok"
+    finally:
+        engine.close()
+
+
 def test_a_real_request_preempts_a_warm_up(tiny_model: Path) -> None:
     from codeagent_lsp.engine.engine import Engine
 

@@ -181,6 +181,9 @@ class Engine:
                 job.future.set_exception(EngineError("the engine was closed"))
                 return job.future
             previous = self._latest.get(job.key)
+            if job.background and any(not j.background for j in self._latest.values()):
+                job.cancel("preempted")  # a warm-up never delays, nor supersedes, a request
+                previous = None
             if previous is not None:
                 self._cancel_locked(previous, "superseded")
             if not job.background:  # real requests go first
