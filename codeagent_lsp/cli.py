@@ -112,6 +112,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     connect.set_defaults(run=_connect)
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this machine for deployment: engine, model, policy, audit, network, workspace",
+        description="The deployment checklist: each check says ok, warn or fail, why, and the "
+        "fix. Exits 1 when any check fails.",
+    )
+    _add_model_options(doctor)
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument(
+        "--policy",
+        type=Path,
+        help="policy file to check (default: $CODEAGENT_POLICY, else "
+        "/etc/codeagent-lsp/policy.toml)",
+    )
+    doctor.add_argument(
+        "--remote", nargs="+", default=[], metavar="URL",
+        help="inference replicas to check besides codeagent.remote.urls",
+    )  # fmt: skip
+    doctor.add_argument(
+        "--root", type=Path, action="append", default=[],
+        help="a workspace folder editors will open (repeat)",
+    )  # fmt: skip
+    doctor.set_defaults(run=_doctor)
+
     index = commands.add_parser("index", help="index a folder into its CodeGraph database")
     index.add_argument("path", type=Path)
     index.add_argument("--db", type=Path, help="database file (default: the workspace cache)")
@@ -543,6 +567,21 @@ def _timestamp(text: str) -> datetime:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from codeagent_lsp import doctor
+    from codeagent_lsp.security.policy import load_policy
+
+    options = doctor.Options(
+        settings=_settings_from(args),
+        policy=load_policy(args.policy),
+        remote_urls=tuple(args.remote),
+        roots=tuple(args.root),
+    )
+    checks = doctor.run(options, progress=_progress)
+    print(doctor.to_json(checks) if args.json else doctor.table(checks))
+    return doctor.exit_status(checks)
 
 
 def _index(args: argparse.Namespace) -> int:

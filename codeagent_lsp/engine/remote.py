@@ -308,6 +308,12 @@ class RemoteBackend:
             )
         return self._client
 
+    async def get(self, url: str, path: str) -> httpx.Response:
+        """GET `path` (e.g. /v1/models) of replica `url` with this backend's token, TLS and
+        timeouts, as `codeagent-lsp doctor` asks. Raises httpx.HTTPError when it cannot be
+        asked."""
+        return await self._http().get(url + path, headers=self._headers)
+
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _ended(self, request: Request, started: float, outcome: str) -> Generation:
@@ -357,6 +363,11 @@ class RemoteBackend:
         if self.vocabulary is not None:
             self.vocabulary.close()
             self.vocabulary = None
+
+    async def aclose(self) -> None:
+        """close(), then wait until the connections are closed."""
+        self.close()
+        await asyncio.gather(*self._closing)
 
 
 def _render(request: Request) -> str:
