@@ -442,7 +442,6 @@ class Supervisor:
             else describe_exit(returncode, list(proc.stderr))
         )
         log.error("model worker %d ended (status %d): %s", proc.start, returncode, cause)
-        self._fail_all(EngineError(cause))
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
@@ -459,7 +458,9 @@ class Supervisor:
             return
         else:
             action = "restarting it"
+        # The user hears why before the requests in flight fail with the same cause.
         self._tell(f"{cause}. {action[0].upper()}{action[1:]}; other features keep working.")
+        self._fail_all(EngineError(cause))
         log.warning("model worker: %s (%s)", action, self.config)
         self._state = "restarting"
         backoff = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (len(self._crashes) - 1))
@@ -483,10 +484,10 @@ class Supervisor:
             else reason
         )
         log.error("model worker stopped: %s", self.problem)
-        self._fail_all(EngineError(self.problem))
-        self._settle_loaded(EngineError(self.problem))
         if tell:
             self._tell(self.problem)
+        self._fail_all(EngineError(self.problem))
+        self._settle_loaded(EngineError(self.problem))
         if self._proc is not None:
             threading.Thread(target=self._stop_process, args=(self._proc,), daemon=True).start()
 
