@@ -157,7 +157,7 @@ async def tests(
 def _callers(index: WorkspaceIndex, name: str, limit: int = 3) -> list[tuple[str, str]]:
     """A few call sites of `name`, each with the line before and after it."""
     found = []
-    for ref in index.references(name):
+    for ref in index.for_prompt(index.references(name)):
         if ref.reference.kind != "call":
             continue
         location = index.reference_location(ref)
@@ -179,7 +179,8 @@ def project_files(root: Path, source: Path, index: WorkspaceIndex | None) -> tup
     walk of the folder (headless runs have no index)."""
     where = index.locate(source) if index is not None else None
     if index is not None and where is not None:
-        return tuple(f.path for f in index.store.files(where[0]))
+        repo = where[0]  # only files that may go into a prompt: examples are sent to the model
+        return tuple(f.path for f in index.store.files(repo) if index.may_prompt(repo, f.path))
     found: list[str] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_SOURCES)

@@ -163,7 +163,10 @@ class Assistant:
     ) -> tuple[Backend, str | None]:
         """The configured backend and the FIM family its model declares (None: detect)."""
         if self.settings.engine.backend == "remote":
-            return open_remote(self.settings, self.notify, self.policy.inference_urls)
+            policy = self.policy
+            return open_remote(
+                self.settings, self.notify, policy.inference_urls, policy.inference_token_file
+            )
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )

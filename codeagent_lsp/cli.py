@@ -13,11 +13,14 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codeagent_lsp import __version__, settings
 from codeagent_lsp.engine import models
 from codeagent_lsp.security.redact import RedactingFilter
+
+if TYPE_CHECKING:
+    from codeagent_lsp.server import NodeConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
     parser.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
     _add_node_options(parser)
+    _add_model_options(parser)
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
     parser.add_argument(
         "--log-level",
@@ -239,6 +243,30 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         help="requests per second per token on --tcp/--ws (0 = no limit)",
     )
     node.add_argument("--burst", type=int, default=200, help="requests per token at once")
+    node.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=10.0,
+        help="--tcp: seconds a connection may stay without an authenticated message (default 10)",
+    )
+    node.add_argument(
+        "--max-connections", type=int, default=512, help="connections at once (default 512)"
+    )
+    node.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=32,
+        help="connections at once from one client address (default 32)",
+    )
+    node.add_argument(
+        "--repositories",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="--tcp/--ws: a folder whose sub-folders are the repositories clients select by "
+        "name with their workspace folders (repeatable; default: none)",
+    )
 
 
 def _add_models_dir(parser: argparse.ArgumentParser) -> None:
@@ -318,17 +346,37 @@ def _serve(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
         rate=args.rate,
         burst=args.burst,
+        auth_timeout_s=args.auth_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
     )
     _guard_egress("tcp" if args.tcp else "ws" if args.ws else "stdio")
     if args.tcp or args.ws:
         from codeagent_lsp import node
 
-        return node.serve(args, limits, lambda models: build_server(args.log_level, models))
+        config = _node_config(args)
+        if args.log_level is None:
+            logging.getLogger("codeagent_lsp").setLevel(config.settings.logging.level.upper())
+        return node.serve(args, limits, lambda models: build_server(args.log_level, models, config))
     server = build_server(args.log_level)
+    server.settings = server.assistant.settings = _settings_from(args)  # below the client's
     try:
         return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
     finally:
         server.close()  # the engine stopped, the audit rows written (a stop signal skips shutdown)
+
+
+def _node_config(args: argparse.Namespace) -> NodeConfig:
+    """A node's own settings (--model, --models-dir, --threads, --set) and repositories: no
+    client chooses a path or a setting that runs there."""
+    from codeagent_lsp.security.nodepaths import checked_roots
+    from codeagent_lsp.server import NodeConfig
+
+    try:
+        repositories = checked_roots(args.repositories)
+    except ValueError as exc:
+        raise SystemExit(f"codeagent-lsp: {exc}") from exc
+    return NodeConfig(_settings_from(args), repositories)
 
 
 def _guard_egress(transport: str) -> None:
@@ -502,7 +550,7 @@ def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) 
     from codeagent_lsp.headless import repository_root
     from codeagent_lsp.security import audit
     from codeagent_lsp.security.identity import os_identity
-    from codeagent_lsp.security.policy import policy_in_force
+    from codeagent_lsp.security.policy import Decision, policy_in_force
 
     policy = policy_in_force()
     _guard_egress("cli")
@@ -511,12 +559,14 @@ def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) 
     root = repository_root(file)
     repository, path = root.name, file.relative_to(root).as_posix()
     row = audit.new_row(identity, feature, repository, path)
-    rules = policy.audit
-    log = audit.AuditLog(
-        rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
-    )
+    log = audit.AuditLog.of(policy.audit)
     try:
-        decision = policy.decide(identity, feature, repository, path)
+        refusal = log.refusal()  # fail closed: nothing runs unaudited
+        decision = (
+            Decision(False, refusal)
+            if refusal
+            else policy.decide(identity, feature, repository, path)
+        )
         if not decision.allowed:
             audit.deny(log, row, decision.reason)
             print(f"codeagent-lsp: denied: {decision.reason}", file=sys.stderr)

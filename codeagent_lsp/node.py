@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
 import ipaddress
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pygls.io_ import WebSocketWriter
@@ -134,6 +135,34 @@ class Node:
         """Addresses listened on (port 0 picks a free one), for tests and the log."""
         self.stopping = False
         self._clients: set[asyncio.Task[None]] = set()
+        self._addresses: collections.Counter[str] = collections.Counter()
+        """Open connections by client address (before authentication too)."""
+
+    def _full(self, address: str) -> bool:
+        """Does the node, or this address, hold as many connections as the limits allow?"""
+        limits = self.limits
+        full = sum(self._addresses.values()) >= limits.max_connections
+        full = full or self._addresses[address] >= limits.max_connections_per_address
+        if full:
+            metrics.DENIALS.labels("too_many_connections").inc()
+        return full
+
+    @contextlib.contextmanager
+    def _admitted(self, address: str) -> Iterator[bool]:
+        """Counts a connection while it is open; False when the node or the address already
+        holds as many as the limits allow (the caller closes it at once)."""
+        if self._full(address):
+            metrics.CONNECTIONS.labels("refused").inc()
+            log.info("connection from %s refused: too many connections", address)
+            yield False
+            return
+        self._addresses[address] += 1
+        try:
+            yield True
+        finally:
+            self._addresses[address] -= 1
+            if not self._addresses[address]:
+                del self._addresses[address]
 
     def connection(self, server: CodeagentServer, identity: Identity | None) -> Connection:
         if identity is not None:
@@ -153,6 +182,7 @@ class Node:
             buckets=self.buckets,
             network=True,
             on_denied=server.audit_refusal,
+            inbound=server.folders.inbound if server.folders is not None else None,
         )
 
     # --- TCP ------------------------------------------------------------------------------------
@@ -194,17 +224,29 @@ class Node:
             await self.stop()
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        with self._admitted(_address(writer)) as admitted:
+            if admitted:
+                await self._tcp_session(reader, writer)
+        await _close_tcp(reader, writer)
+
+    async def _tcp_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         server = self.new_server(self.models)
         server.protocol.set_writer(writer)  # type: ignore[arg-type]  # write() and close()
         connection = self.connection(server, None)
+        # A client that never authenticates holds no descriptor for long.
+        deadline = asyncio.get_running_loop().time() + self.limits.auth_timeout_s
         async with self._serving(server, connection):
             try:
-                while not connection.closed and (data := await reader.read(CHUNK)):
+                while not connection.closed and (
+                    data := await _read(reader, None if connection.identity else deadline)
+                ):
                     connection.receive(data)
                     await writer.drain()  # a client that does not read its answers is slowed
             except (ConnectionError, ssl.SSLError) as exc:
                 log.info("connection ended: %s", exc)
-        await _close_tcp(reader, writer)
+            except TimeoutError:
+                metrics.DENIALS.labels("unauthorized").inc()
+                log.info("connection closed: no authenticated message in time")
 
     # --- WebSocket ------------------------------------------------------------------------------
 
@@ -224,6 +266,8 @@ class Node:
             await self.stop()  # each handler returns, so websockets closes its connection
 
     def _ws_handshake(self, connection, request):  # websockets' process_request hook
+        if self._full(_address(connection)):
+            return connection.respond(503, "too many connections\n")
         identity = self.authenticate(request.headers.get("Authorization"))
         if identity is None:
             metrics.DENIALS.labels("unauthorized").inc()
@@ -233,6 +277,11 @@ class Node:
         return None
 
     async def _ws_client(self, websocket) -> None:
+        with self._admitted(_address(websocket)) as admitted:
+            if admitted:
+                await self._ws_session(websocket)
+
+    async def _ws_session(self, websocket) -> None:
         from websockets.exceptions import ConnectionClosed
 
         server = self.new_server(self.models)
@@ -251,6 +300,21 @@ class Node:
     def _listening(self, sockets) -> None:
         self.bound = [sock.getsockname()[:2] for sock in sockets]
         log.warning("serving on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
+
+
+async def _read(reader: asyncio.StreamReader, deadline: float | None) -> bytes:
+    """The next bytes, by `deadline` (the loop's clock) when there is one (TimeoutError)."""
+    if deadline is None:
+        return await reader.read(CHUNK)
+    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+    return await asyncio.wait_for(reader.read(CHUNK), remaining)
+
+
+def _address(stream) -> str:
+    """The client's IP address of a TCP stream or WebSocket connection."""
+    peer = stream.get_extra_info("peername") if hasattr(stream, "get_extra_info") else None
+    peer = peer or getattr(stream, "remote_address", None)
+    return str(peer[0]) if peer else "?"
 
 
 async def _close_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -24,7 +26,8 @@ from codeagent_lsp.features import FEATURE_OF, guarded
 from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
 from codeagent_lsp.security.identity import Identity, os_identity
-from codeagent_lsp.security.policy import policy_in_force
+from codeagent_lsp.security.nodepaths import FolderMap
+from codeagent_lsp.security.policy import MODEL_FEATURES, policy_in_force
 from codeagent_lsp.security.roots import Root
 
 if TYPE_CHECKING:
@@ -34,6 +37,16 @@ log = logging.getLogger(__name__)
 
 RESTART_KEYS = ("model", "modelsDir", "engine", "remote")
 """Settings whose change needs the model to be loaded again."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What a shared node decides for every client: its settings (model, engine, cache folders,
+    logging, inference URLs) and the roots its repositories are found under, by name
+    (`nodepaths.find`)."""
+
+    settings: settings.Settings = field(default_factory=settings.Settings)
+    repositories: tuple[Path, ...] = ()
 
 
 class DocumentNotOpen(JsonRpcInvalidParams):
@@ -50,6 +63,12 @@ class CodeagentProtocol(LanguageServerProtocol):
     logged once at INFO; anything else is answered with its type and a sentence, and logged
     with its traceback at ERROR.
     """
+
+    def _send_data(self, data: Any) -> None:
+        folders = getattr(self._server, "folders", None)
+        if folders is not None and data is not None:  # a node: its paths become the client's
+            data = folders.outbound(json.loads(json.dumps(data, default=self._serialize_message)))
+        super()._send_data(data)
 
     def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
         error = None if future.cancelled() else future.exception()
@@ -82,14 +101,21 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
 
 
 class CodeagentServer(LanguageServer):
-    def __init__(self, log_level: str | None = None, backends: BackendPool | None = None) -> None:
+    def __init__(
+        self,
+        log_level: str | None = None,
+        backends: BackendPool | None = None,
+        node: NodeConfig | None = None,
+    ) -> None:
         # The stdio reader holds one worker of the pool for good: at least two are needed.
         super().__init__(
             "codeagent-lsp", __version__, protocol_cls=CodeagentProtocol, max_workers=4
         )
         self.log_level = log_level
         """--log-level from the command line; it wins over codeagent.logging.level."""
-        self.settings = settings.Settings()
+        self.node = node
+        """A shared node's own configuration; None on stdio."""
+        self.settings = node.settings if node else settings.Settings()
         self.backends = backends
         """The network node's models, shared by its connections (None on stdio)."""
         self.assistant = Assistant(self.settings, self.tell_status, backends)
@@ -117,6 +143,26 @@ class CodeagentServer(LanguageServer):
         """Who the requests are decided for: the OS user on stdio; the transport sets it from
         the bearer token on TCP and WebSocket."""
         self._audit: AuditLog | None = None
+        self.folders = (
+            FolderMap(node.repositories, self._repository_refusal, self._tell_warning)
+            if node is not None
+            else None
+        )
+        """On a node: which of its repositories the client's workspace folders select."""
+
+    def _repository_refusal(self, name: str) -> str | None:
+        decision = self.policy.repository_open(self.identity, name)
+        return None if decision.allowed else decision.reason
+
+    def _tell_warning(self, message: str) -> None:
+        self.window_show_message(
+            types.ShowMessageParams(types.MessageType.Warning, f"codeagent: {message}")
+        )
+
+    def may_use_model(self) -> bool:
+        """Does the identity's role allow any feature that runs the model? A role without one
+        loads no engine."""
+        return any(self.policy.decide(self.identity, f).allowed for f in MODEL_FEATURES)
 
     def feature(self, feature_name: str, options: Any | None = None) -> Any:
         """pygls's registration, with every governed feature behind the policy and audit log."""
@@ -127,10 +173,7 @@ class CodeagentServer(LanguageServer):
     def audit(self) -> AuditLog:
         """The audit log, opened on first use where the policy says."""
         if self._audit is None:
-            rules = self.policy.audit
-            self._audit = AuditLog(
-                rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
-            )
+            self._audit = AuditLog.of(self.policy.audit)
         return self._audit
 
     def audit_refusal(self, who: Identity, method: str, reason: str) -> None:
@@ -142,8 +185,14 @@ class CodeagentServer(LanguageServer):
     # --- settings -------------------------------------------------------------------------------
 
     def apply_settings(self, raw: Any) -> None:
-        """Overlay client settings; restart the engine when the model or engine changed."""
+        """Overlay client settings; restart the engine when the model or engine changed. On a
+        node the keys it decides (model, engine, cache folders, logging, inference) are left
+        out, with a message."""
+        owned: list[str] = []
+        if self.node is not None:
+            raw, owned = settings.node_owned(raw)
         merged, errors = settings.merge(self.settings, raw)
+        errors = owned + errors
         if errors:
             self.window_show_message(
                 types.ShowMessageParams(
@@ -153,7 +202,8 @@ class CodeagentServer(LanguageServer):
             )
         restart = any(getattr(merged, k) != getattr(self.settings, k) for k in RESTART_KEYS)
         self.settings = merged
-        _set_log_level(self.log_level or merged.logging.level)
+        if self.node is None:  # a node's log level is its own
+            _set_log_level(self.log_level or merged.logging.level)
         if restart:
             self.assistant.close()
             self.assistant = Assistant(merged, self.tell_status, self.backends)
@@ -170,6 +220,9 @@ class CodeagentServer(LanguageServer):
 
     def start_loading(self) -> None:
         """Load the model in the background; say once what is missing if it cannot be."""
+        if not self.may_use_model():
+            log.info("no model loaded: the role of %s uses none", self.identity.user)
+            return
         self._loading_started = True
 
         async def load() -> None:
@@ -352,7 +405,9 @@ def _set_log_level(level: str) -> None:
 
 
 def build_server(
-    log_level: str | None = None, backends: BackendPool | None = None
+    log_level: str | None = None,
+    backends: BackendPool | None = None,
+    node: NodeConfig | None = None,
 ) -> CodeagentServer:
     from codeagent_lsp.features import (
         actions,
@@ -364,7 +419,7 @@ def build_server(
         stats,
     )
 
-    server = CodeagentServer(log_level, backends)
+    server = CodeagentServer(log_level, backends, node)
     for feature in (lifecycle, completion, stats, indexing, navigation, hover, actions):
         feature.register(server)
     return server

@@ -86,10 +86,6 @@ class RemoteSettings:
     caBundle: str = ""
     """PEM file of the authorities that sign the replicas' TLS certificates; empty = the
     system's store."""
-    tokenFile: str = ""
-    """File holding the bearer token sent to the replicas (the token never goes in settings)."""
-    tokenEnv: str = ""
-    """Name of an environment variable holding the bearer token (when tokenFile is empty)."""
     retrySeconds: float = 2.0
     """Wait before a failed replica is tried again; doubles with each further failure."""
     maxRetrySeconds: float = 60.0
@@ -210,6 +206,25 @@ _MINIMUMS = {
 }
 
 
+_MAXIMUMS = {
+    # Bounds on what one client can make the server hold or compute: a context of 500,000
+    # tokens is gigabytes of KV cache, 10^6 generated tokens minutes of a core.
+    "engine.contextSize": 131072,
+    "engine.slots": 64,
+    "engine.batchSize": 8192,
+    "engine.threads": 256,
+    "completion.maxTokens": 1024,
+    "completion.prefixTokens": 32768,
+    "completion.suffixTokens": 32768,
+    "completion.contextTokens": 32768,
+    "completion.totalTokens": 65536,
+    "actions.maxTokens": 4096,
+    "codegraph.maxFileBytes": 16 * 1024 * 1024,
+    "documents.maxBytes": 64 * 1024 * 1024,
+    "remote.slots": 256,
+}
+
+
 def merge(base: Settings, raw: Any) -> tuple[Settings, list[str]]:
     """Overlay a client-supplied dict on `base`; returns the result and one message per bad key."""
     errors: list[str] = []
@@ -267,6 +282,10 @@ def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
     if minimum is not None and value < minimum:
         errors.append(f"{path}: must be at least {minimum}, got {value!r}")
         return _INVALID
+    maximum = _MAXIMUMS.get(path.removeprefix(SECTION + "."))
+    if maximum is not None and value > maximum:
+        errors.append(f"{path}: must be at most {maximum}, got {value!r}")
+        return _INVALID
     return value
 
 
@@ -305,6 +324,9 @@ def json_schema() -> dict[str, dict[str, Any]]:
         minimum = _MINIMUMS.get(key.removeprefix(SECTION + "."))
         if minimum is not None:
             schema["minimum"] = minimum
+        maximum = _MAXIMUMS.get(key.removeprefix(SECTION + "."))
+        if maximum is not None:
+            schema["maximum"] = maximum
         value = list(default) if isinstance(default, tuple) else default
         properties[key] = {**schema, "default": value, "description": doc}
         if key.removeprefix(SECTION + ".").startswith(MACHINE_SCOPED):
@@ -317,7 +339,31 @@ MACHINE_SCOPED = (
     "codegraph.extraRepositories",
 )  # fmt: skip
 """Keys that choose what runs, what is read and where data goes: editors that honour a scope
-(VS Code) take them from the user's own settings, never from a repository's."""
+(VS Code) take them from the user's own settings, never from a repository's. On a shared node
+they are the node's alone (`node_owned`)."""
+
+
+def node_owned(raw: Any) -> tuple[Any, list[str]]:
+    """A client's settings without the keys a node decides (MACHINE_SCOPED), and one message
+    per key left out. Non-objects pass through for `merge` to report."""
+    dropped: list[str] = []
+    kept = _without_owned(raw, "", dropped)
+    return kept, [f"{SECTION}.{k}: set by the node, not by a client (ignored)" for k in dropped]
+
+
+def _without_owned(raw: Any, path: str, dropped: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    kept: dict[str, Any] = {}
+    for key, value in raw.items():
+        child = f"{path}{key}"
+        if any(
+            child == p.rstrip(".") or (p[-1] == "." and child.startswith(p)) for p in MACHINE_SCOPED
+        ):
+            dropped.append(child)
+        else:
+            kept[key] = _without_owned(value, child + ".", dropped)
+    return kept
 
 
 def _json_type(hint: Any) -> dict[str, Any]:

@@ -269,6 +269,12 @@ class Limits:
     rate: float = 50.0
     """Requests per second per token on TCP/WebSocket (0 = unlimited, as on stdio)."""
     burst: int = 200
+    auth_timeout_s: float = 10.0
+    """TCP: seconds a connection may stay without a first (authenticated) message."""
+    max_connections: int = 512
+    """Connections a node holds at once; more are closed at once."""
+    max_connections_per_address: int = 32
+    """Connections one client address holds at once; more are closed at once."""
 
 
 @dataclass
@@ -286,6 +292,8 @@ class Connection:
     """TCP/WebSocket: `exit` closes this connection only."""
     on_denied: Callable[[Identity, str, str], None] | None = None
     """(identity, method, reason) of each refused request, for the audit log."""
+    inbound: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Rewrites each message before the server reads it (a node's paths for the client's)."""
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
@@ -346,6 +354,8 @@ class Connection:
             return
         if method == "$/cancelRequest" and not self._in_progress(message.get("params")):
             return  # answered already: pygls would log a warning for each one of a storm
+        if self.inbound is not None:
+            message = self.inbound(message)
         try:
             structured = self.protocol.structure_message(message)
         except JsonRpcException as exc:

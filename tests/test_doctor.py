@@ -71,7 +71,8 @@ class Setup:
         self.policy.write_text(
             '[defaults]\nrole = "member"\n'
             f'[models]\nsha256 = ["{models or self.sha256}"]\n'
-            f'[audit]\ndb = "{audit or self.audit}"\n',
+            f'[audit]\ndb = "{audit or self.audit}"\n'
+            f'[network]\ntoken_file = "{self.token}"\n',
             encoding="utf-8",
         )
 
@@ -85,8 +86,7 @@ class Setup:
         """Exit status and the checks by name, from --json."""
         out = self.cli(
             "doctor", "--json", "--policy", str(self.policy), "--model", model,
-            "--models-dir", str(self.models), "--threads", "1", "--root", str(self.root),
-            "--set", f"remote.tokenFile={self.token}", *args,
+            "--models-dir", str(self.models), "--threads", "1", "--root", str(self.root), *args,
         )  # fmt: skip
         report = json.loads(out.stdout)
         assert report["status"] == ("fail" if out.returncode else report["status"])
@@ -242,7 +242,7 @@ def test_a_replica_off_this_machine_that_the_policy_does_not_list_is_refused(set
 
 
 def test_a_worker_killed_by_sigill_reports_the_configuration_that_ran(setup: Setup):
-    setup.env[faults.ENV] = "SIGILL@load#repack"  # an AMX VM dies in the repacking path
+    setup.env[faults.ENV] = "SIGILL@decode#repack"  # what an AMX VM does
     status, checks = setup.doctor()
     decode = checks["decode"]
     assert status == 0 and decode["status"] == "warn", [checks[n] for n in failed(checks)]

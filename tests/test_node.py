@@ -92,14 +92,16 @@ def policy(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def node(
-    tls_files: tuple[Path, Path], policy: Path, tmp_path: Path
+    tls_files: tuple[Path, Path], policy: Path, tmp_path: Path, tiny_model: Path
 ) -> AsyncIterator[tuple[subprocess.Popen, int]]:
     cert, key = tls_files
     env = {**os.environ, "CODEAGENT_POLICY": str(policy), "XDG_CACHE_HOME": str(tmp_path)}
     log = tmp_path / "node.log"
+    (tmp_path / "repos" / "project").mkdir(parents=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "codeagent_lsp", "--tcp", "127.0.0.1:0",
          "--tls-cert", str(cert), "--tls-key", str(key), "--log-file", str(log),
+         *node_settings(tiny_model, tmp_path / "repos"),
          "--rate", "100", "--burst", "300", "--max-pending", "16",
          "--metrics-port", str(free_port())],
         env=env, cwd=tmp_path,
@@ -109,6 +111,12 @@ async def node(
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def node_settings(tiny_model: Path, repositories: Path, *more: str) -> list[str]:
+    """A node's own model, engine and repositories (no client sets them)."""
+    return ["--model", str(tiny_model), "--set", "engine.threads=1",
+            "--repositories", str(repositories), *more]  # fmt: skip
 
 
 async def connect(port: int, cert: Path) -> Client:
@@ -264,8 +272,7 @@ async def test_clients_share_one_model_with_slots_of_their_own(
     node, tls_files, tiny_model: Path, tmp_path: Path
 ) -> None:
     _, port, _ = node
-    workspace = tmp_path / "project"
-    workspace.mkdir()
+    workspace = tmp_path / "repos" / "project"
     uri = (workspace / "same.py").as_uri()  # both edit a file of the same path
     alice, bob = await connect(port, tls_files[0]), await connect(port, tls_files[0])
     options = {"completion": {"maxTokens": 64, "multiline": "always"}}
@@ -284,27 +291,22 @@ async def test_clients_share_one_model_with_slots_of_their_own(
     assert mine["slots"][0]["seq"] != theirs["slots"][0]["seq"]
     assert mine["records"][0]["document"] != theirs["records"][0]["document"]
 
-    # Other engine settings: another engine for bob, while alice keeps hers.
+    # A client's engine settings are the node's to decide: bob's are ignored, with a word.
     engine = {"threads": 1, "contextSize": 4096}
     notify(bob, "workspace/didChangeConfiguration", {"settings": {"codeagent": {"engine": engine}}})
+    warning = await bob.read()
+    assert warning["method"] == "window/showMessage", warning
+    assert "codeagent.engine: set by the node" in warning["params"]["message"]
     await complete(bob, uri)
     await complete(alice, uri)
     mine, theirs = await engine_stats(alice), await engine_stats(bob)
-    assert theirs["shared"] == {"engine": 2, "clients": 1, "loads": 2}
-    assert mine["shared"] == {"engine": 1, "clients": 1, "loads": 2}
-    assert [r["outcome"] for r in mine["records"]] == ["ok", "ok"]
-
-    # Back to the settings alice uses: bob borrows her engine again, nothing is loaded.
-    engine = {"threads": 1, "contextSize": 8192}
-    notify(bob, "workspace/didChangeConfiguration", {"settings": {"codeagent": {"engine": engine}}})
-    await complete(bob, uri)
-    assert (await engine_stats(bob))["shared"] == {"engine": 1, "clients": 2, "loads": 2}
+    assert mine["shared"] == theirs["shared"] == {"engine": 1, "clients": 2, "loads": 1}
 
     alice.writer.close()  # one client leaves; the other is still served by the same engine
     await alice.writer.wait_closed()
     await complete(bob, uri)
     theirs = await engine_stats(bob)
-    assert theirs["shared"]["engine"] == 1 and theirs["shared"]["loads"] == 2
+    assert theirs["shared"]["engine"] == 1 and theirs["shared"]["loads"] == 1
     assert theirs["records"][-1]["outcome"] == "ok"
 
 

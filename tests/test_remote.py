@@ -50,9 +50,17 @@ def replicas(
 
 
 @pytest.fixture
-def token_env(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CODEAGENT_TEST_TOKEN", API_KEY)
-    return "CODEAGENT_TEST_TOKEN"
+def token_file(tmp_path: Path) -> str:
+    """The administrator's file with the replicas' bearer token (the policy's token_file)."""
+    path = tmp_path / "inference-token"
+    path.write_text(API_KEY + "\n")
+    return str(path)
+
+
+def with_token(assistant: Assistant, token_file: str) -> Assistant:
+    """The assistant under a policy whose [network] token_file is `token_file`."""
+    assistant.policy = dataclasses.replace(assistant.policy, inference_token_file=token_file)
+    return assistant
 
 
 def remote_settings(tiny_model: Path, urls: list[str], **remote: object) -> Settings:
@@ -137,8 +145,10 @@ def assistants() -> Iterator[Callable[..., Assistant]]:
     """Assistant(settings, notify), closed after the test."""
     made: list[Assistant] = []
 
-    def make(settings: Settings, notify: Callable[[str], None] | None = None) -> Assistant:
-        made.append(Assistant(settings, notify))
+    def make(
+        settings: Settings, notify: Callable[[str], None] | None = None, token_file: str = ""
+    ) -> Assistant:
+        made.append(with_token(Assistant(settings, notify), token_file))
         return made[-1]
 
     yield make
@@ -167,11 +177,11 @@ def canned() -> Iterator[Callable[[bytes], CannedServer]]:
 
 
 async def test_completion_from_an_openai_compatible_replica(
-    tiny_model: Path, replicas: list[LocalReplica], token_env: str, assistants
+    tiny_model: Path, replicas: list[LocalReplica], token_file: str, assistants
 ) -> None:
-    settings = remote_settings(tiny_model, [replicas[0].url], tokenEnv=token_env)
+    settings = remote_settings(tiny_model, [replicas[0].url])
     small = dataclasses.replace(settings.completion, prefixTokens=24, suffixTokens=8)
-    assistant = assistants(dataclasses.replace(settings, completion=small))
+    assistant = assistants(dataclasses.replace(settings, completion=small), None, token_file)
     info = await assistant.load()
     suggestion = await assistant.complete("file:///w/io.py", CODE, OFFSET, PromptFile())
     instruct = await assistant.instruct("file:///w/io.py", "Explain.", "x = 1", max_tokens=8)
@@ -188,21 +198,24 @@ async def test_wrong_token_is_a_clear_error_and_no_failover(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("not-the-token\n")
-    settings = remote_settings(tiny_model, [replicas[0].url], tokenFile=str(token_file))
-    assistant = assistants(settings)
+    settings = remote_settings(tiny_model, [replicas[0].url])
+    assistant = assistants(settings, None, str(token_file))
     with pytest.raises(RemoteError, match="HTTP 401") as raised:
         await assistant.complete("file:///w/io.py", CODE, OFFSET)
     assert "not-the-token" not in str(raised.value)
     assert replica_table(assistant)[replicas[0].url]["state"] == "up"  # not a sick replica
 
 
-@pytest.mark.parametrize("key", ["tokenFile", "caBundle"])
 async def test_missing_token_or_ca_file_is_reported_when_loading(
-    tiny_model: Path, tmp_path: Path, key: str
+    tiny_model: Path, tmp_path: Path
 ) -> None:
-    settings = remote_settings(tiny_model, ["https://127.0.0.1:9"], **{key: str(tmp_path / "no")})
-    with pytest.raises(ModelUnavailable, match=f"{key} cannot be read"):
+    missing = str(tmp_path / "no")
+    settings = remote_settings(tiny_model, ["https://127.0.0.1:9"], caBundle=missing)
+    with pytest.raises(ModelUnavailable, match="caBundle cannot be read"):
         await Assistant(settings).load()
+    settings = remote_settings(tiny_model, ["https://127.0.0.1:9"])
+    with pytest.raises(ModelUnavailable, match=r"network\.token_file cannot be read"):
+        await with_token(Assistant(settings), missing).load()
 
 
 @pytest.mark.parametrize(
@@ -215,10 +228,10 @@ async def test_bad_replica_url_is_refused(tiny_model: Path, url: str) -> None:
 
 
 async def test_each_document_stays_on_its_replica(
-    tiny_model: Path, replicas: list[LocalReplica], token_env: str, assistants
+    tiny_model: Path, replicas: list[LocalReplica], token_file: str, assistants
 ) -> None:
     urls = [r.url for r in replicas]
-    assistant = assistants(remote_settings(tiny_model, urls, tokenEnv=token_env))
+    assistant = assistants(remote_settings(tiny_model, urls), None, token_file)
     documents = {owned_by(urls, url, stem): url for url in urls for stem in ("x", "y")}
     for _ in range(2):
         for key in documents:
@@ -231,12 +244,12 @@ async def test_each_document_stays_on_its_replica(
 
 
 async def test_dead_replica_is_skipped_then_used_again_when_back(
-    tiny_model: Path, replicas: list[LocalReplica], token_env: str, tmp_path: Path, assistants
+    tiny_model: Path, replicas: list[LocalReplica], token_file: str, tmp_path: Path, assistants
 ) -> None:
     spare = LocalReplica(tiny_model, tmp_path / "spare.log", api_key=API_KEY).start()
     told: list[str] = []
     urls = [spare.url, replicas[0].url]
-    assistant = assistants(remote_settings(tiny_model, urls, tokenEnv=token_env), told.append)
+    assistant = assistants(remote_settings(tiny_model, urls), told.append, token_file)
     try:
         key = owned_by(urls, spare.url)
         assert (await assistant.complete(key, CODE, OFFSET)).record.replica == spare.url
@@ -342,8 +355,8 @@ async def test_infill_request_carries_context_slot_and_token(
     token_file = tmp_path / "token"
     token_file.write_text(API_KEY)
     settings = remote_settings(tiny_model, [server.url], protocol="infill", slots=2,
-                               tokenFile=str(token_file), model="qwen2.5-coder-7b")  # fmt: skip
-    assistant = assistants(settings)
+                               model="qwen2.5-coder-7b")  # fmt: skip
+    assistant = assistants(settings, None, str(token_file))
     assistant.context = lambda *_args: [("lib/util.py", "def helper():\n    pass\n")]
     where = PromptFile("repo", "io.py", tmp_path / "io.py")
     first = await assistant.complete("file:///w/a.py", CODE, OFFSET, where)

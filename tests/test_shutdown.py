@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.test_node import Client, frame, listening_port
+from tests.test_node import Client, frame, listening_port, node_settings
 
 ANSWERED_BEFORE_SIGNAL = 10
 METHOD = "textDocument/completion"
@@ -171,15 +171,17 @@ async def test_sigterm_stops_a_node_under_a_burst_without_losing_a_row(
     transport: str, tiny_model: Path, tmp_path: Path, policy: Path
 ) -> None:
     log = tmp_path / "node.log"
+    (tmp_path / "repos").mkdir()
     process = subprocess.Popen(
         [sys.executable, "-m", "codeagent_lsp", f"--{transport}", "127.0.0.1:0",
-         "--log-file", str(log), "--rate", "0", "--max-pending", "8"],
+         "--log-file", str(log), "--rate", "0", "--max-pending", "8",
+         *node_settings(tiny_model, tmp_path / "repos", "--set", "completion.maxTokens=8")],
         env=environment(policy, tmp_path), cwd=tmp_path,
     )  # fmt: skip
     try:
         port = await listening_port(process, log)
         async with connected(transport, port) as peer:
-            uri = await open_document(peer, tiny_model, tmp_path / "project")
+            uri = await open_document(peer, tiny_model, tmp_path / "repos" / "project")
             spawned = children(process.pid)
             sent, answers = await burst_until_stopped(peer, uri, process.pid)
         code = await asyncio.to_thread(process.wait, 60)

@@ -10,16 +10,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
 from tests.tiny_gguf import (
     CONTEXT_LENGTH,
+    CONTROL_TOKENS,
     MODEL_NAME,
     N_EMBD,
     N_HEAD,
     N_HEAD_KV,
     N_LAYER,
+    Shape,
     build_vocab,
     write_not_a_gguf,
     write_tiny_gguf,
@@ -220,3 +223,30 @@ def test_not_a_gguf_fails_to_load(tmp_path: Path) -> None:
     path = write_not_a_gguf(tmp_path / "broken.gguf")
     params = lc.llama_model_default_params()
     assert not lc.llama_model_load_from_file(str(path).encode(), params)  # NULL -> None
+
+
+def test_padded_vocabulary_keeps_the_tokenizer(tmp_path: Path, vocab: int) -> None:
+    """A model padded to a real vocabulary size (for speed measurements) tokenizes like the tiny
+    one: unused tokens fill the gap, the control tokens stay last, matrices are F16 on request."""
+    shape = Shape(n_embd=32, n_head=2, n_head_kv=1, n_ff=64, n_vocab=4096)
+    path = write_tiny_gguf(tmp_path / "padded.gguf", shape=shape, f16=True)
+    params = lc.llama_model_default_params()
+    params.vocab_only = True
+    padded = lc.llama_model_load_from_file(str(path).encode(), params)
+    assert padded
+    try:
+        big = lc.llama_model_get_vocab(padded)
+        assert lc.llama_vocab_n_tokens(big) == 4096
+        assert tokenize(big, SOURCE) == tokenize(vocab, SOURCE)
+        ids = build_vocab(4096).control_ids
+        assert sorted(ids.values()) == list(range(4096 - len(CONTROL_TOKENS), 4096))
+        assert lc.llama_vocab_fim_pre(big) == ids["<|fim_prefix|>"]
+        unused = ids["<|endoftext|>"] - 1
+        assert lc.llama_vocab_get_attr(big, unused) & lc.LLAMA_TOKEN_ATTR_UNUSED
+    finally:
+        lc.llama_model_free(padded)
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.F16
+    assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    with pytest.raises(ValueError, match="n_vocab 100"):
+        build_vocab(100)

@@ -48,6 +48,28 @@ CONTROL_TOKENS: tuple[str, ...] = (
 )
 EOS_TOKEN = "<|endoftext|>"
 
+
+@dataclass(frozen=True)
+class Shape:
+    """Sizes of a qwen2 model. Tests use TINY; larger shapes serve speed measurements (same
+    compute as a real model of those sizes, noise weights)."""
+
+    n_layer: int = N_LAYER
+    n_embd: int = N_EMBD
+    n_head: int = N_HEAD
+    n_head_kv: int = N_HEAD_KV
+    n_ff: int = N_FF
+    n_vocab: int = 0
+    """Tokens, padded with unused ones before the control tokens; 0 = the learned ones alone."""
+    name: str = MODEL_NAME
+
+
+TINY = Shape()
+QWEN25_CODER_0_5B = Shape(
+    n_layer=24, n_embd=896, n_head=14, n_head_kv=2, n_ff=4864, n_vocab=151936, name="qwen0.5b-noise"
+)
+"""Qwen2.5-Coder-0.5B's sizes (its config.json): 494M parameters with a separate LM head."""
+
 # The BPE merges are learned from this text at write time. Code-shaped on purpose, so tokens like
 # "def", "return", "self" and runs of spaces exist, as they do in the real vocabulary.
 _CORPUS = """\
@@ -222,15 +244,24 @@ def _learn_merges(n_merges: int) -> list[tuple[str, str]]:
 
 
 @functools.cache
-def build_vocab() -> TinyVocab:
-    """Byte tokens, then merged tokens in merge order, then the control tokens (like Qwen)."""
+def build_vocab(n_vocab: int = 0) -> TinyVocab:
+    """Byte tokens, then merged tokens in merge order, then `n_vocab` minus all of those unused
+    tokens, then the control tokens (like Qwen). Raises ValueError when n_vocab is too small."""
     byte_tokens = list(bytes_to_unicode().values())
     merges = _learn_merges(N_MERGES)
     # Two merges can spell the same token ("ab c", "a bc"); llama.cpp asserts tokens are unique.
     merged = [t for t in dict.fromkeys(a + b for a, b in merges) if t not in byte_tokens]
-    tokens = [*byte_tokens, *merged, *CONTROL_TOKENS]
+    learned = len(byte_tokens) + len(merged) + len(CONTROL_TOKENS)
+    if n_vocab and n_vocab < learned:
+        raise ValueError(f"n_vocab {n_vocab} is below the {learned} tokens the vocabulary needs")
+    unused = [f"<|unused_{i}|>" for i in range(max(0, n_vocab - learned))]
+    tokens = [*byte_tokens, *merged, *unused, *CONTROL_TOKENS]
     normal, control = int(gguf.TokenType.NORMAL), int(gguf.TokenType.CONTROL)
-    types = [normal] * (len(byte_tokens) + len(merged)) + [control] * len(CONTROL_TOKENS)
+    types = (
+        [normal] * (len(byte_tokens) + len(merged))
+        + [int(gguf.TokenType.UNUSED)] * len(unused)
+        + [control] * len(CONTROL_TOKENS)
+    )
     return TinyVocab(tuple(tokens), tuple(types), tuple(f"{a} {b}" for a, b in merges))
 
 
@@ -238,61 +269,62 @@ def _is_identifier_token(token: str, vocab: TinyVocab, index: int) -> bool:
     return vocab.types[index] == int(gguf.TokenType.NORMAL) and bool(_IDENTIFIER.fullmatch(token))
 
 
-def _output_weight(rng: np.random.Generator, vocab: TinyVocab) -> np.ndarray:
+def _output_weight(rng: np.random.Generator, vocab: TinyVocab, n_embd: int) -> np.ndarray:
     """LM head whose rows are zero except for identifier-like tokens.
 
     Zero rows give logit 0 while the max over ~180 random logits is almost surely positive, so
     greedy decoding picks printable identifier tokens and never newline, space or EOS: plumbing
     tests get readable output and always run to their token limit.
     """
-    weight = rng.normal(0.0, 1.0, (len(vocab.tokens), N_EMBD)).astype(np.float32)
+    weight = rng.normal(0.0, 1.0, (len(vocab.tokens), n_embd)).astype(np.float32)
     keep = np.array([_is_identifier_token(t, vocab, i) for i, t in enumerate(vocab.tokens)])
     weight[~keep] = 0.0
     return weight
 
 
-def _tensors(seed: int, vocab: TinyVocab) -> dict[str, np.ndarray]:
+def _tensors(seed: int, vocab: TinyVocab, shape: Shape) -> dict[str, np.ndarray]:
     """All tensors the qwen2 loader wants, numpy shape = reversed ggml shape (out, in)."""
     rng = np.random.default_rng(seed)
-    head_dim = N_EMBD // N_HEAD
-    n_kv = head_dim * N_HEAD_KV
+    embd, ff = shape.n_embd, shape.n_ff
+    n_kv = embd // shape.n_head * shape.n_head_kv
 
-    def rand(*shape: int) -> np.ndarray:
-        # 1/sqrt(fan_in) keeps activations O(1) through the two layers.
-        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    def rand(*dims: int) -> np.ndarray:
+        # 1/sqrt(fan_in) keeps activations O(1) through the layers.
+        return (rng.standard_normal(dims) / np.sqrt(dims[-1])).astype(np.float32)
 
-    ones = np.ones(N_EMBD, dtype=np.float32)
-    tensors = {"token_embd.weight": rand(len(vocab.tokens), N_EMBD)}
-    for i in range(N_LAYER):
+    ones = np.ones(embd, dtype=np.float32)
+    tensors = {"token_embd.weight": rand(len(vocab.tokens), embd)}
+    for i in range(shape.n_layer):
         p = f"blk.{i}."
         tensors |= {
             p + "attn_norm.weight": ones,
-            p + "attn_q.weight": rand(N_EMBD, N_EMBD),
-            p + "attn_q.bias": rand(N_EMBD),
-            p + "attn_k.weight": rand(n_kv, N_EMBD),
+            p + "attn_q.weight": rand(embd, embd),
+            p + "attn_q.bias": rand(embd),
+            p + "attn_k.weight": rand(n_kv, embd),
             p + "attn_k.bias": rand(n_kv),
-            p + "attn_v.weight": rand(n_kv, N_EMBD),
+            p + "attn_v.weight": rand(n_kv, embd),
             p + "attn_v.bias": rand(n_kv),
-            p + "attn_output.weight": rand(N_EMBD, N_EMBD),
+            p + "attn_output.weight": rand(embd, embd),
             p + "ffn_norm.weight": ones,
-            p + "ffn_gate.weight": rand(N_FF, N_EMBD),
-            p + "ffn_up.weight": rand(N_FF, N_EMBD),
-            p + "ffn_down.weight": rand(N_EMBD, N_FF),
+            p + "ffn_gate.weight": rand(ff, embd),
+            p + "ffn_up.weight": rand(ff, embd),
+            p + "ffn_down.weight": rand(embd, ff),
         }
     tensors["output_norm.weight"] = ones
-    tensors["output.weight"] = _output_weight(rng, vocab)
+    tensors["output.weight"] = _output_weight(rng, vocab, embd)
     return tensors
 
 
-def _add_hparams(writer: gguf.GGUFWriter) -> None:
-    writer.add_name(MODEL_NAME)
-    writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+def _add_hparams(writer: gguf.GGUFWriter, shape: Shape, f16: bool) -> None:
+    writer.add_name(shape.name)
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(int(file_type))
     writer.add_context_length(CONTEXT_LENGTH)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_block_count(N_LAYER)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD_KV)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
     writer.add_rope_freq_base(ROPE_FREQ_BASE)
     writer.add_layer_norm_rms_eps(RMS_EPS)
 
@@ -313,15 +345,17 @@ def _add_tokenizer(writer: gguf.GGUFWriter, vocab: TinyVocab) -> None:
     writer.add_add_bos_token(False)
 
 
-def write_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
-    """Write the tiny qwen2 model to `path` (deterministic for a given seed) and return `path`."""
+def write_tiny_gguf(path: Path, *, seed: int = 0, shape: Shape = TINY, f16: bool = False) -> Path:
+    """Write a qwen2 model of `shape` (the tiny one by default) to `path`, deterministic for a
+    given seed, and return `path`. f16: matrices in F16 (as converted checkpoints are), else
+    everything F32."""
     path = Path(path)
-    vocab = build_vocab()
+    vocab = build_vocab(shape.n_vocab)
     writer = gguf.GGUFWriter(path, ARCH)
-    _add_hparams(writer)
+    _add_hparams(writer, shape, f16)
     _add_tokenizer(writer, vocab)
-    for name, tensor in _tensors(seed, vocab).items():
-        writer.add_tensor(name, tensor)
+    for name, tensor in _tensors(seed, vocab, shape).items():
+        writer.add_tensor(name, tensor.astype(np.float16) if f16 and tensor.ndim == 2 else tensor)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -29,6 +29,7 @@ from pathspec import GitIgnoreSpec
 from codeagent_lsp.codegraph.extract import extract
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.store import FileRecord, GraphStore, default_db_path, open_store
+from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.security.roots import Root, locate
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,12 @@ class Indexer:
         roots: list[tuple[str, Path]],
         max_file_bytes: int = 1_000_000,
         exclude_globs: tuple[str, ...] | list[str] = (),
+        denied: PathPolicy | None = None,
     ) -> None:
         self.store = store
+        self.denied = denied or PathPolicy()
+        """Never indexed, checked before the globs and .gitignore files (whose `!` patterns
+        could otherwise re-admit a secret), ignoring case."""
         self.roots = [Root.of(repo, path) for repo, path in roots]
         self.max_file_bytes = max_file_bytes
         self._excludes = GitIgnoreSpec.from_lines(list(exclude_globs)) if exclude_globs else None
@@ -193,6 +198,8 @@ class Indexer:
         """Git's rules: the deepest .gitignore with a matching pattern decides, a `!` pattern
         re-includes; .git/info/exclude ranks below every .gitignore."""
         probe = rel + "/" if is_dir else rel
+        if not (self.denied.allowed_dir(rel) if is_dir else self.denied.allowed(rel)):
+            return True
         if self._excludes is not None and self._excludes.match_file(probe):
             return True
         decision: bool | None = None

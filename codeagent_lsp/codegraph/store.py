@@ -40,6 +40,12 @@ MAX_REFERENCE_CANDIDATES = 8
 """A reference to a name defined in more files than this says nothing about which one it means."""
 MAX_QUERY_TERMS = 32
 """search_windows keeps the rarest terms of a query; common ones only slow FTS5 down."""
+MAX_SYMBOL_QUERY_WORDS = 8
+"""Words of a symbol query that count (each is a prefix scan of the index); the rest are
+ignored."""
+MAX_SYMBOL_QUERY_CHARS = 256
+MAX_SYMBOL_RESULTS = 500
+"""Most symbols one query returns, whatever limit is asked."""
 OPEN_ATTEMPTS = 3
 LOCK_TIMEOUT_S = 0.5
 """Busy timeout per attempt: a second editor on the same workspace writes in short transactions."""
@@ -782,13 +788,15 @@ class GraphStore:
     def search_symbols(self, query: str, limit: int = 20) -> list[StoredSymbol]:
         """Symbols whose name (or its camelCase/snake_case words), qualified name, signature or doc
         start with every word of `query`, best first: exact names, then BM25 (names weigh most)."""
-        words = re.findall(r"\w+", query.lower())
+        # Bounded work whoever asks: each word is a prefix scan of the FTS index, and 10,000
+        # of them kept a core busy for minutes.
+        words = re.findall(r"\w+", query[:MAX_SYMBOL_QUERY_CHARS].lower())[:MAX_SYMBOL_QUERY_WORDS]
         if not words:
             return []
         match = " ".join(f'"{word}"*' for word in words)
         return self._symbols(
             "1 = 1",
-            {"match": match, "exact": query, "limit": limit},
+            {"match": match, "exact": query, "limit": min(limit, MAX_SYMBOL_RESULTS)},
             select_score="-bm25(symbols_fts, 10.0, 4.0, 2.0, 1.0)",
             order="(s.name = :exact) DESC, score DESC, length(s.name), f.path",
             fts_join=True,

@@ -4,9 +4,10 @@ own access, so queries may run while `index_all` works in another thread."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from codeagent_lsp.codegraph.graph import CodeGraph, Snippet
 from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary
@@ -16,10 +17,25 @@ from codeagent_lsp.codegraph.store import (
     GraphStore,
     StoredReference,
     StoredSymbol,
+    WindowHit,
     default_db_path,
 )
-from codeagent_lsp.security.paths import DEFAULT_DENY
+from codeagent_lsp.security.paths import PathPolicy
+from codeagent_lsp.security.policy import policy_in_force
 from codeagent_lsp.settings import CodegraphSettings
+
+
+class InFile(Protocol):
+    """Anything found in a file of the workspace: a snippet, a window, a reference, a section."""
+
+    @property
+    def repo(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+Found = TypeVar("Found", bound=InFile)
 
 
 @dataclass(frozen=True)
@@ -32,7 +48,14 @@ class Location:
 
 
 class WorkspaceIndex:
-    def __init__(self, roots: list[tuple[str, Path]], settings: CodegraphSettings) -> None:
+    def __init__(
+        self,
+        roots: list[tuple[str, Path]],
+        settings: CodegraphSettings,
+        denied: PathPolicy | None = None,
+    ) -> None:
+        """`denied`: what is never indexed, whatever `settings.exclude` and .gitignore files
+        say (default: the secrets and the policy's [index] rules)."""
         self.roots = roots
         primary = roots[0][1] if roots else Path.cwd()
         db_path = default_db_path(primary)
@@ -44,10 +67,14 @@ class WorkspaceIndex:
             self.store,
             roots,
             max_file_bytes=settings.maxFileBytes,
-            exclude_globs=(*DEFAULT_DENY, *settings.exclude),
+            exclude_globs=settings.exclude,
+            denied=denied or policy_in_force().index.path_policy(),
         )
         self.graph = CodeGraph(self.store)
         self.live = LiveTrees()
+        self.may_prompt: Callable[[str, str], bool] = policy_in_force().may_prompt
+        """May the text of (repository, posix path) go into a prompt? The policy's [prompt]
+        rules; `for_prompt` applies them."""
         self._generation = self.store.generation
 
     def lost_its_data(self) -> bool:
@@ -142,13 +169,27 @@ class WorkspaceIndex:
     def search(self, query: str, limit: int = 50) -> list[StoredSymbol]:
         return self.store.search_symbols(query, limit)
 
+    def for_prompt(self, found: Iterable[Found]) -> list[Found]:
+        """What was found, less what lies in a file that may not go into a prompt: the one
+        filter every prompt's repository context passes (completion and each code action)."""
+        return [item for item in found if self.may_prompt(item.repo, item.path)]
+
     def related(
         self, path: Path, text: str, line: int, budget: int, count: Callable[[str], int]
     ) -> list[Snippet]:
+        """Context for a prompt at `line` of `path` (graph.related), only from files that may
+        go into a prompt."""
         located = self.locate(path)
         if located is None:
             return []
-        return self.graph.related(*located, text, line, budget, count)
+        return self.for_prompt(self.graph.related(*located, text, line, budget, count))
+
+    def similar_windows(
+        self, query: str, limit: int, exclude: tuple[str, str] | None
+    ) -> list[WindowHit]:
+        """Code windows like `query` (store.search_windows) from files that may go into a
+        prompt."""
+        return self.for_prompt(self.store.search_windows(query, limit * 4, exclude))[:limit]
 
     def symbol_location(self, symbol: StoredSymbol, *, name_only: bool = False) -> Location | None:
         root = self.absolute(symbol.repo, symbol.path)

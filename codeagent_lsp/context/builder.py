@@ -98,8 +98,8 @@ class ContextBuilder:
         candidates += self._windows(located, text, offset)
         if self.mode == "full" and self.assets is not None:
             words = names_near(text, line) + _literals_near(text, line)
-            for section, _score in self.assets.relevant(words, 4, exclude_text=text):
-                candidates.append((section.path, section.text))
+            found = [s for s, _score in self.assets.relevant(words, 4, exclude_text=text)]
+            candidates += [(s.path, s.text) for s in self.index.for_prompt(found)]
         return _fit(candidates, text, budget, cost)
 
     def _windows(
@@ -107,7 +107,7 @@ class ContextBuilder:
     ) -> list[tuple[str, str]]:
         assert self.index is not None
         query = "\n".join(text[:offset].split("\n")[-WINDOW_QUERY_LINES:])
-        hits = self.index.store.search_windows(query, WINDOWS, exclude=located)
+        hits = self.index.similar_windows(query, WINDOWS, exclude=located)
         return [(hit.path, hit.text) for hit in hits]
 
 

@@ -128,7 +128,11 @@ def _nvidia_gpu_present() -> bool:
 def build_check(settings: EngineSettings, found: list[Device] | None) -> Check:
     offload = bool(C.llama_supports_gpu_offload())
     version = f"llama-cpp-python {llama_cpp.__version__}, {_ggml_version()}"
-    data: dict[str, object] = {"version": llama_cpp.__version__, "gpuOffload": offload}
+    data: dict[str, object] = {
+        "version": llama_cpp.__version__,
+        "gpuOffload": offload,
+        "systemInfo": C.llama_print_system_info().decode(errors="replace").strip(),
+    }
     gpus = [d for d in found or [] if d.kind in ("gpu", "igpu")]
     if not offload and _nvidia_gpu_present():
         return Check(
@@ -301,6 +305,8 @@ def engine_checks(options: Options) -> Iterator[Check]:
     yield build_check(settings, found)
     yield devices_check(found)
     yield cpu_check(settings, cpu_flags())
+    # Hook: when a folder for parked KV caches lands (engine.parkDir or similar), its check
+    # (exists, writable, free space for contextSize tokens per slot) belongs here.
     resolved = _resolve(options)
     if isinstance(resolved, models.ModelError):
         yield Check("engine", "decode", "fail", "not run: no usable model", "see the model checks")
@@ -333,6 +339,8 @@ def _resolve(options: Options) -> models.ResolvedModel | models.ModelError:
 
 
 def model_checks(options: Options) -> Iterator[Check]:
+    # Hook: when a folder for parked KV caches lands (engine.parkDir or similar), its check
+    # (exists, writable, free space for contextSize tokens per slot) belongs here.
     resolved = _resolve(options)
     if isinstance(resolved, models.ModelError):
         fix = "" if "codeagent-lsp model" in str(resolved) else "codeagent-lsp model list"

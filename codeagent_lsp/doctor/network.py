@@ -67,7 +67,7 @@ def egress_check(policy: Policy) -> Check:
         except OSError as exc:
             outcome = f"the system call ran ({errno.errorcode.get(exc.errno or 0, exc)})"
     after = _active_opens()
-    data = {"refused": refused, "activeOpensBefore": before, "activeOpensAfter": after}
+    data = {"refused": list(refused), "activeOpensBefore": before, "activeOpensAfter": after}
     if outcome or not refused:
         return Check(
             "network", "egress guard", "fail",
@@ -172,7 +172,10 @@ async def replica_check(url: str, options: Options) -> Check:
     )
     name = f"replica {url}"
     try:
-        backend, _ = open_remote(probe_settings, None, options.policy.inference_urls)
+        policy = options.policy
+        backend, _ = open_remote(
+            probe_settings, None, policy.inference_urls, policy.inference_token_file
+        )
     except (RemoteError, models.ModelError) as exc:
         return Check("network", name, "fail", str(exc), "fix codeagent.remote or the policy")
     try:
@@ -209,7 +212,7 @@ async def _probe(name: str, url: str, backend: RemoteBackend, options: Options) 
         return Check(
             "network", name, "fail",
             f"the token was refused (HTTP {answer.status_code})",
-            "put the replica's token in the file codeagent.remote.tokenFile names", data,
+            "put the replica's token in the file the policy's [network] token_file names", data,
         )  # fmt: skip
     served = _model_ids(answer)
     if served is None:

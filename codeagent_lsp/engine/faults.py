@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +87,9 @@ class Fault:
         return wrapped
 
     def _raise(self) -> None:
-        os.kill(os.getpid(), self.signal)
+        # To this thread, as a real fault is: os.kill(getpid()) goes to the main thread, and
+        # the faulting thread ran on (a decode, a token sent) until the process died.
+        signal.pthread_kill(threading.get_ident(), self.signal)
 
 
 def from_environment(*, start: int, repack: bool) -> Fault | None:

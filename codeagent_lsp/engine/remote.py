@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 import time
 from collections import deque
@@ -59,14 +58,16 @@ def open_remote(
     settings: Settings,
     notify: Callable[[str], None] | None = None,
     allowed_urls: tuple[str, ...] = (),
+    token_file: str = "",
 ) -> tuple[RemoteBackend, str | None]:
     """The remote backend for `settings`, and the FIM family its tokenizer model declares.
-    Services off this machine must be among `allowed_urls` (the policy's [network] inference)."""
+    Services off this machine must be among `allowed_urls` (the policy's [network] inference);
+    the bearer token is read from `token_file` (the policy's [network] token_file)."""
     remote = settings.remote
     urls = [_checked_url(u, allowed_urls) for u in remote.urls]
     if not urls:
         raise RemoteError("engine.backend is remote but codeagent.remote.urls is empty")
-    token = _bearer_token(remote)
+    token = _bearer_token(token_file)
     tls = _tls_context(remote)
     resolved = _tokenizer_model(settings)
     if resolved is None and settings.completion.template == "auto":
@@ -87,7 +88,7 @@ def _checked_url(url: str, allowed_urls: tuple[str, ...]) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise RemoteError(
             f"codeagent.remote.urls: {parts.scheme}://{parts.hostname} must carry no user, "
-            "password, query or fragment (the token goes in remote.tokenFile or tokenEnv)"
+            "password, query or fragment (the token goes in the policy's network.token_file)"
         )
     try:
         egress.check_inference_url(url, allowed_urls)
@@ -96,21 +97,18 @@ def _checked_url(url: str, allowed_urls: tuple[str, ...]) -> str:
     return url.strip().rstrip("/")
 
 
-def _bearer_token(remote: RemoteSettings) -> str | None:
-    """The token from its file or environment variable; errors never quote it."""
-    if remote.tokenFile:
-        try:
-            token = Path(remote.tokenFile).expanduser().read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.__class__.__name__
-            raise RemoteError(f"codeagent.remote.tokenFile cannot be read: {reason}") from None
-    elif remote.tokenEnv:
-        token = os.environ.get(remote.tokenEnv, "").strip()
-    else:
+def _bearer_token(token_file: str) -> str | None:
+    """The token from the administrator's file; errors never quote it. A client names no file
+    or environment variable: either would let it send any secret of the server to a port."""
+    if not token_file:
         return None
+    try:
+        token = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.__class__.__name__
+        raise RemoteError(f"the policy's network.token_file cannot be read: {reason}") from None
     if not token or any(c.isspace() or not c.isprintable() for c in token):
-        source = "tokenFile" if remote.tokenFile else f"${remote.tokenEnv} (tokenEnv)"
-        raise RemoteError(f"the bearer token in {source} is empty or has whitespace in it")
+        raise RemoteError("the bearer token in network.token_file is empty or has whitespace")
     return token
 
 

@@ -77,7 +77,8 @@ def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Ro
     repository, path = file_of(ls, uri)
     row = audit.new_row(ls.identity, feature, repository, path)
     row.model_sha256 = ls.assistant.model_sha256
-    decision = _decide(ls, feature, repository, path)
+    refusal = ls.audit.refusal()  # fail closed: nothing is served unaudited
+    decision = Decision(False, refusal) if refusal else _decide(ls, feature, repository, path)
     if not decision.allowed:
         audit.deny(ls.audit, row, decision.reason)
         raise PolicyDenied(f"codeagent: denied: {decision.reason}")

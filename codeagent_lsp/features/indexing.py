@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from lsprotocol import types
@@ -56,10 +55,10 @@ class IndexingFeature:
             if not ls.settings.codegraph.enabled or not self._may_index():
                 return
             roots = self._roots()
-            # The policy's deny globs add to the settings' (and to the secrets, always denied).
-            excluded = (*ls.settings.codegraph.exclude, *ls.policy.index.deny)
-            settings = replace(ls.settings.codegraph, exclude=excluded)
-            index = await asyncio.to_thread(WorkspaceIndex, roots, settings)
+            # Secrets and the policy's [index] rules apply apart from the client's excludes,
+            # which add to them and re-admit nothing.
+            denied = ls.policy.index.path_policy()
+            index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph, denied)
             ls.codegraph = index
             self._use_assets(index, roots)
             status = index.store.status
@@ -86,9 +85,15 @@ class IndexingFeature:
             await self._index_all(index)
 
     def _roots(self) -> list[tuple[str, Path]]:
-        """The workspace roots the policy lets this server index."""
-        rules = self.server.policy.index
-        return [(n, p) for n, p in self.server.workspace_roots() if rules.repository_allowed(n)]
+        """The workspace roots the policy lets this server index and its identity's roles use:
+        a repository the role may not use is not indexed, so no result or prompt can hold it."""
+        ls = self.server
+        return [
+            (n, p)
+            for n, p in ls.workspace_roots()
+            if ls.policy.index.repository_allowed(n)
+            and ls.policy.repository_open(ls.identity, n).allowed
+        ]
 
     def _use_assets(self, index: WorkspaceIndex, roots: list[tuple[str, Path]]) -> None:
         ls = self.server

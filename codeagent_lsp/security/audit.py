@@ -29,9 +29,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from codeagent_lsp.security.identity import Identity
+
+if TYPE_CHECKING:
+    from codeagent_lsp.security.policy import AuditRules
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +165,50 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class AuditLog:
-    def __init__(self, path: Path, *, store_prompts: bool = False, store_code: bool = False):
+    """The writer of one audit file.
+
+    It never stops: any text is stored (what UTF-8 cannot hold is escaped), and a batch that
+    fails is kept and tried again with the next one. While rows cannot be written (a full
+    disk, a read-only file or folder), `refusal()` says why, and the server refuses requests
+    with that reason unless the policy chose best effort (`fail_closed=False`). A file deleted
+    or replaced under the running server is noticed before the next batch: a replacement is
+    moved aside, and a new file starts a new chain whose first row names the gap.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        store_prompts: bool = False,
+        store_code: bool = False,
+        fail_closed: bool = True,
+    ):
         self.path = path
         self.store_prompts, self.store_code = store_prompts, store_code
-        self._db = connect(path)
+        self.fail_closed = fail_closed
+        self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+        """(device, inode) of the file this writer appends to."""
+        self._head: tuple[int, str] | None = None
+        """(id, hash) of the file's last row, to name a gap."""
+        self._unwritten: list[Row] = []
+        self.failure: str = ""
+        """Why rows cannot be written now; empty while they can."""
         self._queue: queue.Queue[Row | None] = queue.Queue()
+        self._open()
         self._writer = threading.Thread(target=self._write_loop, name="audit", daemon=True)
         self._writer.start()
         atexit.register(self.close)  # rows queued by the last requests are written, not lost
+
+    @classmethod
+    def of(cls, rules: AuditRules) -> AuditLog:
+        """The log the policy's [audit] table describes."""
+        return cls(
+            rules.db_path(),
+            store_prompts=rules.store_prompts,
+            store_code=rules.store_code,
+            fail_closed=rules.on_failure == "refuse",
+        )
 
     def record(self, row: Row) -> None:
         """Queue a row (never blocks on the disk). Prompt and response text are dropped here
@@ -181,15 +220,27 @@ class AuditLog:
             row.latency_ms = round(row.latency_ms, 3)
         self._queue.put(row)
 
+    def refusal(self) -> str | None:
+        """Why requests must be refused now (rows cannot be written and the policy fails
+        closed), else None."""
+        if self.failure and self.fail_closed:
+            return f"the audit log cannot be written ({self.failure}); requests are refused"
+        return None
+
     def flush(self) -> None:
-        """Wait until every row queued so far is in the file."""
-        self._queue.join()
+        """Wait until every row queued so far is handled (written, or kept to try again)."""
+        done = self._queue.all_tasks_done
+        with done:
+            while self._queue.unfinished_tasks and self._writer.is_alive():
+                done.wait(0.5)
 
     def close(self) -> None:
         if self._writer.is_alive():
             self._queue.put(None)
             self._writer.join()
+        if self._db is not None:
             self._db.close()
+            self._db = None
 
     def _write_loop(self) -> None:
         while True:
@@ -198,20 +249,96 @@ class AuditLog:
                 batch.append(self._queue.get_nowait())
             rows = [r for r in batch if r is not None]
             try:
-                if rows:
-                    self._append(rows)
-            except sqlite3.Error as exc:  # keep serving; the log says which rows were lost
-                log.error(
-                    "audit: %d rows could not be written to %s: %s", len(rows), self.path, exc
-                )
+                self._write(rows)
+            except Exception:  # the writer outlives any row: it must never stop
+                log.exception("audit: unexpected failure writing %d rows", len(rows))
             finally:
                 for _ in batch:
                     self._queue.task_done()
             if len(rows) < len(batch):
                 return
 
+    def _write(self, rows: list[Row]) -> None:
+        """Append the rows kept from failed batches, then `rows`; keep them all on failure."""
+        pending = self._unwritten + rows
+        if not pending:
+            return
+        try:
+            self._follow_the_file()
+            self._append(pending)
+        except (sqlite3.Error, OSError) as exc:
+            self._unwritten = pending[-MAX_UNWRITTEN:]
+            if not self.failure:
+                log.error("audit: rows cannot be written to %s: %s", self.path, exc)
+            self.failure = f"{type(exc).__name__}: {exc}"
+            return
+        if self.failure:
+            log.warning("audit: writing to %s again (%d rows kept)", self.path, len(pending))
+        self._unwritten, self.failure = [], ""
+
+    def _open(self) -> None:
+        try:
+            self._db = connect(self.path)
+            stat = self.path.stat()
+            self._file = (stat.st_dev, stat.st_ino)
+            self._head = self._db.execute(
+                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            self._db = None
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("audit: cannot open %s: %s", self.path, exc)
+
+    def _follow_the_file(self) -> None:
+        """Reopen when the file is not the one opened (deleted, replaced) or none is open; a
+        new chain then starts with a row naming the gap."""
+        try:
+            stat = self.path.stat()
+            now: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            now = None
+        if self._db is not None and now == self._file:
+            return
+        gap = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            gap = "deleted" if now is None else "replaced"
+            self._set_aside(replaced=now is not None)
+        head = self._head
+        self._open()
+        if self._db is None:
+            raise sqlite3.OperationalError(self.failure)
+        if gap is not None:
+            self._append([self._gap_row(gap, head)])
+
+    def _set_aside(self, *, replaced: bool) -> None:
+        """A replacement (with its -wal and -shm) is kept under another name for whoever
+        investigates, never written to; after a deletion the old file's -wal and -shm are
+        removed (SQLite keeps them when the file is gone), or the new file would read them."""
+        aside = f"{self.path.name}.replaced-{time.time():.0f}"
+        for suffix in ("", "-wal", "-shm"):
+            name = self.path.with_name(self.path.name + suffix)
+            if replaced:
+                with contextlib.suppress(FileNotFoundError):
+                    name.rename(self.path.with_name(aside + suffix))
+            elif suffix:
+                name.unlink(missing_ok=True)
+
+    @staticmethod
+    def _gap_row(what: str, head: tuple[int, str] | None) -> Row:
+        last = f"row {head[0]}, hash {head[1]}" if head else "no row"
+        return Row(
+            feature="audit",
+            decision="gap",
+            reason=f"the audit file was {what} while the server ran; a new chain starts here. "
+            f"The previous chain ended at {last} as far as this process knows",
+            time=datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+
     def _append(self, rows: list[Row]) -> None:
         db = self._db
+        assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
             last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
@@ -220,7 +347,7 @@ class AuditLog:
             prev = last[1] if last else GENESIS
             for row in rows:
                 row_id += 1
-                values = asdict(row)
+                values = storable(asdict(row))
                 digest = chain_hash(prev, row_id, values)
                 db.execute(
                     f"INSERT INTO audit (id, {', '.join(COLUMNS)}, prev_hash, hash) "
@@ -229,9 +356,29 @@ class AuditLog:
                 )
                 prev = digest
             db.execute("COMMIT")
+            self._head = (row_id, prev)
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
+
+
+MAX_UNWRITTEN = 100_000
+"""Rows kept while the file cannot be written; beyond, the oldest are dropped (and the server
+refuses requests meanwhile unless the policy chose best effort)."""
+
+
+def storable(values: dict[str, object]) -> dict[str, object]:
+    """Row values that SQLite and UTF-8 JSON can hold: lone surrogates (which UTF-8 cannot
+    encode) and NUL (which ends text in SQLite's C API) escaped as `\\udXXXX` / `\\x00`."""
+    return {k: _storable_text(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _storable_text(text: str) -> str:
+    if text.isascii() and "\0" not in text:
+        return text
+    escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped.replace("\0", "\\x00")
 
 
 # --- verify and export --------------------------------------------------------------------------

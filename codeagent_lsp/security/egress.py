@@ -196,11 +196,7 @@ def guard_process(allowed_urls: tuple[str, ...], identity: Identity, rules: Audi
     def refused(what: str) -> None:
         log.warning("codeagent: %s refused (no egress)", what)
         if not opened:
-            opened.append(
-                audit.AuditLog(
-                    rules.db_path(), store_prompts=rules.store_prompts, store_code=rules.store_code
-                )
-            )
+            opened.append(audit.AuditLog.of(rules))
         audit.deny(opened[0], audit.new_row(identity, "network", None, None), what)
 
     install(EgressGuard(allowed_urls, refused))

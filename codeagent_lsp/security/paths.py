@@ -5,8 +5,9 @@ folder name at any depth, and a matching folder covers everything below it. Matc
 case, because `.ENV` on a case-insensitive file system is the same file as `.env`.
 
 DEFAULT_DENY always applies: `deny` adds to it and cannot take from it (a `!` pattern there
-re-includes nothing it denies), and `allow`, when given, only narrows what is left: a file must
-match one of its patterns too. So no setting, and no typo in one, can make a key file readable.
+re-includes nothing it denies), `also_deny` (a client's settings) adds to both and takes from
+neither, and `allow`, when given, only narrows what is left: a file must match one of its
+patterns too. So no setting, and no typo in one, can make a key file readable.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ package-registry tokens."""
 
 
 class PathPolicy:
-    def __init__(self, deny: Iterable[str] = DEFAULT_DENY, allow: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        deny: Iterable[str] = DEFAULT_DENY,
+        allow: Iterable[str] = (),
+        also_deny: Iterable[str] = (),
+    ) -> None:
         extra = [p for p in deny if p not in DEFAULT_DENY]
-        self.deny: tuple[str, ...] = (*DEFAULT_DENY, *extra)
+        self.deny: tuple[str, ...] = (*DEFAULT_DENY, *extra, *also_deny)
         self.allow: tuple[str, ...] = tuple(allow)
-        # Two specs, not one: in a single spec a later `!pattern` could re-include a secret.
-        self._secrets = _spec(DEFAULT_DENY)
-        self._deny = _spec(extra)
+        # One spec per source: in a single spec a later `!pattern` could re-include what an
+        # earlier source denies (a client's `!secrets.*`, the administrator's secrets).
+        self._denies = [_spec(DEFAULT_DENY), _spec(extra), _spec(also_deny)]
         self._allow = _spec(self.allow) if self.allow else None
 
     def allowed(self, relative_posix_path: str) -> bool:
@@ -50,7 +56,7 @@ class PathPolicy:
         return path is not None and not self._denied(path + "/")
 
     def _denied(self, path: str) -> bool:
-        return self._secrets.match_file(path) or self._deny.match_file(path)
+        return any(spec.match_file(path) for spec in self._denies)
 
 
 def _spec(patterns: Iterable[str]) -> GitIgnoreSpec:

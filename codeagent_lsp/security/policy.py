@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +87,9 @@ class PathRules:
     deny: tuple[str, ...] = ()
 
     def path_policy(self, extra_deny: tuple[str, ...] = ()) -> PathPolicy:
-        """Secrets (DEFAULT_DENY) are always denied: these rules only add to them."""
-        return PathPolicy(deny=(*self.deny, *extra_deny), allow=self.allow)
+        """Secrets (DEFAULT_DENY) are always denied: these rules only add to them, and
+        `extra_deny` (a client's codegraph.exclude) adds to both and re-admits nothing."""
+        return PathPolicy(deny=self.deny, allow=self.allow, also_deny=extra_deny)
 
     def repository_allowed(self, repository: str | None) -> bool:
         return _matches(repository or "", self.repositories)
@@ -99,6 +101,9 @@ class AuditRules:
     """Empty: $XDG_STATE_HOME/codeagent-lsp/audit.sqlite3."""
     store_prompts: bool = False
     store_code: bool = False
+    on_failure: str = "refuse"
+    """refuse: while rows cannot be written, requests are refused with the reason (fail
+    closed); continue: they are served and the failure is logged (best effort)."""
 
     def db_path(self) -> Path:
         if self.db:
@@ -137,6 +142,12 @@ class Policy:
     inference_urls: tuple[str, ...] = ()
     """Inference services off this machine that may be contacted ([network] inference): the
     only connections the process may open besides loopback; empty: none."""
+    inference_token_file: str = ""
+    """File holding the bearer token sent to inference services ([network] token_file): the
+    administrator's, never a client's; empty: no token is sent."""
+    allow_env_policy: bool = False
+    """[defaults] allow_env_policy: may $CODEAGENT_POLICY name another file instead of this
+    one? Read from the system policy only."""
     locked: str = ""
     """Why every request is refused (the policy file is unusable); empty when it is not."""
 
@@ -189,6 +200,18 @@ class Policy:
             return Decision(False, f"{path} may not be sent to the model ({self._where()})")
         return Decision(True)
 
+    def repository_open(self, identity: Identity, repository: str) -> Decision:
+        """May `identity` use `repository` at all (any of its roles lists it)?"""
+        if self.locked:
+            return Decision(False, self.locked)
+        roles = [self.roles[name] for name in self.roles_of(identity) if name in self.roles]
+        if any(_matches(repository, r.repositories) for r in roles):
+            return Decision(True)
+        return Decision(
+            False,
+            f"repository {repository!r} is not open to user {identity.user!r} ({self._where()})",
+        )
+
     def may_prompt(self, repository: str | None, path: str) -> bool:
         """May this file's text be put in a prompt?"""
         return self.prompt.repository_allowed(repository) and self.prompt_paths.allowed(path)
@@ -228,11 +251,14 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def policy_path() -> Path | None:
-    """$CODEAGENT_POLICY when set, else the system file when it exists, else None."""
+    """The system file when it exists, unless it allows $CODEAGENT_POLICY to name another
+    (`[defaults] allow_env_policy = true`); else $CODEAGENT_POLICY when set; else None. A user
+    cannot slip their own policy under an administrator's."""
     configured = os.environ.get(ENV_VAR, "").strip()
-    if configured:
+    system = SYSTEM_PATH if SYSTEM_PATH.exists() else None
+    if configured and (system is None or load_policy(system).allow_env_policy):
         return Path(configured).expanduser()
-    return SYSTEM_PATH if SYSTEM_PATH.exists() else None
+    return system
 
 
 @functools.cache
@@ -256,6 +282,9 @@ def load_policy(path: Path | None = None) -> Policy:
 
 
 def parse(path: Path) -> Policy:
+    unsafe = unsafe_file(path)
+    if unsafe:
+        raise PolicyError(f"the policy file {path} is not trusted: {unsafe}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -290,7 +319,7 @@ def parse(path: Path) -> Policy:
             reader.fail(f"{where}.features: unknown feature(s) {unknown}; known: {FEATURES}")
         roles[name] = Role(features, reader.strings(table, "repositories", where, ("*",)))
     defaults = reader.table(data, "defaults")
-    reader.keys(defaults, "defaults", {"role"})
+    reader.keys(defaults, "defaults", {"role", "allow_env_policy"})
     default_role = reader.string(defaults, "role", "defaults", "")
     model_sha256, model_paths = _models(reader, data)
     policy = Policy(
@@ -308,13 +337,42 @@ def parse(path: Path) -> Policy:
         audit=_audit(reader, data),
         cache=_cache(reader, data),
         inference_urls=_inference_urls(reader, data),
+        inference_token_file=_network(reader, data).get("token_file", ""),
+        allow_env_policy=reader.boolean(defaults, "allow_env_policy", "defaults"),
     )
+    for what in ("name", "sha256"):  # rights follow the name: a twin would get the other's
+        values = [getattr(t, what) for t in policy.tokens]
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            reader.fail(f"[[token]] {what} {twice} appears more than once; each must be unique")
     named = [policy.default_role] if policy.default_role else []
     named += [a.role for a in policy.assignments] + [t.role for t in policy.tokens if t.role]
     missing = sorted({r for r in named if r not in roles})
     if missing:
         reader.fail(f"undefined role(s) {missing}; defined: {sorted(roles)}")
     return policy
+
+
+def unsafe_file(path: Path) -> str:
+    """Why a file someone else could change is not to be trusted: it, or a symlink on the way
+    to it, is owned by a user other than root and this process's, or the file is group- or
+    world-writable; empty when it is trusted (or missing: reading it says so)."""
+    trusted = {0, os.geteuid()}
+    current = Path(os.path.abspath(path))
+    for _ in range(40):  # symlink hops, as the kernel allows
+        try:
+            info = current.lstat()
+        except OSError:
+            return ""
+        if info.st_uid not in trusted:
+            what = "a symlink on its way" if stat.S_ISLNK(info.st_mode) else "it"
+            return f"{what} ({current}) is owned by another user (uid {info.st_uid})"
+        if not stat.S_ISLNK(info.st_mode):
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return f"{current} is writable by its group or by everyone"
+            return ""
+        current = Path(os.path.abspath(current.parent / os.readlink(current)))
+    return "too many symlinks"
 
 
 def _assignment(reader: _Reader, table: dict[str, Any], i: int) -> Assignment:
@@ -369,9 +427,15 @@ def _models(reader: _Reader, data: dict[str, Any]) -> tuple[tuple[str, ...], tup
     return digests, paths
 
 
-def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+def _network(reader: _Reader, data: dict[str, Any]) -> dict[str, Any]:
     table = reader.table(data, "network")
-    reader.keys(table, "network", {"inference"})
+    reader.keys(table, "network", {"inference", "token_file"})
+    reader.string(table, "token_file", "network", "")
+    return table
+
+
+def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
+    table = _network(reader, data)
     urls = reader.strings(table, "inference", "network", ())
     for url in urls:
         try:
@@ -383,11 +447,15 @@ def _inference_urls(reader: _Reader, data: dict[str, Any]) -> tuple[str, ...]:
 
 def _audit(reader: _Reader, data: dict[str, Any]) -> AuditRules:
     table = reader.table(data, "audit")
-    reader.keys(table, "audit", {"db", "store_prompts", "store_code"})
+    reader.keys(table, "audit", {"db", "store_prompts", "store_code", "on_failure"})
+    on_failure = reader.string(table, "on_failure", "audit", "refuse")
+    if on_failure not in ("refuse", "continue"):
+        reader.fail(f'audit.on_failure must be "refuse" or "continue", not {on_failure!r}')
     return AuditRules(
         reader.string(table, "db", "audit", ""),
         reader.boolean(table, "store_prompts", "audit"),
         reader.boolean(table, "store_code", "audit"),
+        on_failure,
     )
 
 

@@ -1,0 +1,108 @@
+"""Policy integrity: what would let one identity borrow another's rights, or a client name a
+secret of the server, makes the policy invalid or is no setting at all."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from codeagent_lsp import settings
+from codeagent_lsp.security import policy as policy_module
+from codeagent_lsp.security.identity import Identity
+from codeagent_lsp.security.policy import load_policy
+from tests.test_audit_never_stops import start, stop
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        f'name = "ci"\nsha256 = "{digest("viewer-token")}"\nrole = "viewer"',  # same name
+        f'name = "other"\nsha256 = "{digest("admin-token")}"\nrole = "viewer"',  # same token
+    ],
+)
+def test_two_tokens_with_one_name_or_hash_lock_the_policy(tmp_path: Path, second: str) -> None:
+    path = tmp_path / "policy.toml"
+    first = f'name = "ci"\nsha256 = "{digest("admin-token")}"\nrole = "admin"'
+    path.write_text(f"[[token]]\n{first}\n\n[[token]]\n{second}\n")
+    policy = load_policy(path)
+    assert "appears more than once" in policy.locked
+    viewer = Identity("ci", (), "tcp", token_name="ci")
+    assert not policy.decide(viewer, "completion").allowed
+
+
+@pytest.mark.parametrize("key", ["tokenEnv", "tokenFile"])
+def test_a_client_names_no_file_or_variable_for_the_inference_token(key: str) -> None:
+    merged, errors = settings.merge(settings.Settings(), {"remote": {key: "HOME"}})
+    assert errors == [f"codeagent.remote.{key}: unknown setting (ignored)"]
+    assert merged == settings.Settings()
+
+
+def test_the_inference_token_file_is_the_administrators(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[network]\ntoken_file = "/etc/codeagent-lsp/inference-token"\n')
+    assert load_policy(path).inference_token_file == "/etc/codeagent-lsp/inference-token"
+    path.write_text('[audit]\non_failure = "maybe"\n')
+    assert 'audit.on_failure must be "refuse" or "continue"' in load_policy(path).locked
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("engine.contextSize", 500000), ("engine.slots", 100000), ("completion.maxTokens", 10**6),
+     ("actions.maxTokens", 10**6), ("documents.maxBytes", 10**12)],
+)  # fmt: skip
+def test_settings_are_bounded_for_every_client(key: str, value: int) -> None:
+    section, leaf = key.split(".")
+    merged, errors = settings.merge(settings.Settings(), {section: {leaf: value}})
+    assert errors and "must be at most" in errors[0]
+    assert merged == settings.Settings()
+
+
+GOOD = '[defaults]\nrole = "viewer"\n'
+
+
+def test_a_policy_file_others_could_change_locks_the_server(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(GOOD)
+    assert not load_policy(path).locked
+    for mode in (0o664, 0o646):
+        path.chmod(mode)
+        assert "writable by its group or by everyone" in load_policy(path).locked
+    path.chmod(0o644)
+    os.chown(path, 12345, -1)
+    assert "owned by another user (uid 12345)" in load_policy(path).locked
+    os.chown(path, 0, -1)
+    link = tmp_path / "link.toml"
+    link.symlink_to(path)
+    assert not load_policy(link).locked
+    os.lchown(link, 12345, -1)
+    assert "a symlink on its way" in load_policy(link).locked
+
+
+def test_the_environment_cannot_replace_a_system_policy_unless_it_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, mine = tmp_path / "system.toml", tmp_path / "mine.toml"
+    system.write_text(GOOD)
+    mine.write_text('[defaults]\nrole = "admin"\n')
+    monkeypatch.setattr(policy_module, "SYSTEM_PATH", system)
+    monkeypatch.setenv("CODEAGENT_POLICY", str(mine))
+    assert policy_module.policy_path() == system
+    system.write_text(GOOD + "allow_env_policy = true\n")
+    assert policy_module.policy_path() == mine
+    system.unlink()
+    assert policy_module.policy_path() == mine
+
+
+async def test_over_stdio_a_world_writable_policy_refuses_every_request(tmp_path: Path) -> None:
+    process, client = await start(tmp_path, GOOD, mode=0o666)
+    answer = await client.request("codeagent/stats")
+    assert "is not trusted" in answer["error"]["message"], answer
+    assert "writable by its group or by everyone" in answer["error"]["message"]
+    await stop(process, client)
