@@ -309,8 +309,11 @@ def engine_checks(options: Options) -> Iterator[Check]:
     yield cpu_check(settings, cpu_flags())
     yield park_check(settings, options.policy.cache)
     resolved = _resolve(options)
+    remote = settings.backend == "remote"
     if isinstance(resolved, models.ModelError):
-        yield Check("engine", "decode", "fail", "not run: no usable model", "see the model checks")
+        status = "ok" if remote else "fail"
+        why = "the replicas serve (engine.backend remote)" if remote else "no usable model"
+        yield Check("engine", "decode", status, f"not run: {why}", "see the model checks")
     elif not _policy_allows(options, resolved.path):
         yield Check(
             "engine", "decode", "fail", "not run: the policy does not allow the model",
@@ -370,6 +373,13 @@ def park_check(settings: EngineSettings, cache: CacheRules) -> Check:
 def model_checks(options: Options) -> Iterator[Check]:
     resolved = _resolve(options)
     if isinstance(resolved, models.ModelError):
+        if options.settings.engine.backend == "remote":  # the file would only count tokens
+            yield Check(
+                "model", "model file", "warn",
+                f"{resolved}; the replicas serve, and prompt budgets count 1 token per byte",
+                "set codeagent.remote.tokenizer to the served model's GGUF",
+            )  # fmt: skip
+            return
         fix = "" if "codeagent-lsp model" in str(resolved) else "codeagent-lsp model list"
         yield Check("model", "model file", "fail", str(resolved), fix)
         return
