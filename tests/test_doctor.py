@@ -275,3 +275,19 @@ def test_a_build_feature_this_cpu_lacks_is_a_fail():
     check = cpu_check(EngineSettings(), flags - {CPUINFO_FLAGS[feature]})
     assert check.status == "fail" and feature in check.data["missing"]
     assert "SIGILL" in check.message and "GGML_NATIVE=OFF" in check.fix
+
+
+def test_the_park_folder_must_be_private(tmp_path: Path) -> None:
+    from codeagent_lsp.doctor.engine import park_check
+    from codeagent_lsp.security.policy import CacheRules
+    from codeagent_lsp.settings import EngineSettings
+
+    folder = tmp_path / "kv"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    settings = EngineSettings(parkDir=str(folder))
+    assert park_check(settings, CacheRules()).status == "fail"
+    folder.chmod(0o700)
+    assert park_check(settings, CacheRules()).status == "ok"
+    off = park_check(settings, CacheRules(park_kv_slots=False))
+    assert off.status == "ok" and "policy" in off.message
