@@ -6,7 +6,8 @@
   vocabularies of vendor/llama.cpp/models, docs, benches, media, the web UI): 77 MB -> 9 MB.
 - whl/: cp312 (or pure) wheels of this project's runtime dependencies and the test tools
   gpu-check uses, minus what the machine's image already holds (IMAGE below) unless
-  pyproject.toml pins it. Run it again after a dependency changes.
+  pyproject.toml pins it. Run it again after a dependency changes; gpu-check's first lines name
+  any pinned dependency that is still missing there.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ SDIST_DROP = (
     "vendor/llama.cpp/media",
     "vendor/llama.cpp/tools/ui",
 )
+# The test tools gpu-check uses, and llama_cpp.server's (the replica tests start one).
 TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-lsp", "gguf", "hypothesis")
+TEST_TOOLS += ("fastapi", "uvicorn", "sse-starlette", "starlette-context", "pydantic-settings")
 # llama-cpp-python's own dependency that the image lacks (it is installed with --no-deps).
 EXTRA = ("diskcache",)
 # The image's own: numpy (large; any 2.x serves) and the sdist, built there.

@@ -28,7 +28,7 @@ from codeagent_lsp.engine.slots import short_name
 from codeagent_lsp.security import audit
 from codeagent_lsp.security.policy import policy_in_force
 from codeagent_lsp.security.redact import redact
-from codeagent_lsp.settings import Settings
+from codeagent_lsp.settings import EngineSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,20 @@ class Assistant:
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
         self._check_model(resolved.path)
+        engine = self._engine_settings()
         if self.backends is not None:
-            backend = self.backends.borrow(resolved.path, self.settings.engine, notify)
-            return backend, resolved.family
-        return EmbeddedBackend(resolved.path, self.settings.engine, notify), resolved.family
+            return self.backends.borrow(resolved.path, engine, notify), resolved.family
+        return EmbeddedBackend(resolved.path, engine, notify), resolved.family
+
+    def _engine_settings(self) -> EngineSettings:
+        """The client's engine settings within the policy's [cache] rules."""
+        engine, cache = self.settings.engine, self.policy.cache
+        ages = [a for a in (engine.parkMaxAgeHours, cache.park_max_age_hours) if a > 0]
+        return dataclasses.replace(
+            engine,
+            parkSlots=engine.parkSlots and cache.park_kv_slots,
+            parkMaxAgeHours=min(ages, default=0.0),
+        )
 
     def close(self) -> None:
         if self._loaded is not None:
@@ -234,6 +244,21 @@ class Assistant:
             state.last_prompt_tokens = generation.record.prompt_tokens
         return Suggestion(suggestion, generation.record)
 
+    async def warm(
+        self, key: str, text: str, offset: int, where: PromptFile | None = None
+    ) -> RequestRecord | None:
+        """Evaluate the prompt at `offset` without generating, so the next request in this
+        document reuses its KV cache (llama.vim's warm-up on buffer enter). Runs below any real
+        request: the engine preempts it for one, and cancelling the awaiting task stops it (what
+        was evaluated stays cached). None when the backend has nothing to warm (remote)."""
+        loaded = await self._ensure_loaded()
+        if not loaded.backend.warms:
+            return None
+        state = self._documents.setdefault(key, _DocumentState())
+        request = await self._fim_request(loaded, state, key, text, offset, where or PromptFile())
+        warm = dataclasses.replace(request, max_tokens=0, should_stop=None, background=True)
+        return (await loaded.backend.generate(warm)).record
+
     async def _generate(
         self,
         loaded: _Loaded,
@@ -243,6 +268,25 @@ class Assistant:
         offset: int,
         where: PromptFile,
     ) -> Generation:
+        request = await self._fim_request(loaded, state, key, text, offset, where)
+        audit.note_prompt(
+            "".join(str(getattr(s, "text", s)) for s in request.segments), self.model_sha256
+        )
+        if self.settings.logging.logCode:  # only when the administrator asked for code in logs
+            log.debug("prompt for %s: %r", key, request.segments)
+        return await loaded.backend.generate(request)
+
+    async def _fim_request(
+        self,
+        loaded: _Loaded,
+        state: _DocumentState,
+        key: str,
+        text: str,
+        offset: int,
+        where: PromptFile,
+    ) -> Request:
+        """The FIM request at `offset`: excerpt cut to its budgets, secrets redacted,
+        repository context the policy allows."""
         opts = self.settings.completion
         count = loaded.backend.count_tokens
         excerpt = budget.fit(
@@ -268,12 +312,9 @@ class Assistant:
             repo=where.repo,
             context_files=context,
         )
-        audit.note_prompt("".join(str(getattr(s, "text", s)) for s in segments), self.model_sha256)
-        if self.settings.logging.logCode:  # only when the administrator asked for code in logs
-            log.debug("prompt for %s: %r", key, segments)
         template = loaded.template
         multiline = self._multiline(text[:offset], text[offset:])
-        request = Request(
+        return Request(
             key=key,
             segments=segments,
             max_tokens=opts.maxTokens,
@@ -283,7 +324,6 @@ class Assistant:
             should_stop=postprocess.stop_early(text[:offset], text[offset:], multiline=multiline),
             fim=FimParts(excerpt.prefix, excerpt.suffix, tuple(context)),
         )
-        return await loaded.backend.generate(request)
 
     async def instruct(
         self, key: str, system: str, user: str, *, max_tokens: int = 512

@@ -164,7 +164,10 @@ def _parser() -> argparse.ArgumentParser:
     latency = bench.add_parser("latency", help="replay a typing session, with and without reuse")
     _add_model_options(latency)
     latency.add_argument(
-        "--file", type=Path, action="append", help="a file to type in (repeat for up to three)"
+        "--file",
+        type=Path,
+        action="append",
+        help="a file to type in (repeat for up to three; cold-open: ten)",
     )
     latency.add_argument("--keystrokes", type=int, default=60, help="requests in the session")
     latency.add_argument("--baseline-requests", type=int, default=8)
@@ -174,6 +177,19 @@ def _parser() -> argparse.ArgumentParser:
         default="embedded",
         help="remote: first replay the session on the replicas of codeagent.remote.urls (a "
         "local llama_cpp.server on the same model when none are set), then on the embedded engine",
+    )
+    latency.add_argument(
+        "--scenario",
+        choices=["typing", "cold-open"],
+        default="typing",
+        help="cold-open: the first suggestion in ten files opened in turn (four slots), then "
+        "in three after a restart, without and with warm-ups and parked slots",
+    )
+    latency.add_argument(
+        "--think-ms",
+        type=float,
+        default=1000.0,
+        help="cold-open: pause between opening a file and asking in it (default 1000)",
     )
     latency.add_argument("--json", action="store_true")
     latency.set_defaults(run=_bench_latency)
@@ -442,9 +458,14 @@ def _model_list(args: argparse.Namespace) -> int:
 
 
 def _bench_latency(args: argparse.Namespace) -> int:
+    from codeagent_lsp.bench.cold_open import run_cold_open_bench
     from codeagent_lsp.bench.latency import run_latency_bench
 
     chosen = _settings_from(args)
+    if args.scenario == "cold-open":
+        result = asyncio.run(run_cold_open_bench(chosen, args.file, args.think_ms, _progress))
+        print(json.dumps(result) if args.json else result["table"])
+        return 0
     chosen = dataclasses.replace(
         chosen, engine=dataclasses.replace(chosen.engine, backend=args.backend)
     )

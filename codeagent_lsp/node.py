@@ -285,7 +285,8 @@ class Node:
         from websockets.exceptions import ConnectionClosed
 
         server = self.new_server(self.models)
-        server.protocol.set_writer(WebSocketWriter(websocket), include_headers=False)
+        writer = _TrackedWebSocketWriter(websocket)
+        server.protocol.set_writer(writer, include_headers=False)
         connection = self.connection(server, websocket.identity)
         metrics.CONNECTIONS.labels("accepted").inc()
         async with self._serving(server, connection):
@@ -296,6 +297,7 @@ class Node:
                         break
             except ConnectionClosed:
                 pass
+        await writer.sent()  # websockets closes the connection once this handler returns
 
     def _listening(self, sockets) -> None:
         self.bound = [sock.getsockname()[:2] for sock in sockets]
@@ -315,6 +317,31 @@ def _address(stream) -> str:
     peer = stream.get_extra_info("peername") if hasattr(stream, "get_extra_info") else None
     peer = peer or getattr(stream, "remote_address", None)
     return str(peer[0]) if peer else "?"
+
+
+class _TrackedWebSocketWriter(WebSocketWriter):
+    """pygls's WebSocket writer, keeping the sends it starts: pygls runs each as a task and
+    forgets it, so a connection closed at once would drop its last answers."""
+
+    def __init__(self, websocket) -> None:
+        super().__init__(websocket)
+        self._sending: set[asyncio.Future[None]] = set()
+
+    def write(self, data: bytes) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(super().write(data))
+        self._sending.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled():
+            task.exception()  # a send to a closed connection: nothing more to do
+
+    async def sent(self) -> None:
+        """Wait (up to CLOSE_TIMEOUT_S) until the sends started so far are done."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=CLOSE_TIMEOUT_S)
 
 
 async def _close_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

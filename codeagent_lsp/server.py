@@ -122,6 +122,8 @@ class CodeagentServer(LanguageServer):
         self._told_problem = False
         self._loading_started = False
         self._loading_task: asyncio.Task[None] | None = None
+        self.warming: asyncio.Task[None] | None = None
+        """The background warm-up of a document's prompt, if one runs (features/completion)."""
         """Kept so the loop's weak reference is not the only one while the model loads."""
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
@@ -332,10 +334,17 @@ class CodeagentServer(LanguageServer):
             )
         )
 
+    def stop_warming(self) -> None:
+        """Any keystroke, and any other warm-up, stops the running warm-up."""
+        if self.warming is not None:
+            self.warming.cancel()
+            self.warming = None
+
     def close(self) -> None:
         """Write the queued audit rows, free the model (its backend's close() stops the engine)
         and the CodeGraph: on shutdown, on a stop signal, or when a network client leaves.
         Closing twice is harmless."""
+        self.stop_warming()
         if self._audit is not None:
             self._audit.flush()
         self.assistant.close()

@@ -45,6 +45,16 @@ class EngineSettings:
     memoryLimitMB: int = 0
     """Cap on the model worker's private memory (RLIMIT_DATA, MiB; the mapped model file is not
     counted); 0 = no cap. Past it llama.cpp fails to allocate and the worker is restarted."""
+    parkSlots: bool = True
+    """Write an evicted, closed or shut-down document's KV cache to disk (parkDir) and restore
+    it when the document comes back, also after a restart; the policy can turn this off."""
+    parkDir: str = ""
+    """Folder of parked KV caches (private to the user, 0700); empty =
+    $XDG_CACHE_HOME/codeagent-lsp/kv."""
+    parkMaxMB: int = 2048
+    """Size cap of parkDir in MiB; the least recently used files go first."""
+    parkMaxAgeHours: float = 0.0
+    """Parked KV caches older than this are dropped; 0 = no age cap (the policy may set one)."""
     backend: Literal["embedded", "remote"] = "embedded"
     """embedded: run the model in a supervised worker process on this machine; remote: send
     requests to the inference replicas of codeagent.remote (llama-server, vLLM or any
@@ -106,6 +116,10 @@ class CompletionSettings:
     """auto: several lines where a block opens, one line in the middle of a line."""
     reuseSuggestion: bool = True
     """Answer without a model call when the user types what the last suggestion predicted."""
+    warm: bool = True
+    """Evaluate a document's prompt in the background when it is opened or focused (and at the
+    cursor the editor integrations report), below any real request, so the first suggestion
+    reuses it."""
 
 
 @dataclass(frozen=True)

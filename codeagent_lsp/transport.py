@@ -538,33 +538,33 @@ def serve_stdio(
     connection = Connection(server.protocol, identity, limits, on_denied=on_denied)
     status = 0
     try:
-        asyncio.run(_serve_stdio(connection))
+        status = asyncio.run(_serve_stdio(connection))
     except BrokenPipeError:
         log.error("the client closed stdout; shutting down")
-    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
-        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         server.shutdown()
     return status
 
 
-async def _serve_stdio(connection: Connection) -> None:
+async def _serve_stdio(connection: Connection) -> int:
+    """The exit status, once stdin ends, the client sends `exit` or a stop signal came."""
     pump = asyncio.ensure_future(_pump(sys.stdin.fileno(), connection))
     stop = asyncio.ensure_future(stop_signal())
     await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if pump.done():  # stdin ended (or the client went away): no signal to wait for
+    if pump.done():  # no signal to wait for any more
         stop.cancel()
-        pump.result()
-        return
+        return pump.result()
     pump.cancel()  # no more messages are read
     await drain(connection)
+    return 0
 
 
-async def _pump(fd: int, connection: Connection) -> None:
-    """Feed stdin to the connection. The blocking reads happen on a daemon thread, so a client
-    that keeps stdin open after `exit` cannot hold the process (os.read, not sys.stdin: a daemon
-    thread blocked inside a buffered reader's lock aborts the interpreter at exit); the queue
-    bounds what is read ahead of the event loop."""
+async def _pump(fd: int, connection: Connection) -> int:
+    """Feed stdin to the connection until it ends or the client sends `exit`; the exit status.
+    The blocking reads happen on a daemon thread, so a client that keeps stdin open after `exit`
+    cannot hold the process (os.read, not sys.stdin: a daemon thread blocked inside a buffered
+    reader's lock aborts the interpreter at exit); the queue bounds what is read ahead of the
+    event loop."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
 
@@ -578,5 +578,10 @@ async def _pump(fd: int, connection: Connection) -> None:
                 return
 
     threading.Thread(target=read, name="stdin-reader", daemon=True).start()
-    while (data := await chunks.get()) and not connection.closed:
-        connection.receive(data)
+    try:
+        while (data := await chunks.get()) and not connection.closed:
+            connection.receive(data)
+    except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
+        # Caught here: escaping a task, it would also be logged as never retrieved.
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

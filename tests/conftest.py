@@ -26,11 +26,13 @@ PROJECTS = Path(__file__).parent / "fixtures" / "projects"
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_policy_and_audit(tmp_path_factory: pytest.TempPathFactory):
-    """No administrator policy from this machine, and audit logs in a temporary folder: servers
-    the tests start inherit this environment."""
-    saved = {k: os.environ.get(k) for k in ("CODEAGENT_POLICY", "XDG_STATE_HOME")}
+    """No administrator policy from this machine, audit logs and caches in temporary folders:
+    servers the tests start inherit this environment."""
+    saved = {k: os.environ.get(k) for k in ("CODEAGENT_POLICY", "XDG_STATE_HOME", "XDG_CACHE_HOME")}
     os.environ.pop("CODEAGENT_POLICY", None)
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    # Parked KV slots of one run must not answer the next (pytest reuses temporary paths).
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     yield
     for key, value in saved.items():
         if value is None:

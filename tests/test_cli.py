@@ -91,6 +91,22 @@ def test_latency_bench_reports_against_its_baseline(tiny_model: Path):
     assert result["baseline_evaluated_tokens_p50"] > 0.9 * result["prompt_tokens_p50"]
 
 
+def test_cold_open_bench_parks_and_restores_across_a_restart(tiny_model: Path):
+    out = run(
+        *("bench", "latency", "--scenario", "cold-open", "--think-ms", "100"),
+        *("--model", str(tiny_model), "--threads", "1", "--json"),
+    )
+    result = json.loads(out.stdout)
+    for key in ("cold_first_p50_ms", "warm_first_p50_ms", "parked_first_p50_ms", "ratio_first"):
+        assert isinstance(result[key], float)
+    runs = result["conditions"]
+    assert all(len(run["first_ms"]) == 13 for run in runs.values())
+    # After the restart the first three files come back from disk only where parking is on.
+    restored = {name: run["restored_after_restart"] for name, run in runs.items()}
+    assert all(n > 0 for n in restored["park"] + restored["all"])
+    assert restored["none"] == restored["warm"] == [0] * 3
+
+
 async def test_tcp_transport_answers_initialize(tiny_model: Path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -127,6 +127,7 @@ def test_a_healthy_setup_passes_every_check(setup: Setup, replica: LocalReplica)
         assert checks[name]["status"] == "ok", checks[name]  # fmt: skip
     assert checks["sha256"]["data"]["sha256"] == setup.sha256
     assert "the policy" in checks["sha256"]["message"]
+    assert checks["policy file"]["data"]["via"] == "$CODEAGENT_POLICY"
     assert checks["template"]["data"]["family"] == "qwen2.5-coder"
     assert checks["decode"]["data"]["record"]["generatedTokens"] > 0
     devices = checks["devices"]["data"]["devices"]
@@ -160,6 +161,19 @@ def test_a_missing_model_fails_with_the_pull_command(setup: Setup):
     assert status == 1
     assert failed(checks) == ["decode", "model file"]
     assert "codeagent-lsp model pull qwen2.5-coder-0.5b" in checks["model file"]["message"]
+
+
+def test_without_a_local_model_a_remote_engine_only_warns(setup: Setup, replica: LocalReplica):
+    status, checks = setup.doctor(
+        "--remote", replica.url, "--set", "engine.backend=remote", model="qwen2.5-coder-0.5b"
+    )
+    assert status == 0, failed(checks)
+    assert (
+        checks["model file"]["status"] == "warn"
+        and "1 token per byte" in (checks["model file"]["message"])
+    )
+    assert checks["decode"]["status"] == "ok" and "not run" in checks["decode"]["message"]
+    assert checks[f"replica {replica.url}"]["status"] == "ok"
 
 
 def test_a_file_that_differs_from_its_registry_pin_fails(setup: Setup):
@@ -261,3 +275,19 @@ def test_a_build_feature_this_cpu_lacks_is_a_fail():
     check = cpu_check(EngineSettings(), flags - {CPUINFO_FLAGS[feature]})
     assert check.status == "fail" and feature in check.data["missing"]
     assert "SIGILL" in check.message and "GGML_NATIVE=OFF" in check.fix
+
+
+def test_the_park_folder_must_be_private(tmp_path: Path) -> None:
+    from codeagent_lsp.doctor.engine import park_check
+    from codeagent_lsp.security.policy import CacheRules
+    from codeagent_lsp.settings import EngineSettings
+
+    folder = tmp_path / "kv"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    settings = EngineSettings(parkDir=str(folder))
+    assert park_check(settings, CacheRules()).status == "fail"
+    folder.chmod(0o700)
+    assert park_check(settings, CacheRules()).status == "ok"
+    off = park_check(settings, CacheRules(park_kv_slots=False))
+    assert off.status == "ok" and "policy" in off.message

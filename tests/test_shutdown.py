@@ -93,13 +93,33 @@ async def open_document(peer: Peer, tiny_model: Path, workspace: Path) -> str:
     await peer.send(
         {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": document}}
     )
+    await model_loaded(peer)
     return uri
 
 
-async def burst_until_stopped(peer: Peer, uri: str, pid: int) -> tuple[int, dict[int, Any]]:
+async def model_loaded(peer: Peer) -> None:
+    """Wait until codeagent/stats names the model: its engine's worker is running by then."""
+    for msg_id in range(2, 602):
+        await peer.send(
+            {"jsonrpc": "2.0", "id": msg_id, "method": "codeagent/stats", "params": None}
+        )
+        while (answer := await peer.read()).get("id") != msg_id or "method" in answer:
+            pass
+        assert "result" in answer, answer
+        if answer["result"]["model"] is not None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the model did not load: {answer}")
+
+
+async def burst_until_stopped(
+    peer: Peer, uri: str, pid: int
+) -> tuple[int, dict[int, Any], set[int]]:
     """Completions sent without waiting for answers, SIGTERM once some are answered, sending on
-    until the server closes the stream; (requests sent, answers by id)."""
+    until the server closes the stream; (requests sent, answers by id, the server's child
+    processes when it was signalled: the engine's worker)."""
     answers: dict[int, dict[str, Any]] = {}
+    spawned: set[int] = set()
     sent = 0
     signalled, closed = asyncio.Event(), asyncio.Event()
     params = {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}}
@@ -128,12 +148,13 @@ async def burst_until_stopped(peer: Peer, uri: str, pid: int) -> tuple[int, dict
                 assert message["id"] not in answers, f"answered twice: {message}"
                 answers[message["id"]] = message
                 if len(answers) == ANSWERED_BEFORE_SIGNAL:
+                    spawned.update(children(pid))
                     os.kill(pid, signal.SIGTERM)
                     signalled.set()
 
     await asyncio.gather(send(), receive())
     assert signalled.is_set(), f"only {len(answers)} answers before the server closed"
-    return sent, answers
+    return sent, answers, spawned
 
 
 def children(pid: int) -> set[int]:
@@ -162,6 +183,7 @@ def assert_stopped_cleanly(
         timeout=60,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert spawned, "no engine worker was running when the server was signalled"
     alive = {pid for pid in spawned if Path(f"/proc/{pid}").exists()}
     assert not alive, f"processes of the server outlived it: {alive}"
 
@@ -182,8 +204,7 @@ async def test_sigterm_stops_a_node_under_a_burst_without_losing_a_row(
         port = await listening_port(process, log)
         async with connected(transport, port) as peer:
             uri = await open_document(peer, tiny_model, tmp_path / "repos" / "project")
-            spawned = children(process.pid)
-            sent, answers = await burst_until_stopped(peer, uri, process.pid)
+            sent, answers, spawned = await burst_until_stopped(peer, uri, process.pid)
         code = await asyncio.to_thread(process.wait, 60)
     finally:
         if process.poll() is None:
@@ -218,8 +239,7 @@ async def test_sigterm_stops_a_stdio_server_mid_session_without_losing_a_row(
         assert process.stdout is not None and process.stdin is not None
         peer = Peer(process.stdout, process.stdin)
         uri = await open_document(peer, tiny_model, tmp_path / "project")
-        spawned = children(process.pid)
-        sent, answers = await burst_until_stopped(peer, uri, process.pid)
+        sent, answers, spawned = await burst_until_stopped(peer, uri, process.pid)
         code = await asyncio.wait_for(process.wait(), 60)
     finally:
         if process.returncode is None:

@@ -34,7 +34,9 @@ MakeSupervisor = Callable[..., Supervisor]
 
 
 @pytest.fixture
-def make_supervisor(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeSupervisor]:
+def make_supervisor(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[MakeSupervisor]:
     """Supervisors on the tiny model; `fault=` sets CODEAGENT_TEST_WORKER_FAULT for the worker."""
     made: list[Supervisor] = []
     told: list[str] = []
@@ -43,6 +45,7 @@ def make_supervisor(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         if fault:
             monkeypatch.setenv(faults.ENV, fault)
         options: dict[str, object] = {"threads": 1, "slots": 2, "contextSize": 2048}
+        options["parkDir"] = str(tmp_path / "kv")  # no other test's parked slots
         settings = EngineSettings(**{**options, **overrides})  # type: ignore[arg-type]
         supervisor = Supervisor(tiny_model, settings, told.append)
         supervisor.told = told  # type: ignore[attr-defined]
@@ -101,13 +104,15 @@ def test_cancel_reaches_the_worker_during_prompt_evaluation(
     seen: list[str] = []
     job = GenerationJob("a.py", prompt, max_tokens=4, should_stop=lambda t: bool(seen.append(t)))
     supervisor.submit(job)
+    wait_for(lambda: supervisor._flags.running == job.id, "the worker starts the request")
     time.sleep(0.3)  # the worker is evaluating batches of 32; all 2500 take seconds
     supervisor.cancel(job)
     result = job.future.result(timeout=WAIT)
     assert result.record.outcome == "cancelled" and result.text == "" and not seen
     assert 0 < result.record.evaluated_tokens < len(prompt)
     follow_up = generate(supervisor, "a.py", prompt, max_tokens=2).record
-    assert follow_up.reused_tokens == result.record.evaluated_tokens  # kept in the worker
+    kept = result.record.reused_tokens + result.record.evaluated_tokens  # in the worker's cache
+    assert follow_up.reused_tokens == kept
 
 
 def test_newer_request_supersedes_and_should_stop_runs_in_the_server(
@@ -284,7 +289,8 @@ async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
         initialization_options={
             "model": str(tiny_model),
             "engine": {"threads": 1},
-            "completion": {"reuseSuggestion": False},
+            # No warm-up: the first decode is the test's own request.
+            "completion": {"reuseSuggestion": False, "warm": False},
             "codegraph": {"cacheDir": str(tmp_path / "cache")},
         },
         workspace_folders=[types.WorkspaceFolder(root.as_uri(), "project")],

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,11 @@ import llama_cpp.llama_cpp as C
 
 from codeagent_lsp.context.templates import TemplateError, detect_template
 from codeagent_lsp.doctor import Check, Options
-from codeagent_lsp.engine import models
+from codeagent_lsp.engine import models, parking
 from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError, VocabularyOnly
 from codeagent_lsp.engine.supervisor import Supervisor, WorkerConfig
+from codeagent_lsp.security.policy import CacheRules
 from codeagent_lsp.settings import EngineSettings
 
 GIB = 1 << 30
@@ -305,11 +307,13 @@ def engine_checks(options: Options) -> Iterator[Check]:
     yield build_check(settings, found)
     yield devices_check(found)
     yield cpu_check(settings, cpu_flags())
-    # Hook: when a folder for parked KV caches lands (engine.parkDir or similar), its check
-    # (exists, writable, free space for contextSize tokens per slot) belongs here.
+    yield park_check(settings, options.policy.cache)
     resolved = _resolve(options)
+    remote = settings.backend == "remote"
     if isinstance(resolved, models.ModelError):
-        yield Check("engine", "decode", "fail", "not run: no usable model", "see the model checks")
+        status = "ok" if remote else "fail"
+        why = "the replicas serve (engine.backend remote)" if remote else "no usable model"
+        yield Check("engine", "decode", status, f"not run: {why}", "see the model checks")
     elif not _policy_allows(options, resolved.path):
         yield Check(
             "engine", "decode", "fail", "not run: the policy does not allow the model",
@@ -338,11 +342,44 @@ def _resolve(options: Options) -> models.ResolvedModel | models.ModelError:
         return exc
 
 
+def park_check(settings: EngineSettings, cache: CacheRules) -> Check:
+    """Parked KV slots hold source code: the folder must be private, writable and capped."""
+    if not (settings.parkSlots and cache.park_kv_slots):
+        who = "the policy ([cache] park_kv_slots)" if settings.parkSlots else "engine.parkSlots"
+        return Check("engine", "parked KV slots", "ok", f"off, by {who}: nothing written")
+    folder = Path(settings.parkDir) if settings.parkDir else parking.default_folder()
+    files = list(folder.glob("*/*.kv")) if folder.is_dir() else []
+    used = sum(f.stat().st_size for f in files)
+    data = {"folder": str(folder), "files": len(files), "bytes": used}
+    ages = [a for a in (settings.parkMaxAgeHours, cache.park_max_age_hours) if a > 0]
+    said = (
+        f"{folder}: {len(files)} files, {used / MIB:.0f} of {settings.parkMaxMB} MiB, "
+        f"age cap {f'{min(ages):g} h' if ages else 'none'}"
+    )
+    if folder.exists() and stat.S_IMODE(folder.stat().st_mode) & 0o077:
+        return Check(
+            "engine", "parked KV slots", "fail", f"{said}; readable by other users",
+            f"chmod 700 {folder}", data,
+        )  # fmt: skip
+    parent = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not os.access(parent, os.W_OK):
+        return Check(
+            "engine", "parked KV slots", "warn", f"{said}; not writable: slots are not parked",
+            "set codeagent.engine.parkDir to a folder this user owns", data,
+        )  # fmt: skip
+    return Check("engine", "parked KV slots", "ok", said, data=data)
+
+
 def model_checks(options: Options) -> Iterator[Check]:
-    # Hook: when a folder for parked KV caches lands (engine.parkDir or similar), its check
-    # (exists, writable, free space for contextSize tokens per slot) belongs here.
     resolved = _resolve(options)
     if isinstance(resolved, models.ModelError):
+        if options.settings.engine.backend == "remote":  # the file would only count tokens
+            yield Check(
+                "model", "model file", "warn",
+                f"{resolved}; the replicas serve, and prompt budgets count 1 token per byte",
+                "set codeagent.remote.tokenizer to the served model's GGUF",
+            )  # fmt: skip
+            return
         fix = "" if "codeagent-lsp model" in str(resolved) else "codeagent-lsp model list"
         yield Check("model", "model file", "fail", str(resolved), fix)
         return

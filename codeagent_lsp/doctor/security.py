@@ -13,7 +13,7 @@ from codeagent_lsp.doctor import Check, Options
 from codeagent_lsp.security import audit
 from codeagent_lsp.security.identity import os_identity
 from codeagent_lsp.security.paths import DEFAULT_DENY
-from codeagent_lsp.security.policy import ENV_VAR, SYSTEM_PATH, Policy
+from codeagent_lsp.security.policy import ENV_VAR, SYSTEM_PATH, Policy, policy_path
 
 POLICY_DOCS = "README: Policy, audit and redaction"
 
@@ -41,9 +41,13 @@ def source_check(policy: Policy) -> Check:
             "defaults apply, every user may use every feature and no role is enforced",
             f"for a shared deployment write {SYSTEM_PATH} ({POLICY_DOCS})",
         )  # fmt: skip
-    how = f"${ENV_VAR}" if os.environ.get(ENV_VAR, "").strip() else "the system file"
+    in_force = policy_path()
+    if in_force is not None and policy.source == in_force:
+        how = "the system file" if in_force == SYSTEM_PATH else f"${ENV_VAR}"
+    else:  # an administrator checking a new version before installing it
+        how = f"--policy (the server reads {in_force or 'no policy file'})"
     data = {"source": str(policy.source), "via": how}
-    return Check("policy", "policy file", "ok", f"{policy.source} parses", data=data)
+    return Check("policy", "policy file", "ok", f"{policy.source} parses, via {how}", data=data)
 
 
 def roles_check(policy: Policy) -> Check:

@@ -43,12 +43,16 @@ class Request:
     fim: FimParts | None = None
     messages: tuple[tuple[str, str], ...] = ()
     """(role, content) pairs of an instruct request, for chat services."""
+    background: bool = False
+    """A warm-up (max_tokens 0): any real request preempts it."""
 
 
 class Backend(Protocol):
     """The interface the Assistant uses; both backends implement it."""
 
     info: ModelInfo
+    warms: bool
+    """Whether `generate` of a background request (a warm-up) is worth sending."""
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes in a prompt; never fewer than the model will see."""

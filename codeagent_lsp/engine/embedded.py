@@ -18,6 +18,8 @@ from codeagent_lsp.settings import EngineSettings
 class EmbeddedBackend:
     """Control tokens go in by id (looked up once), so code can never inject one."""
 
+    warms = True
+
     def __init__(
         self,
         model_path: Path,
@@ -52,6 +54,7 @@ class EmbeddedBackend:
             temperature=request.temperature,
             stop_tokens=frozenset(i for i in stops if i is not None),
             should_stop=request.should_stop,
+            background=request.background,
         )
         future = self.engine.submit(job)
         try:

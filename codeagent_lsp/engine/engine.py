@@ -28,6 +28,7 @@ from codeagent_lsp.engine.llama import (
     NoKvSpace,
     Sampler,
 )
+from codeagent_lsp.engine.parking import MIN_PARK_TOKENS, SlotPark
 from codeagent_lsp.engine.protocol import SharedFlags
 from codeagent_lsp.engine.slots import Slot, SlotTable, short_name
 from codeagent_lsp.metrics import count_generation
@@ -60,6 +61,8 @@ class GenerationJob:
     outcome_if_cancelled: str = "cancelled"
     id: int = 0
     """Unique per engine user; names the request in the worker protocol and `SharedFlags`."""
+    background: bool = False
+    """A warm-up: any other request submitted preempts it (outcome "preempted")."""
 
     def cancel(self, outcome: str = "cancelled") -> None:
         self.outcome_if_cancelled = outcome
@@ -85,9 +88,12 @@ class RequestRecord:
     ttft_ms: float
     total_ms: float
     outcome: str
-    """ok, cancelled, superseded, error, or typeahead (answered from the last suggestion)."""
+    """ok, cancelled, superseded, preempted (a warm-up a real request overtook), error, or
+    typeahead (answered from the last suggestion)."""
     replica: str = ""
     """The inference replica that answered (remote backend); empty when embedded."""
+    restored_tokens: int = 0
+    """Tokens whose KV cache came back from a parked slot on disk (counted in reused too)."""
     boundary_ms: float = 0.0
     """Milliseconds spent crossing to the model worker process and back (serialising, pipes,
     scheduling): the round trip less the worker's own time; 0 when no worker is involved."""
@@ -122,11 +128,14 @@ class Engine:
         *,
         record_limit: int = 256,
         flags: SharedFlags | None = None,
+        park: SlotPark | None = None,
     ):
         """`flags`: the page through which another process (the language server) aborts the
-        running request; None when only this process cancels."""
+        running request; None when only this process cancels. `park`: where evicted, released
+        and (at close) all slots' KV caches go, to come back with their documents."""
         self.settings = settings
         self.flags = flags
+        self.park = park
         self.slots = SlotTable(settings.slots)
         self.records: deque[tuple[str, RequestRecord]] = deque(maxlen=record_limit)
         """(key of the document or of its owner, record): stats show each owner its own."""
@@ -172,8 +181,15 @@ class Engine:
                 job.future.set_exception(EngineError("the engine was closed"))
                 return job.future
             previous = self._latest.get(job.key)
+            if job.background and any(not j.background for j in self._latest.values()):
+                job.cancel("preempted")  # a warm-up never delays, nor supersedes, a request
+                previous = None
             if previous is not None:
                 self._cancel_locked(previous, "superseded")
+            if not job.background:  # real requests go first
+                for other in self._latest.values():
+                    if other.background and other is not previous:
+                        self._cancel_locked(other, "preempted")
             self._latest[job.key] = job
         self._queue.put(job)
         return job.future
@@ -246,6 +262,10 @@ class Engine:
         self._loaded.set_result(self._runtime.info)
         while (job := self._queue.get()) is not None:
             self._serve(job)
+        with self._lock:
+            slots = self.slots.all()
+        for slot in slots:  # a restart finds them parked
+            self._park(slot)
         self._runtime.close()
 
     def _fail_queued(self, exc: Exception) -> None:
@@ -302,7 +322,34 @@ class Engine:
         with self._lock:
             slot = self.slots.release(key)
         if slot is not None:
+            self._park(slot)
             self._runtime.seq_rm(slot.seq, 0)
+
+    def _park(self, slot: Slot) -> None:
+        """Write `slot`'s KV cache to the park folder (when worth it); never fails a request."""
+        if self.park is None or len(slot.tokens) < MIN_PARK_TOKENS:
+            return
+        try:
+            self.park.park(slot.key, slot.tokens, self._runtime.seq_state(slot.seq))
+        except OSError as exc:
+            log.warning("could not park a KV slot: %s", exc)
+
+    def _restore(self, slot: Slot, prompt: list[int]) -> int:
+        """Load `slot.key`'s parked KV cache into the empty slot when it shares a useful prefix
+        with `prompt`; the tokens restored (the common prefix is kept by the usual reuse)."""
+        if self.park is None:
+            return 0
+        try:
+            parked = self.park.take(slot.key)
+        except OSError as exc:
+            log.warning("could not read a parked KV slot: %s", exc)
+            return 0
+        if parked is None or _common_prefix(parked.tokens, prompt) < MIN_PARK_TOKENS:
+            return 0
+        if not self._runtime.set_seq_state(slot.seq, parked.state):
+            return 0
+        slot.tokens = list(parked.tokens)
+        return len(parked.tokens)
 
     def _generate(self, job: GenerationJob) -> Generation:
         started = time.perf_counter()
@@ -316,8 +363,11 @@ class Engine:
         with self._lock:
             slot, evicted = self.slots.acquire(job.key)
         if evicted is not None:
+            self._park(evicted)
             self._runtime.seq_rm(evicted.seq, 0)
         run = _Run(self, slot, job, started)
+        if not slot.tokens:
+            run.restored = self._restore(slot, job.tokens)
         try:
             text = run.prompt_then_generate()
             outcome = "ok"
@@ -335,7 +385,7 @@ class _Run:
         self.engine, self.slot, self.job, self.started = engine, slot, job, started
         self.rt = engine._runtime
         self.scratch_seq = engine.settings.slots  # the one sequence no document owns
-        self.reused = self.shifted = self.evaluated = self.generated = 0
+        self.reused = self.shifted = self.evaluated = self.generated = self.restored = 0
         self.first_token_at: float | None = None
         self._target: list[int] | None = None
 
@@ -433,6 +483,7 @@ class _Run:
             victim = self.engine.slots.least_recent_other(self.slot.key)
         if victim is None:
             raise EngineError("the prompt does not fit the KV cache; raise engine.contextSize")
+        self.engine._park(victim)
         self.rt.seq_rm(victim.seq, 0)
         victim.tokens.clear()
 
@@ -490,6 +541,7 @@ class _Run:
             reused_tokens=self.reused + self.shifted,
             shifted_tokens=self.shifted,
             evaluated_tokens=self.evaluated,
+            restored_tokens=min(self.restored, self.reused),
             generated_tokens=self.generated,
             ttft_ms=round((first - self.started) * 1000, 2),
             total_ms=round((now - self.started) * 1000, 2),

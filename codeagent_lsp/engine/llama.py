@@ -269,6 +269,23 @@ class LlamaRuntime(Vocabulary):
     def can_shift(self) -> bool:
         return bool(C.llama_memory_can_shift(self.memory))
 
+    def seq_state(self, seq: int) -> bytes:
+        """One sequence's KV cache as bytes (`llama_state_seq_get_data`), to park it."""
+        size = C.llama_state_seq_get_size(self.ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = C.llama_state_seq_get_data(self.ctx, buffer, size, seq)
+        return bytes(buffer[:written])
+
+    def set_seq_state(self, seq: int, state: bytes) -> bool:
+        """Load a parked KV cache into `seq` (emptied first); False when llama.cpp refuses it
+        (no room in the KV cache, or state of another layout)."""
+        self.seq_rm(seq, 0)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if C.llama_state_seq_set_data(self.ctx, buffer, len(state), seq) == 0:
+            self.seq_rm(seq, 0)
+            return False
+        return True
+
 
 _SPECIAL_ATTRS = C.LLAMA_TOKEN_ATTR_CONTROL | C.LLAMA_TOKEN_ATTR_USER_DEFINED
 

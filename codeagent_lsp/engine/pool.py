@@ -96,6 +96,8 @@ class BackendPool:
 class SharedBackend:
     """One connection's view of a pooled EmbeddedBackend (the Backend protocol)."""
 
+    warms = True
+
     def __init__(
         self,
         pool: BackendPool,

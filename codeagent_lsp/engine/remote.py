@@ -141,6 +141,9 @@ class _Call:
 
 
 class RemoteBackend:
+    warms = False
+    """Replicas keep their own caches; a warm-up would cost a round trip and a slot."""
+
     def __init__(
         self,
         settings: RemoteSettings,

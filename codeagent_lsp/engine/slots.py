@@ -46,6 +46,9 @@ class SlotTable:
         slot.requests += 1
         return slot, evicted
 
+    def all(self) -> list[Slot]:
+        return list(self._slots.values())
+
     def least_recent_other(self, key: str) -> Slot | None:
         """The least recently used slot holding tokens, other than `key`'s."""
         return next((s for k, s in self._slots.items() if k != key and s.tokens), None)

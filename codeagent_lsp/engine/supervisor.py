@@ -35,7 +35,7 @@ from pathlib import Path
 import llama_cpp.llama_cpp as C
 
 import codeagent_lsp
-from codeagent_lsp.engine import faults
+from codeagent_lsp.engine import faults, models, parking
 from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.protocol import (
@@ -156,6 +156,8 @@ class Supervisor:
         *,
         record_limit: int = 256,
     ) -> None:
+        if not settings.parkDir:  # the worker's scrubbed environment has no XDG_CACHE_HOME
+            settings = dataclasses.replace(settings, parkDir=str(parking.default_folder()))
         self.model_path, self.settings, self.notify = model_path, settings, notify
         self.vocab = VocabularyOnly(model_path)
         self.config = WorkerConfig(settings.repack, settings.threads, settings.nGpuLayers)
@@ -296,6 +298,7 @@ class Supervisor:
         load = {
             "op": "load",
             "model": str(self.model_path),
+            "modelSha256": models.model_sha256(self.model_path),
             "settings": dataclasses.asdict(self.config.apply(self.settings)),
             "start": proc.start,
         }
@@ -324,6 +327,7 @@ class Supervisor:
                 "maxTokens": job.max_tokens,
                 "temperature": job.temperature,
                 "stopTokens": sorted(job.stop_tokens),
+                "background": job.background,
             }
         )
 
@@ -438,7 +442,6 @@ class Supervisor:
             else describe_exit(returncode, list(proc.stderr))
         )
         log.error("model worker %d ended (status %d): %s", proc.start, returncode, cause)
-        self._fail_all(EngineError(cause))
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
@@ -455,7 +458,9 @@ class Supervisor:
             return
         else:
             action = "restarting it"
+        # The user hears why before the requests in flight fail with the same cause.
         self._tell(f"{cause}. {action[0].upper()}{action[1:]}; other features keep working.")
+        self._fail_all(EngineError(cause))
         log.warning("model worker: %s (%s)", action, self.config)
         self._state = "restarting"
         backoff = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (len(self._crashes) - 1))
@@ -479,10 +484,10 @@ class Supervisor:
             else reason
         )
         log.error("model worker stopped: %s", self.problem)
-        self._fail_all(EngineError(self.problem))
-        self._settle_loaded(EngineError(self.problem))
         if tell:
             self._tell(self.problem)
+        self._fail_all(EngineError(self.problem))
+        self._settle_loaded(EngineError(self.problem))
         if self._proc is not None:
             threading.Thread(target=self._stop_process, args=(self._proc,), daemon=True).start()
 

@@ -19,22 +19,23 @@ import dataclasses
 import logging
 import os
 import resource
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO
 
-from codeagent_lsp.engine import faults
+import llama_cpp
+import llama_cpp.llama_cpp as C
+
+from codeagent_lsp.engine import faults, parking
 from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
 from codeagent_lsp.engine.llama import EngineError
+from codeagent_lsp.engine.parking import SlotPark
 from codeagent_lsp.engine.protocol import Message, SharedFlags, read_message, write_message
 from codeagent_lsp.settings import EngineSettings
 
 log = logging.getLogger("codeagent_lsp.engine.worker")
-
-_PR_SET_PDEATHSIG = 1
 
 
 class _Outbox:
@@ -84,6 +85,7 @@ class Worker:
             stop_tokens=frozenset(m["stopTokens"]),
             should_stop=should_stop,
             id=m["id"],
+            background=m["background"],
         )
         self.jobs[job.id], self.stops[job.id] = job, stop
         self.engine.submit(job).add_done_callback(lambda f: self._answer(job.id, f, received))
@@ -182,17 +184,32 @@ def _deny_network_sockets() -> bool:
         lib.seccomp_release(ctx)
 
 
-def _die_with_parent() -> None:
-    """Linux: be killed when the server dies, even in the middle of a decode."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    if hasattr(libc, "prctl"):
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _limit_memory(megabytes: int) -> None:
     if megabytes > 0:
         limit = megabytes * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _park(settings: EngineSettings, load: Message) -> SlotPark | None:
+    """Where this worker parks KV slots; None when parking is off or its folder unusable."""
+    if not settings.parkSlots:
+        return None
+    root = Path(settings.parkDir)  # resolved by the server (our environment is scrubbed)
+    # What changes the bytes of a KV cache: the model, the attention kernel, where it lives.
+    device = "gpu" if C.llama_supports_gpu_offload() and settings.nGpuLayers != 0 else "cpu"
+    kv_fingerprint = parking.fingerprint(
+        load["modelSha256"], settings.flashAttention, device, llama_cpp.__version__
+    )
+    try:
+        return SlotPark(
+            root,
+            kv_fingerprint,
+            max_bytes=settings.parkMaxMB * 1024 * 1024,
+            max_age_s=settings.parkMaxAgeHours * 3600,
+        )
+    except OSError as exc:
+        log.warning("KV slots are not parked: %s", exc)
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -204,7 +221,6 @@ def main(argv: list[str]) -> int:
         level=os.environ.get("CODEAGENT_WORKER_LOG", "WARNING"),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    _die_with_parent()
     sys.addaudithook(_refuse_network)
     if not _deny_network_sockets():
         log.info("libseccomp is missing: only Python code is kept off the network")
@@ -217,7 +233,7 @@ def main(argv: list[str]) -> int:
     fault = faults.from_environment(start=load["start"], repack=settings.repack)
     if fault:
         fault.at_load()
-    engine = Engine(Path(load["model"]), settings, flags=flags)
+    engine = Engine(Path(load["model"]), settings, flags=flags, park=_park(settings, load))
     try:
         info = engine.wait_loaded()
     except EngineError as exc:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
 from codeagent_lsp.assistant import ModelUnavailable, PromptFile, Suggestion
 from codeagent_lsp.codegraph import words
+from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.security import fileuri
 from codeagent_lsp.server import (
     CodeagentServer,
@@ -15,6 +20,36 @@ from codeagent_lsp.server import (
     position_of,
     prompt_location,
 )
+
+DID_FOCUS = "codeagent/didFocus"
+"""Notification from the editor integrations: {textDocument: {uri}, position?}, sent when a
+document becomes active or its cursor settles, so its prompt is warmed there."""
+
+
+def warm(ls: CodeagentServer, uri: str, position: Any = None) -> None:
+    """Evaluate `uri`'s prompt at `position` (the end of the document when the client sent
+    none) in the background, replacing any other warm-up; nothing when completion is off, the
+    document is not served or the policy denies completion on it."""
+    ls.stop_warming()
+    document = ls.document(uri)
+    options = ls.settings.completion
+    if document is None or not (options.enabled and options.warm) or ls.document_refusal(uri):
+        return
+    repo, path = prompt_location(ls, document)
+    if not ls.policy.decide(ls.identity, "completion", repo, path).allowed:
+        return
+    try:
+        offset = offset_of(document, position) if position is not None else len(document.source)
+    except Exception:  # a notification has no reply: a bad position warms nothing
+        return
+    where = PromptFile(repo, path, document_path(document))
+    key, text = fileuri.document_key(uri), document.source
+    ls.warming = asyncio.get_running_loop().create_task(_warm(ls, key, text, offset, where))
+
+
+async def _warm(ls: CodeagentServer, key: str, text: str, offset: int, where: PromptFile) -> None:
+    with contextlib.suppress(ModelUnavailable, EngineError):  # the next request tells the user
+        await ls.assistant.warm(key, text, offset, where)
 
 
 async def _suggest(
@@ -36,6 +71,14 @@ async def _suggest(
 
 
 def register(server: CodeagentServer) -> None:
+    @server.feature(DID_FOCUS)
+    def did_focus(ls: CodeagentServer, params: Any) -> None:
+        document = getattr(params, "textDocument", None)
+        uri = getattr(document, "uri", None)
+        if isinstance(uri, str):
+            position = getattr(params, "position", None)
+            warm(ls, uri, _position(position) if position is not None else None)
+
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(
         ls: CodeagentServer, params: types.InlineCompletionParams
@@ -63,6 +106,13 @@ def register(server: CodeagentServer) -> None:
         return types.CompletionList(
             is_incomplete=True, items=[_popup_item(document, offset, suggestion)]
         )
+
+
+def _position(value: Any) -> types.Position | None:
+    line, character = getattr(value, "line", None), getattr(value, "character", None)
+    if isinstance(line, int) and isinstance(character, int) and line >= 0 and character >= 0:
+        return types.Position(line, character)
+    return None
 
 
 def _popup_item(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lsprotocol import types
 
 from codeagent_lsp.documents import use_lsp_lines
+from codeagent_lsp.features import completion
 from codeagent_lsp.security import fileuri
 from codeagent_lsp.server import CodeagentServer
 
@@ -71,6 +72,11 @@ def register(server: CodeagentServer) -> None:
     def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.spellings.opened(params.text_document.uri)
         text_changed(ls, params)
+        completion.warm(ls, params.text_document.uri)
 
-    for method in (DID_CHANGE, DID_SAVE):
-        server.feature(method)(text_changed)
+    @server.feature(DID_CHANGE)
+    def did_change(ls: CodeagentServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.stop_warming()  # a keystroke in any document: its request comes first
+        text_changed(ls, params)
+
+    server.feature(DID_SAVE)(text_changed)

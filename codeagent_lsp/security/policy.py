@@ -113,6 +113,15 @@ class AuditRules:
 
 
 @dataclass(frozen=True)
+class CacheRules:
+    """[cache]: what the engine may keep on disk. Parked KV slots hold source code."""
+
+    park_kv_slots: bool = True
+    park_max_age_hours: float = 0.0
+    """0: no age cap beyond the user's own (engine.parkMaxAgeHours)."""
+
+
+@dataclass(frozen=True)
 class Policy:
     source: Path | None = None
     """The file it was read from; None: the built-in defaults."""
@@ -129,6 +138,7 @@ class Policy:
     model_paths: tuple[str, ...] = ()
     """Globs of the (resolved) files models may be loaded from; empty: anywhere."""
     audit: AuditRules = AuditRules()
+    cache: CacheRules = CacheRules()
     inference_urls: tuple[str, ...] = ()
     """Inference services off this machine that may be contacted ([network] inference): the
     only connections the process may open besides loopback; empty: none."""
@@ -285,7 +295,18 @@ def parse(path: Path) -> Policy:
     reader.keys(
         data,
         "",
-        {"defaults", "roles", "assign", "token", "index", "prompt", "models", "audit", "network"},
+        {
+            "defaults",
+            "roles",
+            "assign",
+            "token",
+            "index",
+            "prompt",
+            "models",
+            "audit",
+            "cache",
+            "network",
+        },
     )
     roles = {name: Role(f) for name, f in BUILTIN_ROLES.items()}
     for name, table in reader.table(data, "roles").items():
@@ -314,6 +335,7 @@ def parse(path: Path) -> Policy:
         model_sha256=model_sha256,
         model_paths=model_paths,
         audit=_audit(reader, data),
+        cache=_cache(reader, data),
         inference_urls=_inference_urls(reader, data),
         inference_token_file=_network(reader, data).get("token_file", ""),
         allow_env_policy=reader.boolean(defaults, "allow_env_policy", "defaults"),
@@ -435,6 +457,18 @@ def _audit(reader: _Reader, data: dict[str, Any]) -> AuditRules:
         reader.boolean(table, "store_code", "audit"),
         on_failure,
     )
+
+
+def _cache(reader: _Reader, data: dict[str, Any]) -> CacheRules:
+    table = reader.table(data, "cache")
+    reader.keys(table, "cache", {"park_kv_slots", "park_max_age_hours"})
+    park = table.get("park_kv_slots", True)
+    if not isinstance(park, bool):
+        reader.fail("cache.park_kv_slots must be true or false")
+    age = table.get("park_max_age_hours", 0.0)
+    if isinstance(age, bool) or not isinstance(age, int | float) or age < 0:
+        reader.fail("cache.park_max_age_hours must be a number of hours, 0 or more")
+    return CacheRules(park, float(age))
 
 
 class _Reader:

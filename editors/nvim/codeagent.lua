@@ -6,6 +6,8 @@
 -- Keymaps in attached buffers: <leader>ce explain (normal, or the visual selection),
 -- <leader>cd add docstring, <leader>ct generate tests, <leader>cf fix the line's diagnostic,
 -- <leader>ca every action in a menu; gd, gr and K for definition, references and hover.
+-- Entering a buffer and a settled cursor (CursorHold) send codeagent/didFocus: the server
+-- warms the prompt there.
 local M = {}
 
 local filetypes = { "python", "javascript", "typescript", "typescriptreact", "go", "rust",
@@ -69,7 +71,28 @@ function M.action(tag, visual)
   end, bufnr)
 end
 
+local function notify(client, method, params)  -- a method since 0.11, like `request`
+  if vim.fn.has("nvim-0.11") == 1 then return client:notify(method, params) end
+  return client.notify(method, params)
+end
+
+-- Tells the server where the cursor settled (codeagent/didFocus), so it evaluates that prompt
+-- in the background and the first suggestion there reuses it.
+local function focus_events(bufnr)
+  vim.api.nvim_create_autocmd({ "BufEnter", "CursorHold", "CursorHoldI", "InsertEnter" }, {
+    buffer = bufnr,
+    callback = function()
+      local client = attached_client(bufnr)
+      if client and vim.api.nvim_get_current_buf() == bufnr then
+        notify(client, "codeagent/didFocus",
+               vim.lsp.util.make_position_params(0, client.offset_encoding))
+      end
+    end,
+  })
+end
+
 local function keymaps(bufnr)
+  focus_events(bufnr)
   local opts = { buffer = bufnr, silent = true }
   local function run(tag) return function() M.action(tag) end end
   vim.keymap.set("n", "<leader>ca", vim.lsp.buf.code_action, opts)  -- every action, in a menu

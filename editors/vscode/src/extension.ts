@@ -19,6 +19,8 @@ const LANGUAGES = [
 const SERVER_SECTION = "codeagent"; // the server's own settings, generated from settings.py
 const EDITOR_SECTION = "codeagent-lsp"; // how VS Code starts it; never sent to the server
 const STATS = "codeagent/stats";
+const FOCUS = "codeagent/didFocus";
+const FOCUS_DELAY_MS = 300;
 
 // Each command picks the server's action by the `action` tag it puts in `data`
 // (codeagent_lsp/features/actions.py): titles carry names and messages, the tag does not.
@@ -58,6 +60,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   context.subscriptions.push(
     vscode.commands.registerCommand("codeagent.showStats", showStats),
     vscode.commands.registerCommand("codeagent.restart", restart),
+    vscode.window.onDidChangeActiveTextEditor(focus),
+    vscode.window.onDidChangeTextEditorSelection((event) => focusSoon(event.textEditor)),
+    vscode.window.onDidChangeTextEditorVisibleRanges((event) => focusSoon(event.textEditor)),
   );
   await start();
 }
@@ -91,7 +96,29 @@ async function start(): Promise<void> {
   );
   client.registerProposedFeatures(); // inline completion (ghost text) on every client version
   await client.start();
+  focus(vscode.window.activeTextEditor);
   status?.watch(editor.get<number>("statusRefreshSeconds", 10));
+}
+
+/** Tells the server where the cursor settled (`codeagent/didFocus`): it evaluates that
+ * prompt in the background, so the first suggestion there reuses it. */
+function focus(editor: vscode.TextEditor | undefined): void {
+  if (!editor || !client?.isRunning() || !LANGUAGES.includes(editor.document.languageId)) {
+    return;
+  }
+  const converter = client.code2ProtocolConverter;
+  void client.sendNotification(FOCUS, {
+    textDocument: { uri: converter.asUri(editor.document.uri) },
+    position: converter.asPosition(editor.selection.active),
+  });
+}
+
+let focusTimer: NodeJS.Timeout | undefined;
+
+/** Selections change on every keystroke: tell the server once the cursor rests. */
+function focusSoon(editor: vscode.TextEditor): void {
+  clearTimeout(focusTimer);
+  focusTimer = setTimeout(() => focus(editor), FOCUS_DELAY_MS);
 }
 
 async function restart(): Promise<void> {

@@ -1,0 +1,196 @@
+"""Parked KV slots on the tiny GGUF: an evicted, closed or shut-down document's KV cache goes to
+disk and comes back with the document, also in another process; a damaged or foreign file is
+ignored and deleted; the folder is private and capped."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
+from codeagent_lsp.engine.parking import MAGIC, SlotPark, fingerprint
+from codeagent_lsp.security.policy import parse
+from codeagent_lsp.settings import EngineSettings
+from tests.test_engine import CODE, SUFFIX_CODE
+
+WAIT = 60.0
+PRINT = fingerprint("0" * 64, "auto", "cpu")
+
+
+@pytest.fixture
+def make_engine(tiny_model: Path, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    """Engines on the tiny model parking into one folder (one slot: a second document evicts)."""
+    engines: list[Engine] = []
+
+    def make(max_bytes: int = 1 << 30, slots: int = 1) -> Engine:
+        park = SlotPark(tmp_path / "kv", PRINT, max_bytes=max_bytes)
+        settings = EngineSettings(threads=1, slots=slots, contextSize=2048)
+        engine = Engine(tiny_model, settings, park=park)
+        engine.wait_loaded(timeout=WAIT)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def generate(engine: Engine, key: str, tokens: list[int]) -> Generation:
+    return engine.submit(GenerationJob(key, tokens, max_tokens=6)).result(timeout=WAIT)
+
+
+def test_an_evicted_document_comes_back_from_disk(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, b = engine.tokenize(CODE), engine.tokenize(SUFFIX_CODE * 3)
+    first = generate(engine, "a.py", a)
+    generate(engine, "b.py", b)  # one slot: a.py is evicted, and parked
+    back = generate(engine, "a.py", a)
+    assert back.record.restored_tokens > len(a) // 2
+    assert back.record.evaluated_tokens == 1  # only the last prompt token, as when cached
+    assert back.text == first.text  # the restored KV cache answers exactly as the first
+
+
+def test_parked_slots_survive_a_restart(make_engine: Callable[..., Engine]) -> None:
+    before = make_engine(slots=2)
+    a = before.tokenize(CODE)
+    first = generate(before, "a.py", a)
+    before.close()  # parks every slot
+    after = make_engine(slots=2)
+    again = generate(after, "a.py", a)
+    assert again.record.restored_tokens and again.record.evaluated_tokens == 1
+    assert again.text == first.text
+
+
+def test_a_short_slot_or_an_unrelated_prompt_is_not_restored(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine()
+    generate(engine, "a.py", engine.tokenize(CODE))
+    generate(engine, "b.py", engine.tokenize("x = 1\n"))  # evicts a.py; too short to park
+    other = engine.tokenize(SUFFIX_CODE * 3)
+    assert generate(engine, "a.py", other).record.restored_tokens == 0  # a.py changed whole
+    assert generate(engine, "b.py", other).record.restored_tokens == 0
+
+
+def _corruptions() -> dict[str, Callable[[bytes], bytes]]:
+    def header_edit(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+        def apply(data: bytes) -> bytes:
+            start = len(MAGIC) + 4
+            size = int.from_bytes(data[len(MAGIC) : start], "big")
+            header = json.loads(data[start : start + size])
+            edit(header)
+            new = json.dumps(header).encode()
+            return MAGIC + len(new).to_bytes(4, "big") + new + data[start + size :]
+
+        return apply
+
+    return {
+        "truncated": lambda d: d[: len(d) - 100],
+        "flipped payload byte": lambda d: d[:-50] + bytes([d[-50] ^ 0xFF]) + d[-49:],
+        "other magic": lambda d: b"X" + d[1:],
+        "empty": lambda d: b"",
+        "garbage header": lambda d: MAGIC + (5).to_bytes(4, "big") + b"{nope" + d[-64:],
+        "other model": header_edit(lambda h: h.update(fingerprint="f" * 32)),
+        "other document": header_edit(lambda h: h.update(key="0" * 32)),
+        "tokens edited": header_edit(lambda h: h["tokens"].__setitem__(3, 7)),
+    }
+
+
+@pytest.mark.parametrize("damage", sorted(_corruptions()))
+def test_a_corrupt_or_foreign_file_is_ignored_and_deleted(tmp_path: Path, damage: str) -> None:
+    park = SlotPark(tmp_path, PRINT, max_bytes=1 << 20)
+    park.park("a.py", list(range(100)), bytes(range(256)) * 4)
+    (path,) = park.folder.glob("*.kv")
+    path.write_bytes(_corruptions()[damage](path.read_bytes()))
+    assert park.take("a.py") is None
+    assert not path.exists()
+
+
+def test_the_folder_is_private_and_writes_are_atomic(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    root.mkdir(mode=0o755)
+    park = SlotPark(root, PRINT, max_bytes=1 << 20)
+    park.park("a.py", list(range(40)), b"state" * 100)
+    assert stat.S_IMODE(root.stat().st_mode) == stat.S_IMODE(park.folder.stat().st_mode) == 0o700
+    files = list(park.folder.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".kv"  # no temporary file left behind
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    taken = park.take("a.py")
+    assert taken is not None and taken.tokens == list(range(40)) and taken.state == b"state" * 100
+
+
+def test_the_size_cap_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    park = SlotPark(tmp_path, PRINT, max_bytes=1 << 20)
+    for age, key in ((30, "old.py"), (20, "used.py"), (10, "new.py")):
+        park.park(key, list(range(40)), bytes(1000))
+        path = park._file(key)
+        os.utime(path, (0, path.stat().st_mtime - age))
+    one_file = path.stat().st_size
+    park.max_bytes = 3 * one_file  # room for three
+    park.take("used.py")  # used again: now the most recent
+    park.park("newest.py", list(range(40)), bytes(1000))
+    assert park.take("old.py") is None
+    assert all(park.take(k) is not None for k in ("used.py", "new.py", "newest.py"))
+
+
+def test_an_age_cap_drops_old_files(tmp_path: Path) -> None:
+    park = SlotPark(tmp_path, PRINT, max_bytes=1 << 20, max_age_s=3600)
+    park.park("a.py", list(range(40)), bytes(100))
+    (path,) = park.folder.glob("*.kv")
+    os.utime(path, (0, path.stat().st_mtime - 7200))
+    assert park.take("a.py") is None and not path.exists()
+
+
+def test_the_policy_can_turn_parking_off_or_cap_its_age(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[cache]\npark_kv_slots = false\npark_max_age_hours = 12\n")
+    rules = parse(policy).cache
+    assert (rules.park_kv_slots, rules.park_max_age_hours) == (False, 12.0)
+    policy.write_text('[cache]\npark_max_age_hours = "soon"\n')
+    with pytest.raises(Exception, match="park_max_age_hours"):
+        parse(policy)
+
+
+def _complete(sample: Path, model: Path, env: dict[str, str]) -> dict:
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "codeagent_lsp", "complete", f"{sample}:9:12", "--json"),
+            *("--model", str(model), "--set", "engine.threads=1"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout)["record"]
+
+
+@pytest.mark.parametrize("parking", [True, False])
+def test_a_new_process_restores_the_document_unless_the_policy_forbids(
+    tiny_model: Path, tmp_path: Path, parking: bool
+) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(CODE + SUFFIX_CODE)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[defaults]\nrole = "member"\n[cache]\npark_kv_slots = {str(parking).lower()}\n'
+    )
+    env = {**os.environ, "CODEAGENT_POLICY": str(policy), "XDG_CACHE_HOME": str(tmp_path)}
+    first = _complete(sample, tiny_model, env)
+    again = _complete(sample, tiny_model, env)  # another process: a restart
+    assert first["restoredTokens"] == 0
+    parked = list((tmp_path / "codeagent-lsp" / "kv").glob("*/*.kv"))
+    if parking:
+        assert len(parked) == 1
+        assert again["restoredTokens"] > 0 and again["evaluatedTokens"] == 1
+    else:
+        assert not parked and again["restoredTokens"] == 0
+        assert again["evaluatedTokens"] == first["evaluatedTokens"]
