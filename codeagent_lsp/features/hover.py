@@ -16,7 +16,8 @@ from codeagent_lsp.server import CodeagentServer
 def register(server: CodeagentServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: CodeagentServer, params: types.HoverParams) -> types.Hover | None:
-        name, path = name_at(ls, params.text_document.uri, params.position)
+        # Off the event loop: a long line or a large index must not stall other requests.
+        name, path = await asyncio.to_thread(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return None
         index = ls.codegraph
@@ -25,7 +26,7 @@ def register(server: CodeagentServer) -> None:
             return None
         uses = len(await asyncio.to_thread(index.references, name))
         text = markdown(found[0], uses)
-        explained = _explanation(ls, found[0])
+        explained = await asyncio.to_thread(_explanation, ls, found[0])
         if explained:
             text += "\n\n---\n\n" + explained
         return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text))

@@ -12,7 +12,7 @@ from codeagent_lsp import lines
 from codeagent_lsp.codegraph import extract, languages
 from codeagent_lsp.codegraph.model import Definition
 from codeagent_lsp.codegraph.words import word_at
-from codeagent_lsp.codegraph.workspace import Location
+from codeagent_lsp.codegraph.workspace import Location, WorkspaceIndex
 from codeagent_lsp.server import CodeagentServer, document_path, offset_of
 
 SYMBOL_KINDS = {
@@ -74,30 +74,40 @@ def register(server: CodeagentServer) -> None:
     async def definition(
         ls: CodeagentServer, params: types.DefinitionParams
     ) -> list[types.Location]:
-        name, path = name_at(ls, params.text_document.uri, params.position)
+        # Off the event loop, like every step that grows with a document or the index: one
+        # client's large file or index must not stall the others' requests.
+        name, path = await asyncio.to_thread(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return []
         index = ls.codegraph
-        found = await asyncio.to_thread(index.definitions, name, path)
-        locations = (index.symbol_location(s, name_only=True) for s in found)
-        convert = Locations(ls)
-        return [convert(loc) for loc in locations if loc is not None]
+
+        def found() -> list[types.Location]:
+            symbols = index.definitions(name, path)
+            locations = (index.symbol_location(s, name_only=True) for s in symbols)
+            convert = Locations(ls)
+            return [convert(loc) for loc in locations if loc is not None]
+
+        return await asyncio.to_thread(found)
 
     @server.feature(types.TEXT_DOCUMENT_REFERENCES)
     async def references(
         ls: CodeagentServer, params: types.ReferenceParams
     ) -> list[types.Location]:
-        name, path = name_at(ls, params.text_document.uri, params.position)
+        name, path = await asyncio.to_thread(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return []
         index = ls.codegraph
-        refs = await asyncio.to_thread(index.references, name)
-        found = [index.reference_location(r) for r in refs]
-        if params.context.include_declaration:
-            symbols = await asyncio.to_thread(index.definitions, name, path)
-            found += [index.symbol_location(s, name_only=True) for s in symbols]
-        convert = Locations(ls)
-        return await asyncio.to_thread(lambda: [convert(loc) for loc in found if loc])
+        declaration = params.context.include_declaration
+
+        def found() -> list[types.Location]:
+            places = [index.reference_location(r) for r in index.references(name)]
+            if declaration:
+                symbols = index.definitions(name, path)
+                places += [index.symbol_location(s, name_only=True) for s in symbols]
+            convert = Locations(ls)
+            return [convert(loc) for loc in places if loc]
+
+        return await asyncio.to_thread(found)
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     async def document_symbol(
@@ -107,10 +117,14 @@ def register(server: CodeagentServer) -> None:
         language = languages.language_for(document_path(document))
         if language is None:
             return []
-        source = document.source.encode("utf-8", errors="surrogatepass")
-        facts = await asyncio.to_thread(extract.extract, source, language)
-        points = lines.Points(document.source, document.position_codec.client_num_units)
-        return nest(facts.definitions, lambda row, col: types.Position(*points.position(row, col)))
+        text, units = document.source, document.position_codec.client_num_units
+
+        def symbols() -> list[types.DocumentSymbol]:
+            facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
+            points = lines.Points(text, units)
+            return nest(facts.definitions, lambda r, c: types.Position(*points.position(r, c)))
+
+        return await asyncio.to_thread(symbols)
 
     @server.feature(types.WORKSPACE_SYMBOL)
     async def workspace_symbol(
@@ -119,21 +133,27 @@ def register(server: CodeagentServer) -> None:
         if ls.codegraph is None or not params.query.strip():
             return []
         index = ls.codegraph
-        found = await asyncio.to_thread(index.search, params.query)
-        convert = Locations(ls)
-        result = []
-        for symbol in found:
-            location = index.symbol_location(symbol, name_only=True)
-            if location is not None:
-                result.append(
-                    types.SymbolInformation(
-                        name=symbol.definition.name,
-                        kind=SYMBOL_KINDS.get(symbol.definition.kind, types.SymbolKind.Variable),
-                        location=convert(location),
-                        container_name=symbol.definition.scope or None,
-                    )
+        return await asyncio.to_thread(_workspace_symbols, ls, index, params.query)
+
+
+def _workspace_symbols(
+    ls: CodeagentServer, index: WorkspaceIndex, query: str
+) -> list[types.SymbolInformation]:
+    """The symbols a query finds, as LSP symbols (run in a worker thread)."""
+    convert = Locations(ls)
+    result = []
+    for symbol in index.search(query):
+        location = index.symbol_location(symbol, name_only=True)
+        if location is not None:
+            result.append(
+                types.SymbolInformation(
+                    name=symbol.definition.name,
+                    kind=SYMBOL_KINDS.get(symbol.definition.kind, types.SymbolKind.Variable),
+                    location=convert(location),
+                    container_name=symbol.definition.scope or None,
                 )
-        return result
+            )
+    return result
 
 
 def nest(
