@@ -102,7 +102,8 @@ async def test_generated_tests_go_to_the_projects_test_folder(
     assert (await stats(client))["records"][-1]["generatedTokens"] > 0
 
 
-@pytest.mark.settings({"actions": {"maxTokens": 4000}})
+# No warm-up: the records are the action's alone.
+@pytest.mark.settings({"actions": {"maxTokens": 4000}, "completion": {"warm": False}})
 async def test_cancelling_resolve_stops_the_model(client: LanguageClient, workspace: Path):
     uri = open_doc(client, workspace, "slow.py", SOURCE)
     await model_loaded(client)  # cancel generation, not the wait for the model

@@ -180,10 +180,12 @@ class Engine:
             if self._closed:
                 job.future.set_exception(EngineError("the engine was closed"))
                 return job.future
-            previous = self._latest.get(job.key)
             if job.background and any(not j.background for j in self._latest.values()):
-                job.cancel("preempted")  # a warm-up never delays, nor supersedes, a request
-                previous = None
+                # A warm-up never delays, nor supersedes, a request: dropped unrun, unrecorded.
+                job.cancel("preempted")
+                job.future.set_result(self._cancelled_record(job))
+                return job.future
+            previous = self._latest.get(job.key)
             if previous is not None:
                 self._cancel_locked(previous, "superseded")
             if not job.background:  # real requests go first
@@ -289,7 +291,8 @@ class Engine:
                 self._runtime.abort.set(False)
         if cancelled:
             generation = self._cancelled_record(job)
-            self._record(job.key, generation.record)
+            if not job.background:  # a warm-up that never ran did nothing worth a record
+                self._record(job.key, generation.record)
             if started:
                 job.future.set_result(generation)
             return

@@ -411,7 +411,7 @@ class Supervisor:
         future: concurrent.futures.Future[Generation],
         outcome: Generation | Exception,
     ) -> None:
-        if isinstance(outcome, Generation):
+        if isinstance(outcome, Generation) and not _never_ran_warm_up(outcome.record):
             self._record(key, outcome.record)
         if future.done():
             return
@@ -523,6 +523,11 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             proc.popen.kill()
             proc.popen.wait()
+
+
+def _never_ran_warm_up(record: RequestRecord) -> bool:
+    """A warm-up overtaken before it started: no work done, no record (as in the engine)."""
+    return record.outcome == "preempted" and record.slot == -1
 
 
 def _cancelled(job: GenerationJob) -> Generation:
