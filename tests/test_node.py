@@ -275,7 +275,8 @@ async def test_clients_share_one_model_with_slots_of_their_own(
     workspace = tmp_path / "repos" / "project"
     uri = (workspace / "same.py").as_uri()  # both edit a file of the same path
     alice, bob = await connect(port, tls_files[0]), await connect(port, tls_files[0])
-    options = {"completion": {"maxTokens": 64, "multiline": "always"}}
+    # No warm-up: each client's records are its one request.
+    options = {"completion": {"maxTokens": 64, "multiline": "always", "warm": False}}
     await initialize(alice, TOKENS["calm"], tiny_model, workspace, **options)
     await initialize(bob, TOKENS["flooder"], tiny_model, workspace, **options)
     for client, text in ((alice, "def alice():\n    return "), (bob, "def bob():\n    return ")):

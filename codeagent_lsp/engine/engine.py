@@ -186,8 +186,8 @@ class Engine:
                 job.future.set_result(self._cancelled_record(job))
                 return job.future
             previous = self._latest.get(job.key)
-            if previous is not None:
-                self._cancel_locked(previous, "superseded")
+            if previous is not None:  # a warm-up overtaken by its own request was preempted
+                self._cancel_locked(previous, "preempted" if previous.background else "superseded")
             if not job.background:  # real requests go first
                 for other in self._latest.values():
                     if other.background and other is not previous:
