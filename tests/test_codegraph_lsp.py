@@ -48,6 +48,7 @@ async def graph_client(
             "model": str(tiny_model),
             "engine": {"threads": 1},
             "codegraph": {"cacheDir": str(tmp_path / "cache")},
+            "completion": {"warm": False},  # tests count each request's own record
         },
         workspace_folders=[types.WorkspaceFolder(root.as_uri(), "workspace")],
     )

@@ -217,7 +217,7 @@ class Supervisor:
         with self._lock:
             if job in self._backlog:
                 self._backlog.remove(job)
-                self._finish(job.key, job.future, _cancelled(job))
+                self._finish(job, _cancelled(job))
             elif job.id in self._pending:
                 self._flags.cancel_running(job.id)  # stops a prompt evaluation at once
                 self._send({"op": "cancel", "id": job.id, "outcome": outcome})
@@ -396,23 +396,19 @@ class Supervisor:
             return
         job = pending.job
         if m["op"] == "error":
-            self._finish(job.key, job.future, EngineError(str(m["message"])))
+            self._finish(job, EngineError(str(m["message"])))
             return
         record = RequestRecord(**m["record"])
         round_trip = (time.perf_counter() - pending.sent_at) * 1000
         record.boundary_ms = round(max(0.0, round_trip - m["workerMs"]), 3)
         self._slot_rows = [(str(k), dict(row)) for k, row in m["slots"]]
         text = pending.stopped_at if pending.stopped_at is not None else m["text"]
-        self._finish(job.key, job.future, Generation(text, record))
+        self._finish(job, Generation(text, record))
 
-    def _finish(
-        self,
-        key: str,
-        future: concurrent.futures.Future[Generation],
-        outcome: Generation | Exception,
-    ) -> None:
-        if isinstance(outcome, Generation) and not _never_ran_warm_up(outcome.record):
-            self._record(key, outcome.record)
+    def _finish(self, job: GenerationJob, outcome: Generation | Exception) -> None:
+        future = job.future
+        if isinstance(outcome, Generation) and not _never_ran_warm_up(job, outcome.record):
+            self._record(job.key, outcome.record)
         if future.done():
             return
         if isinstance(outcome, Exception):
@@ -495,7 +491,7 @@ class Supervisor:
         pending, self._pending = self._pending, {}
         backlog, self._backlog = self._backlog, []
         for job in [p.job for p in pending.values()] + backlog:
-            self._finish(job.key, job.future, error)
+            self._finish(job, error)
 
     def _settle_loaded(self, outcome: ModelInfo | EngineError) -> None:
         if self._loaded.done():
@@ -525,9 +521,9 @@ class Supervisor:
             proc.popen.wait()
 
 
-def _never_ran_warm_up(record: RequestRecord) -> bool:
-    """A warm-up overtaken before it started: no work done, no record (as in the engine)."""
-    return record.outcome == "preempted" and record.slot == -1
+def _never_ran_warm_up(job: GenerationJob, record: RequestRecord) -> bool:
+    """A warm-up stopped before it started: no work done, no record (as in the engine)."""
+    return job.background and record.slot == -1
 
 
 def _cancelled(job: GenerationJob) -> Generation:
