@@ -14,14 +14,13 @@ import asyncio
 import contextlib
 import dataclasses
 import statistics
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant
-from codeagent_lsp.bench.latency import TypingDocument
+from codeagent_lsp.bench.latency import TypingDocument, default_files
 from codeagent_lsp.settings import Settings
 
 DEFAULT_FILES = (
@@ -38,13 +37,13 @@ DEFAULT_FILES = (
 )
 SLOTS = 4
 REOPENED = 3
-CONDITIONS = {"none": (False, False), "warm": (True, False), "park": (False, True)}
-CONDITIONS["all"] = (True, True)
-
-
-def default_files() -> list[Path]:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    return [stdlib / name for name in DEFAULT_FILES]
+CONDITIONS = {
+    "none": (False, False),
+    "warm": (True, False),
+    "park": (False, True),
+    "all": (True, True),
+}
+"""(warm-ups, parked slots) per condition."""
 
 
 async def run_cold_open_bench(
@@ -57,7 +56,7 @@ async def run_cold_open_bench(
     `warm_first_p50_ms`, `parked_first_p50_ms`, `all_first_p50_ms` and `ratio_first` (all /
     none), in milliseconds of wall time."""
     say = progress or (lambda _m: None)
-    documents = [TypingDocument.from_file(p) for p in files or default_files()]
+    documents = [TypingDocument.from_file(p) for p in files or default_files(DEFAULT_FILES)]
     runs = {}
     for name, (warm, park) in CONDITIONS.items():
         say(f"condition {name}: warm-ups {_on(warm)}, parking {_on(park)}")

@@ -67,9 +67,10 @@ def _typing_line(lines: list[str]) -> int:
     raise ValueError("no line of code of at least 30 characters in the second half of the file")
 
 
-def default_files() -> list[Path]:
+def default_files(names: tuple[str, ...] = DEFAULT_FILES) -> list[Path]:
+    """`names` (paths relative to the standard library) in this interpreter's standard library."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    return [stdlib / name for name in DEFAULT_FILES]
+    return [stdlib / name for name in names]
 
 
 async def run_latency_bench(
