@@ -112,11 +112,13 @@ def test_emacs_config_loads(tmp_path: Path):
         [
             EMACS,
             "--batch",
-            "-Q",
+            # -q, not -Q: site-start must run, it puts Debian's elpa-eglot on the load path
+            "-q",
             "-l",
             str(script),
             "--eval",
-            '(princ (format "%S" eglot-server-programs))',
+            # the entry's contact is a function: call it as eglot does
+            '(princ (format "%S" (funcall (cdr (assoc codeagent-modes eglot-server-programs)) nil)))',
         ],
         capture_output=True,
         text=True,

@@ -223,4 +223,5 @@ async def test_every_feature_works_without_a_network(offline_client: LanguageCli
     for action in actions:
         await offline_client.code_action_resolve_async(action)
     outcomes = [r["outcome"] for r in (await stats(offline_client))["records"]]
-    assert len(outcomes) >= 5 and set(outcomes) <= {"ok", "superseded"}, outcomes
+    # "preempted": the warm-up of didOpen gave way to the first real request
+    assert len(outcomes) >= 5 and set(outcomes) <= {"ok", "superseded", "preempted"}, outcomes
