@@ -118,7 +118,7 @@ def test_emacs_config_loads(tmp_path: Path):
             str(script),
             "--eval",
             # the entry's contact is a function: call it as eglot does
-            "(princ (format \"%S\" (funcall (cdr (assoc codeagent-modes"
+            '(princ (format "%S" (funcall (cdr (assoc codeagent-modes'
             " eglot-server-programs)) nil)))",
         ],
         capture_output=True,
