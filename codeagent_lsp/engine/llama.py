@@ -52,7 +52,15 @@ class ModelInfo:
 def _llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     # llama.cpp logs to stderr by default; route it through logging so --log-file and levels apply.
     message = text.decode(errors="replace").rstrip()
-    log.log(_LLAMA_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+    level = _LLAMA_LOG_LEVELS.get(level, logging.DEBUG)
+    if _decoding is not None and _decoding.is_set():
+        # An abort makes llama.cpp log "failed to compute graph" errors: expected, not a fault.
+        level = logging.DEBUG
+    log.log(level, "%s", message)
+
+
+# The abort flag of the decode in progress (a process decodes on one thread at a time).
+_decoding: AbortFlag | None = None
 
 
 _backend_ready = False
@@ -242,9 +250,14 @@ class LlamaRuntime(Vocabulary):
         batch.n_tokens = len(tokens)
 
     def _decode_batch(self) -> None:
+        global _decoding
         if self.abort.is_set():
             raise Aborted
-        status = C.llama_decode(self.ctx, self._batch)
+        _decoding = self.abort
+        try:
+            status = C.llama_decode(self.ctx, self._batch)
+        finally:
+            _decoding = None
         if status == 0:
             return
         if status == 1:
