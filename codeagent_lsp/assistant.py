@@ -139,7 +139,11 @@ class Assistant:
         notify = self.notify
         if notify is None:
             return None
-        return lambda message: loop.call_soon_threadsafe(notify, message)
+
+        def from_thread(message: str) -> None:
+            loop.call_soon_threadsafe(notify, message)
+
+        return from_thread
 
     def _load_blocking(self, notify: Callable[[str], None] | None = None) -> _Loaded:
         backend, family = self._open_backend(notify)

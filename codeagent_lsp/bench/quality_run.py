@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant, PromptFile
-from codeagent_lsp.bench.quality import Task, identifiers, run_quality_bench, sample_tasks
+from codeagent_lsp.bench.quality import (
+    Condition,
+    Task,
+    identifiers,
+    run_quality_bench,
+    sample_tasks,
+)
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder, Mode
@@ -47,7 +53,9 @@ async def run(
             task.uses_other_file = _uses_other_file(index, task)
         assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
         assets.refresh()
-        conditions = {mode: _condition(assistant, index, assets, mode) for mode in CONDITIONS}
+        conditions: dict[str, Condition] = {
+            mode: _condition(assistant, index, assets, mode) for mode in CONDITIONS
+        }
         result = await run_quality_bench(tasks, conditions, progress=say)
     finally:
         assistant.close()
@@ -62,7 +70,9 @@ async def run(
     return result
 
 
-def _condition(assistant: Assistant, index: WorkspaceIndex, assets: AssetIndex, mode: Mode):
+def _condition(
+    assistant: Assistant, index: WorkspaceIndex, assets: AssetIndex, mode: Mode
+) -> Condition:
     builder = ContextBuilder(index, assets, mode=mode)
 
     async def complete(task: Task) -> tuple[str, float]:
