@@ -80,7 +80,9 @@ def time_related(
     index: WorkspaceIndex, cursors: list[tuple[Path, str, int]], budget: int
 ) -> tuple[list[float], list[float], list[int]]:
     """related() at each cursor twice: (cold ms, warm ms, snippets returned), per cursor."""
-    cold, warm, sizes = [], [], []
+    cold: list[float] = []
+    warm: list[float] = []
+    sizes: list[int] = []
     for path, text, line in cursors:
         for times in (cold, warm):
             started = time.perf_counter()
