@@ -62,7 +62,7 @@ class GenerationJob:
     id: int = 0
     """Unique per engine user; names the request in the worker protocol and `SharedFlags`."""
     background: bool = False
-    """A warm-up: any other request submitted preempts it (outcome "preempted")."""
+    """A warm-up or prefetch: any other request submitted preempts it (outcome "preempted")."""
 
     def cancel(self, outcome: str = "cancelled") -> None:
         self.outcome_if_cancelled = outcome
@@ -88,8 +88,9 @@ class RequestRecord:
     ttft_ms: float
     total_ms: float
     outcome: str
-    """ok, cancelled, superseded, preempted (a warm-up a real request overtook), error, or
-    typeahead (answered from the last suggestion)."""
+    """ok, cancelled, superseded, preempted (a warm-up or prefetch a real request overtook),
+    error, typeahead (answered from the last suggestion) or prefetched (answered from the
+    suggestion computed in the background after an accept)."""
     replica: str = ""
     """The inference replica that answered (remote backend); empty when embedded."""
     restored_tokens: int = 0
