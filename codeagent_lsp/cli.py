@@ -183,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["typing", "cold-open"],
         default="typing",
         help="cold-open: the first suggestion in ten files opened in turn (four slots), then "
-        "in three after a restart, without and with warm-ups and parked slots",
+        "in three after a restart, and the one after accepting it; without and with warm-ups, "
+        "parked slots and prefetch after accept",
     )
     latency.add_argument(
         "--think-ms",
