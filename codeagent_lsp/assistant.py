@@ -60,6 +60,8 @@ class Suggestion:
     text: str
     """Text to insert at the cursor; empty when nothing is worth showing."""
     record: RequestRecord
+    raw: str = ""
+    """The model's answer before post-processing (`Assistant.finish` turns it into `text`)."""
 
 
 @dataclass
@@ -160,7 +162,11 @@ class Assistant:
         notify = self.notify
         if notify is None:
             return None
-        return lambda message: loop.call_soon_threadsafe(notify, message)
+
+        def from_thread(message: str) -> None:
+            loop.call_soon_threadsafe(notify, message)
+
+        return from_thread
 
     def _load_blocking(self, notify: Callable[[str], None] | None = None) -> _Loaded:
         backend, family = self._open_backend(notify)
@@ -243,11 +249,17 @@ class Assistant:
     # --- completion -----------------------------------------------------------------------------
 
     async def complete(
-        self, key: str, text: str, offset: int, where: PromptFile | None = None
+        self,
+        key: str,
+        text: str,
+        offset: int,
+        where: PromptFile | None = None,
+        request: Request | None = None,
     ) -> Suggestion:
         """A suggestion at `offset` (a code-point index into `text`); cancel by cancelling the
-        awaiting task. `where` names the file for the prompt and the repository context.
-        Raises ModelUnavailable when no model can serve."""
+        awaiting task. `where` names the file for the prompt and the repository context;
+        `request`, from `prompt()` for the same arguments, is sent as it is instead of building
+        the prompt again. Raises ModelUnavailable when no model can serve."""
         loaded = await self._ensure_loaded()
         state = self._documents.setdefault(key, _DocumentState())
         prefix, suffix = text[:offset], text[offset:]
@@ -256,11 +268,15 @@ class Assistant:
             return reused
         started = time.perf_counter()
         prefetched = await self._prefetched(state, prefix, suffix)
-        generation = prefetched or await self._generate(
-            loaded, state, key, text, offset, where or PromptFile()
-        )
-        multiline = self._multiline(prefix, suffix)
-        suggestion = postprocess.postprocess(generation.text, prefix, suffix, multiline=multiline)
+        if prefetched is not None:
+            generation = prefetched
+        else:
+            if request is None:
+                request = await self._fim_request(
+                    loaded, state, key, text, offset, where or PromptFile()
+                )
+            generation = await self._generate(loaded, request)
+        suggestion = self.finish(generation.text, prefix, suffix)
         audit.note_response(
             suggestion, generation.record.prompt_tokens, generation.record.generated_tokens
         )
@@ -268,10 +284,25 @@ class Assistant:
             state.last_prefix, state.last_suffix, state.last_text = prefix, suffix, suggestion
             state.last_prompt_tokens = generation.record.prompt_tokens
         if prefetched is None:
-            return Suggestion(suggestion, generation.record)
+            return Suggestion(suggestion, generation.record, generation.text)
         record = _served_from_prefetch(generation.record, started)
         loaded.backend.add_record(record)
-        return Suggestion(suggestion, record)
+        return Suggestion(suggestion, record, generation.text)
+
+    async def prompt(
+        self, key: str, text: str, offset: int, where: PromptFile | None = None
+    ) -> Request:
+        """The request `complete()` would send at `offset`, without sending it (the quality
+        benchmark hashes it to know whether a stored answer still holds)."""
+        loaded = await self._ensure_loaded()
+        state = self._documents.setdefault(key, _DocumentState())
+        return await self._fim_request(loaded, state, key, text, offset, where or PromptFile())
+
+    def finish(self, raw: str, prefix: str, suffix: str) -> str:
+        """The model's answer at a cursor between `prefix` and `suffix`, post-processed as the
+        settings ask (multi-line or not)."""
+        multiline = self._multiline(prefix, suffix)
+        return postprocess.postprocess(raw, prefix, suffix, multiline=multiline)
 
     async def warm(
         self, key: str, text: str, offset: int, where: PromptFile | None = None
@@ -353,16 +384,7 @@ class Assistant:
         self._note_prompt(pending.request)
         return generation
 
-    async def _generate(
-        self,
-        loaded: _Loaded,
-        state: _DocumentState,
-        key: str,
-        text: str,
-        offset: int,
-        where: PromptFile,
-    ) -> Generation:
-        request = await self._fim_request(loaded, state, key, text, offset, where)
+    async def _generate(self, loaded: _Loaded, request: Request) -> Generation:
         self._note_prompt(request)
         return await loaded.backend.generate(request)
 

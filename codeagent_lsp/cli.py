@@ -200,6 +200,24 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--samples", type=int, default=200)
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--json", action="store_true")
+    quality.add_argument(
+        "--conditions",
+        help="comma-separated context conditions (default: all; an unknown name lists them)",
+    )
+    quality.add_argument(
+        "--results",
+        type=Path,
+        help="results file (JSON lines); stored answers to unchanged prompts are not rerun "
+        "(default: the user cache dir's codeagent-lsp/bench/quality.jsonl)",
+    )
+    quality.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop between completions after this long; a rerun resumes",
+    )
+    quality.add_argument(
+        "--predictions", action="store_true", help="with --json: every prediction and score"
+    )
     quality.set_defaults(run=_bench_quality)
     related = bench.add_parser("related", help="time the CodeGraph's related() on a repository")
     related.add_argument("--repo", type=Path, help="default: the Python standard library")
@@ -484,18 +502,32 @@ def _bench_latency(args: argparse.Namespace) -> int:
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from codeagent_lsp.bench import quality_run
+    from codeagent_lsp.bench import quality_run, results
 
+    try:
+        conditions = quality_run.parse_conditions(args.conditions)
+    except ValueError as exc:
+        print(f"codeagent-lsp: {exc}", file=sys.stderr)
+        return 2
     result = asyncio.run(
         quality_run.run(
             _settings_from(args),
             args.repo,
             args.samples,
             args.seed,
+            results=args.results or results.default_path(),
+            conditions=conditions,
+            max_minutes=args.max_minutes,
             progress=_progress,  # stderr: --json output stays clean on stdout
+            keep_predictions=args.predictions,
         )
     )
     print(json.dumps(result) if args.json else result["table"])
+    if result["remaining"]:
+        _progress(
+            f"stopped at --max-minutes with {result['remaining']} (position, condition) pairs "
+            f"left; the same command resumes from {result['results']}"
+        )
     return 0
 
 

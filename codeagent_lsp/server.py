@@ -310,12 +310,12 @@ class CodeagentServer(LanguageServer):
             if path is not None:
                 roots.append((repo_name(folder), Path(path)))
         if not roots and self.workspace.root_uri:
-            root = fileuri.path_of(self.workspace.root_uri)
-            if root is not None:
-                roots.append((root.name, Path(root)))
+            root_path = fileuri.path_of(self.workspace.root_uri)
+            if root_path is not None:
+                roots.append((root_path.name, Path(root_path)))
         for extra in self.settings.codegraph.extraRepositories:
-            path = Path(extra).expanduser()
-            roots.append((path.name, path))
+            repository = Path(extra).expanduser()
+            roots.append((repository.name, repository))
         return roots
 
     def tell_refusal(self, uri: str) -> None:

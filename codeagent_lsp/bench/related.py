@@ -77,7 +77,9 @@ def _sample_cursors(
 def _time_related(
     index: WorkspaceIndex, cursors: list[tuple[Path, str, int]], budget: int
 ) -> tuple[list[float], list[float], list[int]]:
-    cold, warm, sizes = [], [], []
+    cold: list[float] = []
+    warm: list[float] = []
+    sizes: list[int] = []
     for path, text, line in cursors:
         for times in (cold, warm):
             started = time.perf_counter()

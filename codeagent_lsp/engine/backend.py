@@ -50,7 +50,11 @@ class Request:
 class Backend(Protocol):
     """The interface the Assistant uses; both backends implement it."""
 
-    info: ModelInfo
+    @property
+    def info(self) -> ModelInfo:
+        """The model served (read-only: a pooled backend shares its owner's)."""
+        ...
+
     warms: bool
     """Whether `generate` of a background request (a warm-up) is worth sending."""
 

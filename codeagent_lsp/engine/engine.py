@@ -252,24 +252,30 @@ class Engine:
 
     # --- engine thread --------------------------------------------------------------------------
 
+    @property
+    def _rt(self) -> LlamaRuntime:
+        """The loaded runtime: the engine thread serves jobs only after loading it."""
+        assert self._runtime is not None
+        return self._runtime
+
     def _run(self, model_path: Path) -> None:
         try:
             abort = AbortFlag(self.flags.page if self.flags else None)
-            self._runtime = LlamaRuntime(
+            self._runtime = runtime = LlamaRuntime(
                 model_path, self.settings, n_seqs=self.settings.slots + 1, abort=abort
             )
         except EngineError as exc:
             self._loaded.set_exception(exc)
             self._fail_queued(exc)
             return
-        self._loaded.set_result(self._runtime.info)
+        self._loaded.set_result(runtime.info)
         while (job := self._queue.get()) is not None:
             self._serve(job)
         with self._lock:
             slots = self.slots.all()
         for slot in slots:  # a restart finds them parked
             self._park(slot)
-        self._runtime.close()
+        runtime.close()
 
     def _fail_queued(self, exc: Exception) -> None:
         while (job := self._queue.get()) is not None:
@@ -289,7 +295,7 @@ class Engine:
                 self._running = job
                 if self.flags:
                     self.flags.running = job.id
-                self._runtime.abort.set(False)
+                self._rt.abort.set(False)
         if cancelled:
             generation = self._cancelled_record(job)
             if not job.background:  # a warm-up that never ran did nothing worth a record
@@ -327,14 +333,14 @@ class Engine:
             slot = self.slots.release(key)
         if slot is not None:
             self._park(slot)
-            self._runtime.seq_rm(slot.seq, 0)
+            self._rt.seq_rm(slot.seq, 0)
 
     def _park(self, slot: Slot) -> None:
         """Write `slot`'s KV cache to the park folder (when worth it); never fails a request."""
         if self.park is None or len(slot.tokens) < MIN_PARK_TOKENS:
             return
         try:
-            self.park.park(slot.key, slot.tokens, self._runtime.seq_state(slot.seq))
+            self.park.park(slot.key, slot.tokens, self._rt.seq_state(slot.seq))
         except OSError as exc:
             log.warning("could not park a KV slot: %s", exc)
 
@@ -350,7 +356,7 @@ class Engine:
             return 0
         if parked is None or _common_prefix(parked.tokens, prompt) < MIN_PARK_TOKENS:
             return 0
-        if not self._runtime.set_seq_state(slot.seq, parked.state):
+        if not self._rt.set_seq_state(slot.seq, parked.state):
             return 0
         slot.tokens = list(parked.tokens)
         return len(parked.tokens)
@@ -359,16 +365,16 @@ class Engine:
         started = time.perf_counter()
         if not job.tokens:
             raise EngineError("empty prompt")
-        if len(job.tokens) + job.max_tokens > self._runtime.n_ctx:
+        if len(job.tokens) + job.max_tokens > self._rt.n_ctx:
             raise EngineError(
                 f"prompt of {len(job.tokens)} tokens does not fit the context of "
-                f"{self._runtime.n_ctx}; lower the completion token budgets"
+                f"{self._rt.n_ctx}; lower the completion token budgets"
             )
         with self._lock:
             slot, evicted = self.slots.acquire(job.key)
         if evicted is not None:
             self._park(evicted)
-            self._runtime.seq_rm(evicted.seq, 0)
+            self._rt.seq_rm(evicted.seq, 0)
         run = _Run(self, slot, job, started)
         if not slot.tokens:
             run.restored = self._restore(slot, job.tokens)
@@ -387,7 +393,7 @@ class _Run:
 
     def __init__(self, engine: Engine, slot: Slot, job: GenerationJob, started: float) -> None:
         self.engine, self.slot, self.job, self.started = engine, slot, job, started
-        self.rt = engine._runtime
+        self.rt = engine._rt
         self.scratch_seq = engine.settings.slots  # the one sequence no document owns
         self.reused = self.shifted = self.evaluated = self.generated = self.restored = 0
         self.first_token_at: float | None = None

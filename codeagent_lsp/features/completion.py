@@ -39,8 +39,8 @@ def warm(ls: CodeagentServer, uri: str, position: Any = None) -> None:
     prefetch runs (it evaluates that prompt, and more: the editors report the cursor an
     accept moved)."""
     key, document = fileuri.document_key(uri), ls.document(uri)
-    offset = _offset(document, position) if document is not None else None
-    if offset is not None and ls.assistant.prefetching(key, document.source, offset):
+    offset = _offset(document, position)
+    if document and offset is not None and ls.assistant.prefetching(key, document.source, offset):
         return
     ls.stop_warming()
     target = _background_target(ls, uri, ls.settings.completion.warm)
@@ -50,9 +50,11 @@ def warm(ls: CodeagentServer, uri: str, position: Any = None) -> None:
     ls.warming = asyncio.get_running_loop().create_task(_background(work))
 
 
-def _offset(document: TextDocument, position: Any) -> int | None:
+def _offset(document: TextDocument | None, position: Any) -> int | None:
     """The offset of a notification's position (the end of the document without one); None for
-    a bad position (a notification has no reply)."""
+    a bad position (a notification has no reply) or no document."""
+    if document is None:
+        return None
     try:
         return offset_of(document, position) if position is not None else len(document.source)
     except Exception:
@@ -65,7 +67,9 @@ def prefetch_after_accept(ls: CodeagentServer, uri: str, *, changed: bool = Fals
     now holds it accepted (else it may be on its way: an accept command before its change).
     Whether a prefetch runs there now (one already running is kept)."""
     key, document = fileuri.document_key(uri), ls.document(uri)
-    after = ls.assistant.after_accept(key, document.source) if document is not None else None
+    if document is None:
+        return False
+    after = ls.assistant.after_accept(key, document.source)
     if after is None or (changed and after[0] != document.source):
         return False
     text, offset = after
