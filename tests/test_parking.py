@@ -17,7 +17,7 @@ import pytest
 
 from codeagent_lsp.assistant import Assistant, Suggestion
 from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
-from codeagent_lsp.engine.parking import MAGIC, SlotPark, fingerprint
+from codeagent_lsp.engine.parking import MAGIC, SlotPark, Speeds, fingerprint
 from codeagent_lsp.security.policy import parse
 from codeagent_lsp.settings import EngineSettings, Settings, merge
 from tests.conftest import PROJECTS
@@ -270,3 +270,37 @@ def test_a_wrong_kv_state_would_change_the_suggestion(make_engine: Callable[...,
     wrong = engine.submit(GenerationJob("a.py", a, max_tokens=32)).result(timeout=WAIT)
     assert wrong.record.restored_tokens == len(a) - 1  # the last token is evaluated anyway
     assert wrong.text != fresh.text
+
+
+def test_restoring_is_skipped_when_evaluating_is_measured_faster(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine()
+    a, b = engine.tokenize(CODE), engine.tokenize(SUFFIX_CODE * 3)
+    generate(engine, "a.py", a)
+    generate(engine, "b.py", b)  # evicts a.py
+    back = generate(engine, "a.py", a)  # evicts b.py
+    assert back.record.restored_tokens > 0
+    speeds = engine.speeds  # both measured on this machine by what just ran
+    assert speeds.eval_tokens_s > 0 and speeds.restore_bytes_s > 0
+    speeds.restore_bytes_s = 1.0  # as from a disk giving a byte a second
+    again = generate(engine, "b.py", b)
+    assert again.record.restored_tokens == 0  # evaluated afresh instead
+    assert again.record.evaluated_tokens == len(b)
+    assert engine.park.size("b.py")  # left parked: a later, faster read may use it
+
+
+def test_the_restore_decision_weighs_bytes_against_tokens() -> None:
+    h200 = Speeds(eval_tokens_s=14_000.0, restore_bytes_s=200e6)  # 1.4k tokens: 100 ms
+    assert not h200.restore_pays(1_400, 34_000_000)  # 170 ms to read and load
+    assert h200.restore_pays(1_400, 10_000_000)  # 50 ms
+    assert h200.restore_pays(1_400, 22_000_000)  # 110 ms: within the noise, restored
+    two_cores = Speeds(eval_tokens_s=100.0, restore_bytes_s=200e6)  # 1.4k tokens: 14 s
+    assert two_cores.restore_pays(1_400, 34_000_000)
+    assert Speeds(eval_tokens_s=1e9).restore_pays(1_400, 34_000_000)  # restore not measured yet
+    measured = Speeds()
+    measured.note_eval(8, 1.0)  # too short a batch to say anything
+    measured.note_eval(1_000, 0.5)
+    measured.note_eval(1_000, 5.0)  # interrupted: the best measurement stays
+    measured.note_restore(1_000_000, 0.01)
+    assert (measured.eval_tokens_s, measured.restore_bytes_s) == (2_000.0, 100e6)
