@@ -122,7 +122,7 @@ class CodeagentServer(LanguageServer):
         self._loading_started = False
         self._loading_task: asyncio.Task[None] | None = None
         self.warming: asyncio.Task[None] | None = None
-        """The background warm-up of a document's prompt, if one runs (features/completion)."""
+        """The background warm-up or prefetch, if one runs (features/completion)."""
         """Kept so the loop's weak reference is not the only one while the model loads."""
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
@@ -335,7 +335,8 @@ class CodeagentServer(LanguageServer):
         )
 
     def stop_warming(self) -> None:
-        """Any keystroke, and any other warm-up, stops the running warm-up."""
+        """Any keystroke (but an accept), and any other warm-up or prefetch, stops the running
+        one."""
         if self.warming is not None:
             self.warming.cancel()
             self.warming = None
