@@ -12,6 +12,7 @@ and code-point columns, as in the CodeGraph.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,11 @@ _CALLS = frozenset({"call", "call_expression", "new_expression"})
 _AWAITS = frozenset({"await", "await_expression"})
 _SPLATS = ("splat", "spread", "variadic")
 _FAMILY = {"javascript": "ecma", "typescript": "ecma", "tsx": "ecma"}
+_RECEIVERS = ("attribute", "member_expression", "selector_expression")
+_PACKAGE_FILES = ("__init__", "index")
+"""Modules that re-export what their package's files define."""
+PARSED_FILES = 256
+"""Syntax trees kept of the files searched last."""
 MODEL_TOKENS = 160
 """Most tokens of one rewritten call."""
 
@@ -88,15 +94,22 @@ class Finder:
     text_of: TextOf
     allowed: Allowed
     _first: dict[tuple[str, str, str], set[tuple[str, str, str]]] = field(default_factory=dict)
+    _parsed: dict[Path, SourceFile] = field(default_factory=dict)
+    """The files last searched, parsed: a change re-checks the same files at every pause."""
 
     def sites(self, change: Change, where: tuple[str, str]) -> list[Site]:
         """The places of `change`, made in the file `where` (repository, path)."""
         if change.kind == "removed":
             return self._move_sites(change, where)
         refs = [r for r in self.index.references(change.name) if self._wanted(r, change)]
+        seen = Visibility.of(self.index, change, where)
+        files = _by_file(refs)
+        if change.kind == "rename" and seen is not None:  # imports and re-exports, unused
+            for key in seen.importers:
+                files.setdefault(key, [])
         found: list[Site] = []
-        for (repo, path), group in _by_file(refs).items():
-            found += self._file_sites(change, repo, path, group)
+        for (repo, path), group in files.items():
+            found += self._file_sites(change, repo, path, group, seen)
         return self._pending(change, where, found) if change.kind == "signature" else found
 
     def forget(self, keep: set[tuple[str, str, str]]) -> None:
@@ -112,29 +125,44 @@ class Finder:
         return change.kind == "rename" or ref.reference.kind == "call"
 
     def _file_sites(
-        self, change: Change, repo: str, path: str, refs: list[StoredReference]
+        self,
+        change: Change,
+        repo: str,
+        path: str,
+        refs: list[StoredReference],
+        seen: Visibility | None,
     ) -> list[Site]:
         file = self.index.absolute(repo, path)
         text = self._read(file) if file is not None else None
-        if file is None or text is None:
+        bound = seen.bound_in(repo, path) if seen is not None else None
+        if not self.allowed(repo, path) or file is None or text is None:
             return []
-        source = SourceFile(file, text)
+        if seen is not None and bound is None:
+            return []
+        source = self._source(file, text)
+        points = [(r.reference.span.start_line, r.reference.span.start_col) for r in refs]
+        if bound is not None:  # `x.name` is the changed name only where x names its module
+            points = [p for p in points if source.receiver_in(p, bound.names)]
         if change.kind == "rename":
             assert change.new is not None
-            spans = [r.reference.span for r in refs]
-            places = [((s.start_line, s.start_col), (s.end_line, s.end_col)) for s in spans]
-            places += source.import_names(change.name)
+            ends = [(row, col + len(change.name)) for row, col in points]
+            places = list(zip(points, ends, strict=True))
+            places += source.import_names(change.name, bound.import_rows if bound else None)
             return [
                 Site(repo, path, file, change, a, b, change.name, change.new.name)
                 for a, b in sorted(set(places))
             ]
-        found = []
-        for ref in refs:
-            span = ref.reference.span
-            site = source.call_site(change, repo, path, (span.start_line, span.start_col))
-            if site is not None:
-                found.append(site)
-        return found
+        found = [source.call_site(change, repo, path, p) for p in points]
+        return [site for site in found if site is not None]
+
+    def _source(self, file: Path, text: str) -> SourceFile:
+        source = self._parsed.pop(file, None)
+        if source is None or source.text != text:
+            source = SourceFile(file, text)
+        self._parsed[file] = source  # now the most recent
+        if len(self._parsed) > PARSED_FILES:
+            del self._parsed[next(iter(self._parsed))]
+        return source
 
     def _read(self, file: Path) -> str | None:
         text = self.text_of(file)
@@ -175,7 +203,7 @@ class Finder:
             text = self._read(file) if file is not None else None
             if file is None or text is None or not self.allowed(repo, path):
                 continue
-            source = SourceFile(file, text)
+            source = self._source(file, text)
             for start, end, new_text in source.moved_imports(change.name, where[1], target):
                 old = text_between(text, start, end)
                 found.append(Site(repo, path, file, change, start, end, old, new_text))
@@ -248,12 +276,26 @@ class SourceFile:
         unbound = verdict == "unbound"
         return Site(repo, path, self.file, change, start, end, old_text, None, context, unbound)
 
-    def import_names(self, name: str) -> list[tuple[Point, Point]]:
-        """Where import statements name `name` (`from m import name`, `import {name}`)."""
+    def receiver_in(self, at: Point, names: set[str]) -> bool:
+        """Is the name at `at` bare, or the member of a chain whose first name is in `names`
+        (`geo.area`, `pkg.geo.area` with `geo` or `pkg` imported)?"""
+        node = self.node_at(at)
+        parent = node.parent if node is not None else None
+        if parent is None or parent.type not in _RECEIVERS or parent.named_children[0] == node:
+            return True
+        root = parent.named_children[0]
+        while root.type in _RECEIVERS and root.named_children:
+            root = root.named_children[0]
+        return _node_text(root) in names
+
+    def import_names(self, name: str, rows: set[int] | None = None) -> list[tuple[Point, Point]]:
+        """Where import statements (those starting on `rows`, when given) name `name`
+        (`from m import name`, `import {name}`)."""
         statements = (
             n
             for n in _walk(self.tree.root_node)
             if n.type in ("import_from_statement", "import_statement")
+            and (rows is None or n.start_point[0] in rows)
         )
         return [
             (self.point(n.start_point), self.point(n.end_point))
@@ -285,6 +327,65 @@ class SourceFile:
             lines.append(f"from {new_module} import {moved}")
             replacement = f"\n{indent}".join(lines)
             yield self.point(node.start_point), self.point(node.end_point), replacement
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a file's imports of a module bind: the names a use may start with, and the rows of
+    those import statements."""
+
+    names: set[str]
+    import_rows: set[int]
+
+
+@dataclass
+class Visibility:
+    """Which files can mean a module-level name of one module, and how: Python and
+    JavaScript/TypeScript files import the module (directly, or through a package that
+    re-exports it); Go files import its package, or are in it."""
+
+    index: WorkspaceIndex
+    where: tuple[str, str]
+    name: str
+    stem: str
+    importers: set[tuple[str, str]]
+    """Files importing the module, or a package module that re-exports it."""
+
+    @classmethod
+    def of(cls, index: WorkspaceIndex, change: Change, where: tuple[str, str]) -> Visibility | None:
+        """None where imports say nothing: a method (called on objects), no defining file."""
+        if change.old.kind == "method" or change.old.scope or not where[1]:
+            return None
+        folder, _, name = where[1].rpartition("/")
+        go = change.old.language == "go"
+        stem = folder.rpartition("/")[2] if go else name.split(".")[0]
+        importers = set(index.store.importers(*where))
+        for repo, path in list(importers):
+            if path.rpartition("/")[2].split(".")[0] in _PACKAGE_FILES:
+                importers.update(index.store.importers(repo, path))
+        return cls(index, where, change.name, stem, importers)
+
+    def bound_in(self, repo: str, path: str) -> Bound | None:
+        """What the file's imports of the module bind; an empty Bound in the module itself
+        (or its Go package); None when the file does not import it."""
+        same_package = self.where[1].rpartition("/")[0] == path.rpartition("/")[0]
+        if (repo, path) == self.where or (same_package and path.endswith(".go")):
+            return Bound(set(), set())
+        names: set[str] = set()
+        rows: set[int] = set()
+        for item, target in self.index.store.imports_of(repo, path):
+            parts = [p for p in re.split(r"[./]", item.module) if p]
+            key = (target.repo, target.path) if target is not None else None
+            module_itself = self.stem in item.names  # `from pkg import module`
+            reexported = key in self.importers and self.name in item.names
+            from_it = (parts and parts[-1] == self.stem) or reexported
+            if from_it or module_itself or key == self.where:
+                names.update({item.alias, *parts[:1], *parts[-1:], *item.names} - {""})
+            if from_it or (key == self.where and not module_itself):  # names what it defines
+                rows.add(item.span.start_line if item.span is not None else -1)
+        if not names and (repo, path) not in self.importers:
+            return None
+        return Bound(names, rows)
 
 
 def _imported(node: tree_sitter.Node) -> tuple[str, str]:

@@ -198,8 +198,8 @@ def _signature(
     name = _name(node)
     if not name:
         return None
-    if scope and kind == "function":
-        kind = "method"
+    if (scope and kind == "function") or node.type == "method_declaration":
+        kind = "method"  # Go's methods are declared outside their type
     params = _constructor_params(node, language) if kind == "class" else _params(function)
     if kind == "method" and language == "python" and params and params[0].name in ("self", "cls"):
         params = params[1:]

@@ -1306,6 +1306,10 @@ def _resolve_python(
             return submodule if submodule is not None else (found or package)
         return found
     found = _by_suffix(paths, repo, candidates(parts))
+    if found is None and len(parts) > 1 and parts[0] == repo:
+        # The workspace folder is the package itself (`email/`): its files' paths lack it.
+        parts = parts[1:]
+        found = _by_suffix(paths, repo, candidates(parts))
     if names and (found is None or _is_package(paths, found)):
         submodule = _by_suffix(paths, repo, candidates([*parts, names[0]]))
         if submodule is not None:
