@@ -891,6 +891,19 @@ class GraphStore:
             result.append((Import(row["module"], names, row["alias"] or "", span), target))
         return result
 
+    @_guarded(list)
+    def importers(self, repo: str, path: str) -> list[tuple[str, str]]:
+        """(repo, path) of the files with an import resolved to this file."""
+        if self._edges_dirty():
+            self.resolve_imports()
+        rows = self.db.execute(
+            "SELECT DISTINCT f.repo, f.path FROM imports i JOIN files f ON f.id = i.file_id"
+            " JOIN files t ON t.id = i.resolved_file_id WHERE t.repo = ? AND t.path = ?"
+            " ORDER BY f.repo, f.path",
+            [repo, path],
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def _symbols(
         self,
         where: str,
@@ -1315,6 +1328,10 @@ def _resolve_python(
             return submodule if submodule is not None else (found or package)
         return found
     found = _by_suffix(paths, repo, candidates(parts))
+    if found is None and len(parts) > 1 and parts[0] == repo:
+        # The workspace folder is the package itself (`email/`): its files' paths lack it.
+        parts = parts[1:]
+        found = _by_suffix(paths, repo, candidates(parts))
     if names and (found is None or _is_package(paths, found)):
         submodule = _by_suffix(paths, repo, candidates([*parts, names[0]]))
         if submodule is not None:

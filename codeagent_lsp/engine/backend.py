@@ -44,7 +44,7 @@ class Request:
     messages: tuple[tuple[str, str], ...] = ()
     """(role, content) pairs of an instruct request, for chat services."""
     background: bool = False
-    """A warm-up (max_tokens 0): any real request preempts it."""
+    """A warm-up (max_tokens 0) or a prefetch: any real request preempts it."""
 
 
 class Backend(Protocol):

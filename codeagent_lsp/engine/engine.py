@@ -28,7 +28,7 @@ from codeagent_lsp.engine.llama import (
     NoKvSpace,
     Sampler,
 )
-from codeagent_lsp.engine.parking import MIN_PARK_TOKENS, SlotPark
+from codeagent_lsp.engine.parking import MIN_PARK_TOKENS, SlotPark, Speeds
 from codeagent_lsp.engine.protocol import SharedFlags
 from codeagent_lsp.engine.slots import Slot, SlotTable, short_name
 from codeagent_lsp.metrics import count_generation
@@ -62,7 +62,7 @@ class GenerationJob:
     id: int = 0
     """Unique per engine user; names the request in the worker protocol and `SharedFlags`."""
     background: bool = False
-    """A warm-up: any other request submitted preempts it (outcome "preempted")."""
+    """A warm-up or prefetch: any other request submitted preempts it (outcome "preempted")."""
 
     def cancel(self, outcome: str = "cancelled") -> None:
         self.outcome_if_cancelled = outcome
@@ -88,8 +88,9 @@ class RequestRecord:
     ttft_ms: float
     total_ms: float
     outcome: str
-    """ok, cancelled, superseded, preempted (a warm-up a real request overtook), error, or
-    typeahead (answered from the last suggestion)."""
+    """ok, cancelled, superseded, preempted (a warm-up or prefetch a real request overtook),
+    error, typeahead (answered from the last suggestion) or prefetched (answered from the
+    suggestion computed in the background after an accept)."""
     replica: str = ""
     """The inference replica that answered (remote backend); empty when embedded."""
     restored_tokens: int = 0
@@ -136,6 +137,9 @@ class Engine:
         self.settings = settings
         self.flags = flags
         self.park = park
+        self.speeds = Speeds()
+        """Measured prompt-evaluation and restore speeds: a restore slower than evaluating
+        the prompt again is skipped."""
         self.slots = SlotTable(settings.slots)
         self.records: deque[tuple[str, RequestRecord]] = deque(maxlen=record_limit)
         """(key of the document or of its owner, record): stats show each owner its own."""
@@ -345,10 +349,15 @@ class Engine:
 
     def _restore(self, slot: Slot, prompt: list[int]) -> int:
         """Load `slot.key`'s parked KV cache into the empty slot when it shares a useful prefix
-        with `prompt`; the tokens restored (the common prefix is kept by the usual reuse)."""
+        with `prompt` and the measured speeds say loading it beats evaluating `prompt`; the
+        tokens restored (the common prefix is kept by the usual reuse)."""
         if self.park is None:
             return 0
+        started = time.perf_counter()
         try:
+            size = self.park.size(slot.key)
+            if size is None or not self.speeds.restore_pays(len(prompt), size):
+                return 0
             parked = self.park.take(slot.key)
         except OSError as exc:
             log.warning("could not read a parked KV slot: %s", exc)
@@ -357,6 +366,7 @@ class Engine:
             return 0
         if not self._rt.set_seq_state(slot.seq, parked.state):
             return 0
+        self.speeds.note_restore(size, time.perf_counter() - started)
         slot.tokens = list(parked.tokens)
         return len(parked.tokens)
 
@@ -470,6 +480,7 @@ class _Run:
         while len(self.slot.tokens) < upto:
             start = len(self.slot.tokens)
             pending = target[start:upto]
+            began = time.perf_counter()
             try:
                 self.rt.decode(pending, self.slot.seq, start)
             except NoKvSpace:
@@ -483,6 +494,7 @@ class _Run:
                 # The other process aborted the request it saw running, which had just ended.
                 self.rt.abort.set(False)
                 continue
+            self.engine.speeds.note_eval(len(pending), time.perf_counter() - began)
             self.slot.tokens.extend(pending)
             self.evaluated += len(pending)
 

@@ -8,7 +8,9 @@
 -- <leader>ca every action in a menu; gd, gr and K for definition, references and hover;
 -- on 0.12, <Tab> in insert mode accepts the ghost text (a plain <Tab> when there is none).
 -- Entering a buffer and a settled cursor (CursorHold) send codeagent/didFocus: the server
--- warms the prompt there.
+-- warms the prompt there. Accepting a ghost-text suggestion (0.12) runs its codeagent.accepted
+-- command (workspace/executeCommand) and the server prefetches the next suggestion; with the
+-- popup the server sees the accept in the change itself.
 local M = {}
 
 local filetypes = { "python", "javascript", "typescript", "typescriptreact", "go", "rust",
