@@ -183,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["typing", "cold-open"],
         default="typing",
         help="cold-open: the first suggestion in ten files opened in turn (four slots), then "
-        "in three after a restart, without and with warm-ups and parked slots",
+        "in three after a restart, and the one after accepting it; without and with warm-ups, "
+        "parked slots and prefetch after accept",
     )
     latency.add_argument(
         "--think-ms",
@@ -226,6 +227,30 @@ def _parser() -> argparse.ArgumentParser:
     related.add_argument("--baseline-samples", type=int, default=10)
     related.add_argument("--json", action="store_true")
     related.set_defaults(run=_bench_related)
+    index_bench = bench.add_parser(
+        "index", help="index a folder from scratch, timed against universal-ctags"
+    )
+    index_bench.add_argument("path", type=Path)
+    index_bench.add_argument(
+        "--samples", type=int, default=50, help="files whose re-index and related() are timed"
+    )
+    index_bench.add_argument("--seed", type=int, default=0)
+    index_bench.add_argument("--ctags", default="ctags", help="the ctags program (default: ctags)")
+    index_bench.add_argument(
+        "--workers", type=int, help="extraction processes (0: none; default: cores - 1, max 4)"
+    )
+    index_bench.add_argument("--json", action="store_true")
+    index_bench.set_defaults(run=_bench_index)
+    edits = bench.add_parser("next-edits", help="places a change affects, against Python's ast")
+    _add_model_options(edits)
+    edits.add_argument("--repo", type=Path, help="default: the standard library's email package")
+    edits.add_argument("--functions", type=int, default=30)
+    edits.add_argument("--seed", type=int, default=0)
+    edits.add_argument(
+        "--model-sites", type=int, default=0, help="calls the model rewrites (default: none)"
+    )
+    edits.add_argument("--json", action="store_true")
+    edits.set_defaults(run=_bench_next_edits)
     return parser
 
 
@@ -530,6 +555,28 @@ def _bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_next_edits(args: argparse.Namespace) -> int:
+    import sysconfig
+
+    from codeagent_lsp.bench.next_edits import run_next_edits_bench
+
+    repo = args.repo or Path(sysconfig.get_paths()["stdlib"]) / "email"
+    result = run_next_edits_bench(
+        repo,
+        args.functions,
+        args.seed,
+        _settings_from(args),
+        args.model_sites,
+        progress=_progress,  # stderr: --json output stays clean on stdout
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>10}: {value}")
+    return 0
+
+
 def _bench_related(args: argparse.Namespace) -> int:
     import sysconfig
 
@@ -544,12 +591,31 @@ def _bench_related(args: argparse.Namespace) -> int:
         args.baseline_samples,
         progress=_progress,  # stderr: --json output stays clean on stdout
     )
-    if args.json:
+    _print_result(result, args.json)
+    return 0
+
+
+def _bench_index(args: argparse.Namespace) -> int:
+    from codeagent_lsp.bench.index import run_index_bench
+
+    try:
+        result = run_index_bench(
+            args.path, args.samples, args.seed, args.ctags, args.workers, _progress
+        )
+    except NotADirectoryError as exc:
+        print(f"codeagent-lsp bench index: {exc}", file=sys.stderr)
+        return 2
+    _print_result(result, args.json)
+    return 0
+
+
+def _print_result(result: dict[str, object], as_json: bool) -> None:
+    """A bench's figures on stdout: one JSON object, or one `key: value` line each."""
+    if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>18}: {value}")
-    return 0
 
 
 def _settings_schema(args: argparse.Namespace) -> int:

@@ -120,12 +120,25 @@ class CompletionSettings:
     """Evaluate a document's prompt in the background when it is opened or focused (and at the
     cursor the editor integrations report), below any real request, so the first suggestion
     reuses it."""
+    prefetch: bool = True
+    """Once a suggestion is accepted (typed whole, or the editor's codeagent.accepted command),
+    compute the next one in the background, below any real request, so the request there
+    answers at once."""
 
 
 @dataclass(frozen=True)
 class ActionsSettings:
     maxTokens: int = 512
     """Most tokens of an explanation or of generated tests."""
+
+
+@dataclass(frozen=True)
+class NextEditsSettings:
+    enabled: bool = True
+    """Flag the uses a change of a definition affects (rename, parameters, async, constructor,
+    move) with Hint diagnostics, quickfixes and an "Update all uses" action."""
+    maxSites: int = 500
+    """Most places flagged for the changes of all open documents together."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     codegraph: CodegraphSettings = field(default_factory=CodegraphSettings)
     actions: ActionsSettings = field(default_factory=ActionsSettings)
+    nextEdits: NextEditsSettings = field(default_factory=NextEditsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     documents: DocumentsSettings = field(default_factory=DocumentsSettings)
 
@@ -197,6 +211,7 @@ _MINIMUMS = {
     "completion.temperature": 0,
     "codegraph.maxFileBytes": 1,
     "actions.maxTokens": 16,
+    "nextEdits.maxSites": 1,
     "documents.maxBytes": 1,
     "remote.slots": 1,
     "remote.connectTimeout": 0.01,
@@ -219,6 +234,7 @@ _MAXIMUMS = {
     "completion.contextTokens": 32768,
     "completion.totalTokens": 65536,
     "actions.maxTokens": 4096,
+    "nextEdits.maxSites": 10000,
     "codegraph.maxFileBytes": 16 * 1024 * 1024,
     "documents.maxBytes": 64 * 1024 * 1024,
     "remote.slots": 256,

@@ -143,7 +143,7 @@ def _tasks_in_file(
     candidates = _candidate_lines(text, lines, path.suffix.lower())
     chosen = sorted(rng.sample(candidates, min(limit, len(candidates))))
     relative = path.relative_to(root).as_posix()
-    tasks = []
+    tasks: list[Task] = []
     for number in chosen:
         # The kind alternates over the whole sample, not per file, to keep the halves even.
         kind = KINDS[(already + len(tasks)) % 2]

@@ -66,7 +66,7 @@ class CodeGraph:
         return self._graph
 
     def _build(self) -> nx.DiGraph:
-        graph = nx.DiGraph()
+        graph: nx.DiGraph[tuple[str, int]] = nx.DiGraph()
         for edge in self.store.edges():
             graph.add_edge(
                 (edge.src_kind, edge.src_id), (edge.dst_kind, edge.dst_id), weight=edge.weight

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import tree_sitter
 
@@ -31,33 +32,25 @@ class LiveTrees:
         """The tree of `source`, and whether it was parsed incrementally from the last one."""
         with self._lock:
             live = self._documents.get(key)
-        incremental = live is not None and live.language == language
         old_tree = None
-        if incremental:
+        if live is not None and live.language == language:
             old_tree = live.tree
             old_tree.edit(**_edit(live.source, source))
         tree = parse(source, language, old_tree)
         with self._lock:
             self._documents[key] = _Live(language, source, tree)
-        return tree, incremental
+        return tree, old_tree is not None
 
     def forget(self, key: str) -> None:
         with self._lock:
             self._documents.pop(key, None)
 
 
-def _edit(old: bytes, new: bytes) -> dict[str, object]:
+def _edit(old: bytes, new: bytes) -> dict[str, Any]:
     """The single edit turning `old` into `new`, in tree-sitter's terms (bytes and points)."""
     limit = min(len(old), len(new))
-    start = 0
-    while start < limit and old[start] == new[start]:
-        start += 1
-    common_tail = 0
-    while (
-        common_tail < limit - start
-        and old[len(old) - 1 - common_tail] == new[len(new) - 1 - common_tail]
-    ):
-        common_tail += 1
+    start = _common_prefix(old, new, limit)
+    common_tail = _common_prefix(old[start:][::-1], new[start:][::-1], limit - start)
     old_end, new_end = len(old) - common_tail, len(new) - common_tail
     return {
         "start_byte": start,
@@ -67,6 +60,20 @@ def _edit(old: bytes, new: bytes) -> dict[str, object]:
         "old_end_point": _point(old, old_end),
         "new_end_point": _point(new, new_end),
     }
+
+
+def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
+    """Length of the common prefix of `a` and `b` (at most `limit`), by bisection over slice
+    comparisons: each is a memcmp in C, where a byte-by-byte loop in Python took 0.2 s on a
+    100 kB file."""
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _point(source: bytes, offset: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from codeagent_lsp.codegraph.graph import REASONS, CodeGraph, Snippet
-from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary
+from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary, default_workers
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.live import LiveTrees
 from codeagent_lsp.codegraph.store import (
@@ -69,6 +69,7 @@ class WorkspaceIndex:
             max_file_bytes=settings.maxFileBytes,
             exclude_globs=settings.exclude,
             denied=denied or policy_in_force().index.path_policy(),
+            workers=default_workers(),
         )
         self.graph = CodeGraph(self.store)
         self.live = LiveTrees()

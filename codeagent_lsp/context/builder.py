@@ -92,7 +92,7 @@ class ContextBuilder:
         """The innermost definition holding the cursor (by qualified name, which typing does
         not move), else the indentation block's opener line text."""
         located = self.index.locate(path) if self.index else None
-        if located:
+        if located and self.index:
             inner = None
             for symbol in self.index.store.symbols_in(*located):
                 span = symbol.definition.span

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsprotocol import types
@@ -204,8 +205,12 @@ class IndexingFeature:
         document = self.server.document(uri)
         if index is None or path is None or document is None:
             return
-        text = document.source
-        self.background(self._update(index.document_changed, Path(path), text))
+        self.background(self._update_open(index, uri, Path(path), document.source))
+
+    async def _update_open(self, index: WorkspaceIndex, uri: str, path: Path, text: str) -> None:
+        await self._update(index.document_changed, path, text)
+        if self.server.next_edits is not None:  # the text's changes to definitions, if any
+            await self.server.next_edits.document_indexed(uri, text)
 
     async def _update(self, update, *args) -> None:
         """Apply one change off the event loop; index everything again when the database had
@@ -224,7 +229,7 @@ class IndexingFeature:
         if index is not None and path is not None:
             self.background(self._update(index.document_closed, Path(path)))
 
-    async def files_changed(self, changes: list[types.FileEvent]) -> None:
+    async def files_changed(self, changes: Sequence[types.FileEvent]) -> None:
         index = self.server.codegraph
         if index is None:
             return
