@@ -289,8 +289,8 @@ class Assistant:
         repository context the policy allows."""
         opts = self.settings.completion
         count = loaded.backend.count_tokens
-        excerpt = budget.fit(
-            text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
+        excerpt = await asyncio.to_thread(  # off the event loop: tokenizes up to the budgets
+            budget.fit, text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
         )
         state.window = excerpt.window
         # Secrets in the file never reach the model (nor the audit log that may keep prompts).
