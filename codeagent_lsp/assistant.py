@@ -170,11 +170,14 @@ class Assistant:
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
-        self._check_model(resolved.path)
+        model = self._check_model(resolved.path)
         engine = self._engine_settings()
-        if self.backends is not None:
-            return self.backends.borrow(resolved.path, engine, notify), resolved.family
-        return EmbeddedBackend(resolved.path, engine, notify), resolved.family
+        try:  # the engine loads the file that was checked; it keeps its own descriptor
+            if self.backends is not None:
+                return self.backends.borrow(model, engine, notify), resolved.family
+            return EmbeddedBackend(model, engine, notify), resolved.family
+        finally:
+            model.close()
 
     def _engine_settings(self) -> EngineSettings:
         """The client's engine settings within the policy's [cache] rules."""
@@ -338,16 +341,19 @@ class Assistant:
         audit.note_response(generation.text, record.prompt_tokens, record.generated_tokens)
         return generation
 
-    def _check_model(self, path: Path) -> None:
-        """Hash the model file (about a second per GB) and refuse one the policy does not allow,
-        before llama.cpp reads it."""
+    def _check_model(self, path: Path) -> models.OpenModel:
+        """Open the model file once, hash it (about a second per GB) and refuse one the policy
+        does not allow, before llama.cpp reads it; what llama.cpp then loads is this open file."""
         where = self.policy.model_path_allowed(path)
         if not where.allowed:
             raise models.ModelError(where.reason)
-        self.model_sha256 = models.model_sha256(path)
-        decision = self.policy.model_allowed(self.model_sha256)
+        model = models.open_model(path)
+        self.model_sha256 = model.sha256
+        decision = self.policy.model_allowed(model.sha256)
         if not decision.allowed:
+            model.close()
             raise models.ModelError(decision.reason)
+        return model
 
     async def _instruct(
         self, key: str, system: str, user: str, *, max_tokens: int = 512
