@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,27 @@ class Suggestion:
     text: str
     """Text to insert at the cursor; empty when nothing is worth showing."""
     record: RequestRecord
+    raw: str = ""
+    """The model's answer before post-processing (`Assistant.finish` turns it into `text`)."""
+
+
+@dataclass
+class _Prefetch:
+    """A suggestion computed in the background at a position (`Assistant.prefetch`)."""
+
+    prefix: str
+    suffix: str
+    request: Request
+    generation: asyncio.Future[Generation]
+
+    def usable(self) -> bool:
+        """Running, or done with an answer (not stopped, preempted or failed)."""
+        done = self.generation
+        if not done.done():
+            return True
+        if done.cancelled() or done.exception() is not None:
+            return False
+        return done.result().record.outcome == "ok"
 
 
 @dataclass
@@ -70,6 +92,7 @@ class _DocumentState:
     last_suffix: str = ""
     last_text: str = ""
     last_prompt_tokens: int = 0
+    prefetch: _Prefetch | None = None
 
 
 @dataclass
@@ -139,7 +162,11 @@ class Assistant:
         notify = self.notify
         if notify is None:
             return None
-        return lambda message: loop.call_soon_threadsafe(notify, message)
+
+        def from_thread(message: str) -> None:
+            loop.call_soon_threadsafe(notify, message)
+
+        return from_thread
 
     def _load_blocking(self, notify: Callable[[str], None] | None = None) -> _Loaded:
         backend, family = self._open_backend(notify)
@@ -225,27 +252,60 @@ class Assistant:
     # --- completion -----------------------------------------------------------------------------
 
     async def complete(
-        self, key: str, text: str, offset: int, where: PromptFile | None = None
+        self,
+        key: str,
+        text: str,
+        offset: int,
+        where: PromptFile | None = None,
+        request: Request | None = None,
     ) -> Suggestion:
         """A suggestion at `offset` (a code-point index into `text`); cancel by cancelling the
-        awaiting task. `where` names the file for the prompt and the repository context.
-        Raises ModelUnavailable when no model can serve."""
+        awaiting task. `where` names the file for the prompt and the repository context;
+        `request`, from `prompt()` for the same arguments, is sent as it is instead of building
+        the prompt again. Raises ModelUnavailable when no model can serve."""
         loaded = await self._ensure_loaded()
         state = self._documents.setdefault(key, _DocumentState())
         prefix, suffix = text[:offset], text[offset:]
         reused = self._typeahead(key, state, prefix, suffix, loaded)
         if reused is not None:
             return reused
-        generation = await self._generate(loaded, state, key, text, offset, where or PromptFile())
-        multiline = self._multiline(prefix, suffix)
-        suggestion = postprocess.postprocess(generation.text, prefix, suffix, multiline=multiline)
+        started = time.perf_counter()
+        prefetched = await self._prefetched(state, prefix, suffix)
+        if prefetched is not None:
+            generation = prefetched
+        else:
+            if request is None:
+                request = await self._fim_request(
+                    loaded, state, key, text, offset, where or PromptFile()
+                )
+            generation = await self._generate(loaded, request)
+        suggestion = self.finish(generation.text, prefix, suffix)
         audit.note_response(
             suggestion, generation.record.prompt_tokens, generation.record.generated_tokens
         )
         if not generation.cancelled:
             state.last_prefix, state.last_suffix, state.last_text = prefix, suffix, suggestion
             state.last_prompt_tokens = generation.record.prompt_tokens
-        return Suggestion(suggestion, generation.record)
+        if prefetched is None:
+            return Suggestion(suggestion, generation.record, generation.text)
+        record = _served_from_prefetch(generation.record, started)
+        loaded.backend.add_record(record)
+        return Suggestion(suggestion, record, generation.text)
+
+    async def prompt(
+        self, key: str, text: str, offset: int, where: PromptFile | None = None
+    ) -> Request:
+        """The request `complete()` would send at `offset`, without sending it (the quality
+        benchmark hashes it to know whether a stored answer still holds)."""
+        loaded = await self._ensure_loaded()
+        state = self._documents.setdefault(key, _DocumentState())
+        return await self._fim_request(loaded, state, key, text, offset, where or PromptFile())
+
+    def finish(self, raw: str, prefix: str, suffix: str) -> str:
+        """The model's answer at a cursor between `prefix` and `suffix`, post-processed as the
+        settings ask (multi-line or not)."""
+        multiline = self._multiline(prefix, suffix)
+        return postprocess.postprocess(raw, prefix, suffix, multiline=multiline)
 
     async def warm(
         self, key: str, text: str, offset: int, where: PromptFile | None = None
@@ -262,22 +322,82 @@ class Assistant:
         warm = dataclasses.replace(request, max_tokens=0, should_stop=None, background=True)
         return (await loaded.backend.generate(warm)).record
 
-    async def _generate(
-        self,
-        loaded: _Loaded,
-        state: _DocumentState,
-        key: str,
-        text: str,
-        offset: int,
-        where: PromptFile,
-    ) -> Generation:
-        request = await self._fim_request(loaded, state, key, text, offset, where)
+    async def prefetch(
+        self, key: str, text: str, offset: int, where: PromptFile | None = None
+    ) -> RequestRecord | None:
+        """Compute the suggestion at `offset` in the background, so that the next `complete`
+        there answers from it (outcome "prefetched") or waits for it rather than starting
+        another: what llama.vscode and Copilot do once a suggestion is accepted. Runs below any
+        real request like a warm-up (the engine preempts it); cancelling the awaiting task
+        stops it. None when the backend has no background priority (remote)."""
+        loaded = await self._ensure_loaded()
+        if not loaded.backend.warms:
+            return None
+        state = self._documents.setdefault(key, _DocumentState())
+        request = await self._fim_request(loaded, state, key, text, offset, where or PromptFile())
+        request = dataclasses.replace(request, background=True)
+        generating = asyncio.ensure_future(loaded.backend.generate(request))
+        state.prefetch = _Prefetch(text[:offset], text[offset:], request, generating)
+        return (await generating).record
+
+    def prefetching(self, key: str, text: str, offset: int) -> bool:
+        """Whether a prefetch at `offset` of `text` runs or holds its answer."""
+        state = self._documents.get(key)
+        pending = state.prefetch if state else None
+        at = (text[:offset], text[offset:])
+        return pending is not None and (pending.prefix, pending.suffix) == at and pending.usable()
+
+    def after_accept(self, key: str, current: str) -> tuple[str, int] | None:
+        """(text, cursor) of the document once its last suggestion is accepted whole, when
+        `current` (the document now) is that text or on its way to it: the suggestion's
+        beginning typed, or nothing yet (an editor's accept command may come before its
+        change). None otherwise."""
+        state = self._documents.get(key)
+        if state is None or not state.last_text:
+            return None
+        prefix, suffix, shown = state.last_prefix, state.last_suffix, state.last_text
+        typed = current[len(prefix) : len(current) - len(suffix)]
+        on_the_way = (
+            len(current) >= len(prefix) + len(suffix)
+            and current.startswith(prefix)
+            and current.endswith(suffix)
+            and shown.startswith(typed)
+        )
+        return (prefix + shown + suffix, len(prefix) + len(shown)) if on_the_way else None
+
+    async def _prefetched(
+        self, state: _DocumentState, prefix: str, suffix: str
+    ) -> Generation | None:
+        """The prefetched generation at this position (waiting for it while it runs), its
+        prompt noted on the request's audit row; None when there is none or it was stopped.
+        Any request uses up the document's prefetch."""
+        pending, state.prefetch = state.prefetch, None
+        if pending is None or (pending.prefix, pending.suffix) != (prefix, suffix):
+            return None
+        try:
+            generation = await asyncio.shield(pending.generation)
+        except asyncio.CancelledError:
+            if not pending.generation.cancelled() or _cancelling():
+                raise  # this request was cancelled, not the prefetch
+            return None
+        except EngineError:
+            return None  # the request tries for itself, and says why if it fails too
+        if generation.record.outcome != "ok":
+            return None
+        self._note_prompt(pending.request)
+        return generation
+
+    async def _generate(self, loaded: _Loaded, request: Request) -> Generation:
+        self._note_prompt(request)
+        return await loaded.backend.generate(request)
+
+    def _note_prompt(self, request: Request) -> None:
+        """On the request's audit row; in the log only when the administrator asked for code."""
         audit.note_prompt(
             "".join(str(getattr(s, "text", s)) for s in request.segments), self.model_sha256
         )
-        if self.settings.logging.logCode:  # only when the administrator asked for code in logs
-            log.debug("prompt for %s: %r", key, request.segments)
-        return await loaded.backend.generate(request)
+        if self.settings.logging.logCode:
+            log.debug("prompt for %s: %r", request.key, request.segments)
 
     async def _fim_request(
         self,
@@ -403,3 +523,27 @@ class Assistant:
         )
         loaded.backend.add_record(record)
         return Suggestion(state.last_text[len(typed) :], record)
+
+
+def _cancelling() -> bool:
+    """Whether the running task was asked to stop (a cancelled request)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _served_from_prefetch(prefetch: RequestRecord, started: float) -> RequestRecord:
+    """The record of a request a prefetch answered: no model work of its own (the prefetch has
+    its record), the wait for it (0 when it was done) as its latency."""
+    waited = round((time.perf_counter() - started) * 1000, 2)
+    return dataclasses.replace(
+        prefetch,
+        reused_tokens=prefetch.prompt_tokens,
+        shifted_tokens=0,
+        evaluated_tokens=0,
+        restored_tokens=0,
+        generated_tokens=0,
+        ttft_ms=waited,
+        total_ms=waited,
+        outcome="prefetched",
+        boundary_ms=0.0,
+    )

@@ -183,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["typing", "cold-open"],
         default="typing",
         help="cold-open: the first suggestion in ten files opened in turn (four slots), then "
-        "in three after a restart, without and with warm-ups and parked slots",
+        "in three after a restart, and the one after accepting it; without and with warm-ups, "
+        "parked slots and prefetch after accept",
     )
     latency.add_argument(
         "--think-ms",
@@ -199,6 +200,24 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--samples", type=int, default=200)
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--json", action="store_true")
+    quality.add_argument(
+        "--conditions",
+        help="comma-separated context conditions (default: all; an unknown name lists them)",
+    )
+    quality.add_argument(
+        "--results",
+        type=Path,
+        help="results file (JSON lines); stored answers to unchanged prompts are not rerun "
+        "(default: the user cache dir's codeagent-lsp/bench/quality.jsonl)",
+    )
+    quality.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop between completions after this long; a rerun resumes",
+    )
+    quality.add_argument(
+        "--predictions", action="store_true", help="with --json: every prediction and score"
+    )
     quality.set_defaults(run=_bench_quality)
     related = bench.add_parser("related", help="time the CodeGraph's related() on a repository")
     related.add_argument("--repo", type=Path, help="default: the Python standard library")
@@ -208,6 +227,20 @@ def _parser() -> argparse.ArgumentParser:
     related.add_argument("--baseline-samples", type=int, default=10)
     related.add_argument("--json", action="store_true")
     related.set_defaults(run=_bench_related)
+    index_bench = bench.add_parser(
+        "index", help="index a folder from scratch, timed against universal-ctags"
+    )
+    index_bench.add_argument("path", type=Path)
+    index_bench.add_argument(
+        "--samples", type=int, default=50, help="files whose re-index and related() are timed"
+    )
+    index_bench.add_argument("--seed", type=int, default=0)
+    index_bench.add_argument("--ctags", default="ctags", help="the ctags program (default: ctags)")
+    index_bench.add_argument(
+        "--workers", type=int, help="extraction processes (0: none; default: cores - 1, max 4)"
+    )
+    index_bench.add_argument("--json", action="store_true")
+    index_bench.set_defaults(run=_bench_index)
     return parser
 
 
@@ -484,18 +517,32 @@ def _bench_latency(args: argparse.Namespace) -> int:
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from codeagent_lsp.bench import quality_run
+    from codeagent_lsp.bench import quality_run, results
 
+    try:
+        conditions = quality_run.parse_conditions(args.conditions)
+    except ValueError as exc:
+        print(f"codeagent-lsp: {exc}", file=sys.stderr)
+        return 2
     result = asyncio.run(
         quality_run.run(
             _settings_from(args),
             args.repo,
             args.samples,
             args.seed,
+            results=args.results or results.default_path(),
+            conditions=conditions,
+            max_minutes=args.max_minutes,
             progress=_progress,  # stderr: --json output stays clean on stdout
+            keep_predictions=args.predictions,
         )
     )
     print(json.dumps(result) if args.json else result["table"])
+    if result["remaining"]:
+        _progress(
+            f"stopped at --max-minutes with {result['remaining']} (position, condition) pairs "
+            f"left; the same command resumes from {result['results']}"
+        )
     return 0
 
 
@@ -513,12 +560,31 @@ def _bench_related(args: argparse.Namespace) -> int:
         args.baseline_samples,
         progress=_progress,  # stderr: --json output stays clean on stdout
     )
-    if args.json:
+    _print_result(result, args.json)
+    return 0
+
+
+def _bench_index(args: argparse.Namespace) -> int:
+    from codeagent_lsp.bench.index import run_index_bench
+
+    try:
+        result = run_index_bench(
+            args.path, args.samples, args.seed, args.ctags, args.workers, _progress
+        )
+    except NotADirectoryError as exc:
+        print(f"codeagent-lsp bench index: {exc}", file=sys.stderr)
+        return 2
+    _print_result(result, args.json)
+    return 0
+
+
+def _print_result(result: dict[str, object], as_json: bool) -> None:
+    """A bench's figures on stdout: one JSON object, or one `key: value` line each."""
+    if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>18}: {value}")
-    return 0
 
 
 def _settings_schema(args: argparse.Namespace) -> int:

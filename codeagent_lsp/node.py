@@ -232,7 +232,7 @@ class Node:
 
     async def _tcp_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         server = self.new_server(self.models)
-        server.protocol.set_writer(writer)  # type: ignore[arg-type]  # write() and close()
+        server.protocol.set_writer(writer)  # a StreamWriter has write() and close()
         connection = self.connection(server, None)
         # A client that never authenticates holds no descriptor for long.
         deadline = asyncio.get_running_loop().time() + self.limits.auth_timeout_s

@@ -128,7 +128,7 @@ class CodeagentServer(LanguageServer):
         self._loading_started = False
         self._loading_task: asyncio.Task[None] | None = None
         self.warming: asyncio.Task[None] | None = None
-        """The background warm-up of a document's prompt, if one runs (features/completion)."""
+        """The background warm-up or prefetch, if one runs (features/completion)."""
         """Kept so the loop's weak reference is not the only one while the model loads."""
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
@@ -335,12 +335,12 @@ class CodeagentServer(LanguageServer):
             if path is not None:
                 roots.append((repo_name(folder), Path(path)))
         if not roots and self.workspace.root_uri:
-            root = fileuri.path_of(self.workspace.root_uri)
-            if root is not None:
-                roots.append((root.name, Path(root)))
+            root_path = fileuri.path_of(self.workspace.root_uri)
+            if root_path is not None:
+                roots.append((root_path.name, Path(root_path)))
         for extra in self.settings.codegraph.extraRepositories:
-            path = Path(extra).expanduser()
-            roots.append((path.name, path))
+            repository = Path(extra).expanduser()
+            roots.append((repository.name, repository))
         return roots
 
     def tell_refusal(self, uri: str) -> None:
@@ -360,7 +360,8 @@ class CodeagentServer(LanguageServer):
         )
 
     def stop_warming(self) -> None:
-        """Any keystroke, and any other warm-up, stops the running warm-up."""
+        """Any keystroke (but an accept), and any other warm-up or prefetch, stops the running
+        one."""
         if self.warming is not None:
             self.warming.cancel()
             self.warming = None

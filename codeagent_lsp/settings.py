@@ -120,6 +120,10 @@ class CompletionSettings:
     """Evaluate a document's prompt in the background when it is opened or focused (and at the
     cursor the editor integrations report), below any real request, so the first suggestion
     reuses it."""
+    prefetch: bool = True
+    """Once a suggestion is accepted (typed whole, or the editor's codeagent.accepted command),
+    compute the next one in the background, below any real request, so the request there
+    answers at once."""
 
 
 @dataclass(frozen=True)

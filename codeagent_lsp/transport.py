@@ -314,8 +314,8 @@ class Connection:
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
-    _pending: Counter[object] = field(init=False, default_factory=Counter)
-    """Ids of the requests in progress (an id may repeat)."""
+    _pending: Counter[Any] = field(init=False, default_factory=Counter)
+    """JSON-RPC ids (int or str) of the requests in progress (an id may repeat)."""
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -369,7 +369,7 @@ class Connection:
     async def handle_message(self, message: dict[str, Any], heavy: bool = False) -> None:
         method, msg_id = message.get("method"), message.get("id")
         is_request = method is not None and "id" in message
-        if is_request and not self._admit(method, msg_id):
+        if is_request and not self._admit(str(method), msg_id):
             return
         if method == "exit" and self.network:
             self.closed = True  # pygls would end the process, and every other client with it
@@ -422,12 +422,12 @@ class Connection:
             return True
         metrics.DENIALS.labels(reason).inc()
         metrics.REQUESTS.labels(self._label(method), reason).inc()
-        if self.on_denied is not None:
+        if self.on_denied is not None and self.identity is not None:  # set by login()
             self.on_denied(self.identity, method, reason)
         self.reply_error(msg_id, code, text)
         return False
 
-    def _track(self, method: str, msg_id: object, started: float) -> None:
+    def _track(self, method: str, msg_id: Any, started: float) -> None:
         """Count the request as in progress until pygls's future for it is done."""
         future = self.protocol._request_futures.get(msg_id)  # pygls keeps no public handle
         if future is None or future.done():

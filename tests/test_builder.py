@@ -83,6 +83,32 @@ def test_no_context_mode_and_no_index(python_index):
     assert ContextBuilder(None).context_files("k", path, text, offset, 400, count) == []
 
 
+def _lines(files: list[tuple[str, str]]) -> set[str]:
+    return {line for _path, text in files for line in text.split("\n") if line.strip()}
+
+
+def test_each_ablation_mode_draws_on_its_own_sources(python_index):
+    index, root = python_index
+    path, text, offset = cursor_in_describe(root)
+
+    def context(mode: str) -> list[tuple[str, str]]:
+        return ContextBuilder(index, mode=mode).context_files("k", path, text, offset, 4000, count)
+
+    line = text.count("\n", 0, offset)
+    cost = lambda snippet: count("", snippet)  # noqa: E731
+    definitions = index.related(path, text, line, 4000, cost, ["definition"])
+    signatures = index.related(path, text, line, 4000, cost, ["import"])
+    assert _lines(context("definitions")) == _lines([("", s.text) for s in definitions])
+    assert _lines(context("signatures")) == _lines([("", s.text) for s in signatures])
+    assert any("class Circle(Shape)" in t for _, t in context("definitions"))
+    windows = _lines(context("windows"))
+    both = _lines(context("windows+definitions"))
+    assert both <= windows | _lines(context("definitions"))
+    assert both & windows and both - windows  # each source is there
+    assert context("none") == [] and context("assets") == []  # no asset index given
+    assert _lines(context("full")) >= _lines(context("definitions"))
+
+
 def test_api_schemas_come_in_and_secrets_never_do(tmp_path: Path):
     root = tmp_path / "service"
     root.mkdir()

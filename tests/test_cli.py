@@ -91,7 +91,7 @@ def test_latency_bench_reports_against_its_baseline(tiny_model: Path):
     assert result["baseline_evaluated_tokens_p50"] > 0.9 * result["prompt_tokens_p50"]
 
 
-def test_cold_open_bench_parks_and_restores_across_a_restart(tiny_model: Path):
+def test_cold_open_bench_parks_restores_and_prefetches(tiny_model: Path):
     out = run(
         *("bench", "latency", "--scenario", "cold-open", "--think-ms", "100"),
         *("--model", str(tiny_model), "--threads", "1", "--json"),
@@ -101,6 +101,10 @@ def test_cold_open_bench_parks_and_restores_across_a_restart(tiny_model: Path):
         assert isinstance(result[key], float)
     runs = result["conditions"]
     assert all(len(run["first_ms"]) == 13 for run in runs.values())
+    # The suggestion after an accept comes from the prefetch exactly where prefetch is on.
+    accepted = {name: set(run["next_outcomes"]) for name, run in runs.items()}
+    assert accepted["prefetch"] == accepted["all"] == {"prefetched"}
+    assert accepted["none"] == accepted["warm"] == accepted["park"] == {"ok"}
     # After the restart the first three files come back from disk only where parking is on.
     restored = {name: run["restored_after_restart"] for name, run in runs.items()}
     assert all(n > 0 for n in restored["park"] + restored["all"])

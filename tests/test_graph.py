@@ -45,6 +45,20 @@ def test_related_puts_definitions_near_the_cursor_first(python_index):
     assert reasons == sorted(reasons, key=["definition", "import", "ranked"].index)
 
 
+def test_related_gives_only_the_reasons_asked_for(python_index):
+    index, root = python_index
+    text = (root / "app.py").read_text()
+    line = text.split("\n").index("def describe(c: Circle) -> str:")
+    count = lambda s: len(s) // 4 + 1  # noqa: E731
+    everything = index.related(root / "app.py", text, line, 4000, count)
+    for reason in ("definition", "import", "ranked"):
+        only = index.related(root / "app.py", text, line, 4000, count, [reason])
+        assert only, reason
+        assert all(s.reason == reason for s in only)
+        if reason == "definition":  # tried first: the same as in the full list
+            assert only == [s for s in everything if s.reason == reason]
+
+
 def test_related_respects_the_budget(python_index):
     index, root = python_index
     text = (root / "app.py").read_text()

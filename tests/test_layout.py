@@ -1,4 +1,5 @@
-"""The project's code rules, run as tests so that CI enforces them (`.ci/run` runs pytest only).
+"""The project's code rules, run as tests so that CI enforces them (`.ci/run` runs pytest only):
+ruff's lint and format, and mypy over the package.
 
 ruff's banned-API rule (TID251, configured in pyproject.toml) keeps pygls and lsprotocol inside
 the LSP layer: features/, server.py, transport.py, node.py, documents.py and the tests.
@@ -23,6 +24,17 @@ def test_ruff_is_clean(command: list[str]) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_clean() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental"],  # files: pyproject's [tool.mypy]
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 

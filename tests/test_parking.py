@@ -4,6 +4,7 @@ ignored and deleted; the folder is private and capped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from codeagent_lsp.assistant import Assistant, Suggestion
 from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
-from codeagent_lsp.engine.parking import MAGIC, SlotPark, fingerprint
+from codeagent_lsp.engine.parking import MAGIC, SlotPark, Speeds, fingerprint
 from codeagent_lsp.security.policy import parse
-from codeagent_lsp.settings import EngineSettings
+from codeagent_lsp.settings import EngineSettings, Settings, merge
+from tests.conftest import PROJECTS
 from tests.test_engine import CODE, SUFFIX_CODE
 
 WAIT = 60.0
@@ -194,3 +197,110 @@ def test_a_new_process_restores_the_document_unless_the_policy_forbids(
     else:
         assert not parked and again["restoredTokens"] == 0
         assert again["evaluatedTokens"] == first["evaluatedTokens"]
+
+
+def _hidden_line_tasks() -> list[tuple[str, str, int]]:
+    """(document, text, cursor) like `bench quality`'s: a middle line's code hidden, the cursor
+    after its indentation."""
+    sources = {
+        "geometry.py": (PROJECTS / "python" / "shapes" / "geometry.py").read_text(),
+        "app.py": (PROJECTS / "python" / "app.py").read_text(),
+        "tool.py": CODE + SUFFIX_CODE,
+    }
+    tasks = []
+    for name, source in sources.items():
+        lines = source.split("\n")
+        row = len(lines) // 2
+        indent = lines[row][: len(lines[row]) - len(lines[row].lstrip())]
+        before, after = "\n".join([*lines[:row], indent]), "\n".join(["", *lines[row + 1 :]])
+        tasks.append((f"file:///work/{name}", before + after, len(before)))
+    return tasks
+
+
+def _suggestions(tiny_model: Path, park_dir: Path, parking: bool) -> list[Suggestion]:
+    """Every task asked twice on one slot: the second time each document comes back evicted,
+    restored from disk when parking is on, evaluated afresh when off. Greedy sampling."""
+    options = {
+        "model": str(tiny_model),
+        "engine": {"threads": 1, "slots": 1, "parkSlots": parking, "parkDir": str(park_dir)},
+        "completion": {"maxTokens": 32, "temperature": 0.0},
+    }
+    settings, errors = merge(Settings(), options)
+    assert not errors
+    assistant = Assistant(settings)
+
+    async def ask_twice() -> list[Suggestion]:
+        tasks = _hidden_line_tasks()
+        return [await assistant.complete(*task) for task in tasks + tasks]
+
+    try:
+        return asyncio.run(ask_twice())
+    finally:
+        assistant.close()
+
+
+def test_suggestions_are_identical_with_parking_on_and_off(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """What `bench quality` must show: a restored KV cache answers exactly as a fresh
+    evaluation of the same prompt (greedy; the text and its number of tokens)."""
+    parked = _suggestions(tiny_model, tmp_path / "on", parking=True)
+    fresh = _suggestions(tiny_model, tmp_path / "off", parking=False)
+    count = len(parked) // 2
+    assert all(s.record.restored_tokens > 0 for s in parked[count:])  # restores did happen
+    assert all(s.record.restored_tokens == 0 for s in fresh)
+    assert [s.text for s in parked] == [s.text for s in fresh]
+    assert [s.record.generated_tokens for s in parked] == [s.record.generated_tokens for s in fresh]
+    assert any(s.text for s in fresh)  # the comparison compares something
+
+
+def test_a_wrong_kv_state_would_change_the_suggestion(make_engine: Callable[..., Engine]) -> None:
+    """The comparison above can fail: a parked file that passes every check but holds another
+    prompt's KV cache (same length) makes the document answer differently."""
+    engine = make_engine()
+    a = engine.tokenize(CODE)
+    b = engine.tokenize(SUFFIX_CODE * 3)[: len(a)]
+    fresh = engine.submit(GenerationJob("a.py", a, max_tokens=32)).result(timeout=WAIT)
+    # One token sampled, none decoded: b.py's slot holds its prompt alone. It evicts a.py.
+    engine.submit(GenerationJob("b.py", b, max_tokens=1)).result(timeout=WAIT)
+    generate(engine, "c.py", engine.tokenize(CODE[::-1]))  # evicts b.py
+    other = engine.park.take("b.py")
+    assert other is not None and len(other.tokens) == len(a)
+    engine.park.park("a.py", a, other.state)  # a.py's tokens over b.py's KV cache
+    wrong = engine.submit(GenerationJob("a.py", a, max_tokens=32)).result(timeout=WAIT)
+    assert wrong.record.restored_tokens == len(a) - 1  # the last token is evaluated anyway
+    assert wrong.text != fresh.text
+
+
+def test_restoring_is_skipped_when_evaluating_is_measured_faster(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine()
+    a, b = engine.tokenize(CODE), engine.tokenize(SUFFIX_CODE * 3)
+    generate(engine, "a.py", a)
+    generate(engine, "b.py", b)  # evicts a.py
+    back = generate(engine, "a.py", a)  # evicts b.py
+    assert back.record.restored_tokens > 0
+    speeds = engine.speeds  # both measured on this machine by what just ran
+    assert speeds.eval_tokens_s > 0 and speeds.restore_bytes_s > 0
+    speeds.restore_bytes_s = 1.0  # as from a disk giving a byte a second
+    again = generate(engine, "b.py", b)
+    assert again.record.restored_tokens == 0  # evaluated afresh instead
+    assert again.record.evaluated_tokens == len(b)
+    assert engine.park.size("b.py")  # left parked: a later, faster read may use it
+
+
+def test_the_restore_decision_weighs_bytes_against_tokens() -> None:
+    h200 = Speeds(eval_tokens_s=14_000.0, restore_bytes_s=200e6)  # 1.4k tokens: 100 ms
+    assert not h200.restore_pays(1_400, 34_000_000)  # 170 ms to read and load
+    assert h200.restore_pays(1_400, 10_000_000)  # 50 ms
+    assert h200.restore_pays(1_400, 22_000_000)  # 110 ms: within the noise, restored
+    two_cores = Speeds(eval_tokens_s=100.0, restore_bytes_s=200e6)  # 1.4k tokens: 14 s
+    assert two_cores.restore_pays(1_400, 34_000_000)
+    assert Speeds(eval_tokens_s=1e9).restore_pays(1_400, 34_000_000)  # restore not measured yet
+    measured = Speeds()
+    measured.note_eval(8, 1.0)  # too short a batch to say anything
+    measured.note_eval(1_000, 0.5)
+    measured.note_eval(1_000, 5.0)  # interrupted: the best measurement stays
+    measured.note_restore(1_000_000, 0.01)
+    assert (measured.eval_tokens_s, measured.restore_bytes_s) == (2_000.0, 100e6)

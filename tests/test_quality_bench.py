@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,9 @@ from hypothesis import strategies as st
 from codeagent_lsp.bench.quality import (
     MID_LINE,
     NEXT_LINE,
+    Completion,
     Condition,
+    Prepared,
     Task,
     accepted_parses,
     edit_similarity,
@@ -23,9 +28,11 @@ from codeagent_lsp.bench.quality import (
     run_quality_bench,
     sample_tasks,
 )
+from codeagent_lsp.bench.results import Result, ResultsFile
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "projects" / "python"
 STDLIB_JSON = Path(json.__file__).resolve().parent
+CLI = [sys.executable, "-m", "codeagent_lsp"]
 ROOTS = [FIXTURE, STDLIB_JSON]
 
 
@@ -204,11 +211,11 @@ def test_sampling_an_empty_folder_gives_nothing(tmp_path: Path) -> None:
 # --- running and aggregating ------------------------------------------------------------------
 
 
-def _task(expected: str, kind: str, uses_other_file: bool = False) -> Task:
+def _task(expected: str, kind: str, uses_other_file: bool = False, line: int = 0) -> Task:
     return Task(
         path=Path("m.py"),
         relative="m.py",
-        line=0,
+        line=line,
         column=0,
         prefix_text="",
         suffix_text="",
@@ -218,31 +225,58 @@ def _task(expected: str, kind: str, uses_other_file: bool = False) -> Task:
     )
 
 
-async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file() -> None:
+class Model:
+    """Answers each prompt as `answer(prompt)` says, and counts the calls."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.calls: list[str] = []
+
+    def condition(self, name: str, prompt=None, tokens: int = 100) -> Condition:
+        """A condition whose prompt is `prompt(task)` (default: the condition's name and the
+        task's position)."""
+
+        async def prepare(task: Task) -> Prepared | None:
+            text = prompt(task) if prompt else f"{name}|{task.id}"
+            if text is None:
+                return None
+
+            async def run() -> Completion:
+                self.calls.append(text)
+                raw, latency = self.answer(name, task)
+                return Completion(raw, latency, tokens)
+
+            return Prepared(hashlib.sha256(text.encode()).hexdigest(), 1, run)
+
+        return prepare
+
+
+async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file(tmp_path) -> None:
     tasks = [
         _task("alpha = 1", NEXT_LINE),
-        _task("beta(2)", MID_LINE, uses_other_file=True),
+        _task("beta(2)", MID_LINE, uses_other_file=True, line=1),
     ]
-    calls: list[tuple[str, str]] = []
 
-    async def none(task: Task) -> tuple[str, float]:
-        calls.append(("none", task.expected))
-        return "", 10.0
-
-    async def windows(task: Task) -> tuple[str, float]:
-        calls.append(("windows", task.expected))
-        return ("alpha = 1", 20.0) if task.kind == NEXT_LINE else ("gamma(2)", 30.0)
-
-    async def full(task: Task) -> tuple[str, float]:
-        calls.append(("full", task.expected))
+    def answer(name: str, task: Task) -> tuple[str, float]:
+        if name == "none":
+            return "", 10.0
+        if name == "windows":
+            return ("alpha = 1", 20.0) if task.kind == NEXT_LINE else ("gamma(2)", 30.0)
         return task.expected + "\nextra line", 40.0
 
+    model = Model(answer)
+    conditions = {
+        "none": model.condition("none", tokens=50),
+        "windows": model.condition("windows"),
+        "full": model.condition("full", tokens=300),
+    }
     messages: list[str] = []
-    result = await run_quality_bench(
-        tasks, {"none": none, "windows": windows, "full": full}, progress=messages.append
-    )
+    results = ResultsFile(tmp_path / "r.jsonl")
+    result = await run_quality_bench(tasks, conditions, results, "m", progress=messages.append)
 
-    assert len(calls) == 6 and len(messages) == 2
+    assert len(model.calls) == 6 and len(messages) == 6
+    assert messages[-1].startswith("6/6 ") and "ETA" in messages[-1]
+    assert (result["ran"], result["stored"], result["remaining"]) == (6, 0, 0)
     assert result["samples"] == 2
     assert result["conditions"] == ["none", "windows", "full"]
     assert (result["em_none"], result["em_windows"], result["em_full"]) == (0.0, 50.0, 100.0)
@@ -250,6 +284,7 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file() 
     # gamma(2) against beta(2): 4 edits over 8 characters.
     assert result["es_windows"] == pytest.approx((100 + 50) / 2)
     assert (result["id_none"], result["id_windows"], result["id_full"]) == (0.0, 50.0, 100.0)
+    assert (result["tokens_none"], result["tokens_full"], result["n_full"]) == (50.0, 300.0, 2)
     assert result["p50_ms"] == 25.0
     assert (result["p50_ms_none"], result["p50_ms_windows"], result["p50_ms_full"]) == (
         10.0,
@@ -263,32 +298,25 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file() 
     assert result["other_file"]["samples"] == 1
     assert result["other_file"]["es_windows"] == pytest.approx(50.0)
     table = result["table"].splitlines()
-    assert table[0] == "| condition | EM | ES | ID | parses % | p50 ms |"
+    assert table[0].startswith("| condition | n | EM | ES | ID | EM next-line | EM mid-line |")
     assert table[2:] == [
-        "| none | 0.0 | 0.0 | 0.0 | 100.0 | 10 |",
-        "| windows | 50.0 | 75.0 | 50.0 | 100.0 | 25 |",
-        "| full | 100.0 | 100.0 | 100.0 | 0.0 | 40 |",  # "extra line" is no Python
-    ]
+        "| none | 2 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 50 | 100.0 | 10 |",
+        "| windows | 2 | 50.0 | 75.0 | 50.0 | 100.0 | 0.0 | 0.0 | 100 | 100.0 | 25 |",
+        "| full | 2 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 300 | 0.0 | 40 |",
+    ]  # "extra line" is no Python
     assert result["parse_rate"] == pytest.approx(200 / 3, abs=0.01)
     assert result["parse_samples"] == 2
     assert "per_task" not in result
 
 
-async def test_run_quality_bench_rotates_condition_order_and_keeps_predictions() -> None:
-    order: list[str] = []
-
-    def condition(name: str) -> Condition:
-        async def complete(task: Task) -> tuple[str, float]:
-            order.append(name)
-            return name, 1.0
-
-        return complete
-
-    tasks = [_task("x = 1", NEXT_LINE), _task("y = 2", MID_LINE)]
+async def test_run_quality_bench_rotates_condition_order_and_keeps_predictions(tmp_path) -> None:
+    model = Model(lambda name, task: (name, 1.0))
+    tasks = [_task("x = 1", NEXT_LINE), _task("y = 2", MID_LINE, line=1)]
+    conditions = {"a": model.condition("a"), "b": model.condition("b")}
     result = await run_quality_bench(
-        tasks, {"a": condition("a"), "b": condition("b")}, keep_predictions=True
+        tasks, conditions, ResultsFile(tmp_path / "r.jsonl"), "m", keep_predictions=True
     )
-    assert order == ["a", "b", "b", "a"]
+    assert model.calls == ["a|m.py:1:0", "b|m.py:1:0", "b|m.py:2:0", "a|m.py:2:0"]
     assert result["em_a"] == 0.0 and "em_none" not in result
     rows = result["per_task"]
     assert len(rows) == 4
@@ -296,13 +324,109 @@ async def test_run_quality_bench_rotates_condition_order_and_keeps_predictions()
     assert rows[0]["prediction"] == "a" and rows[0]["expected"] == "x = 1"
 
 
-async def test_run_quality_bench_with_no_tasks() -> None:
-    async def none(task: Task) -> tuple[str, float]:
-        return "", 0.0
-
-    result = await run_quality_bench([], {"none": none})
+async def test_run_quality_bench_with_no_tasks(tmp_path) -> None:
+    model = Model(lambda name, task: ("", 0.0))
+    result = await run_quality_bench(
+        [], {"none": model.condition("none")}, ResultsFile(tmp_path / "r.jsonl"), "m"
+    )
     assert result["samples"] == 0 and result["em_none"] == 0.0 and result["p50_ms"] == 0.0
-    assert result["other_file"]["samples"] == 0
+    assert result["other_file"]["samples"] == 0 and result["ran"] == 0
+
+
+TASKS = [_task(f"v{i} = {i}", (NEXT_LINE, MID_LINE)[i % 2], line=i) for i in range(4)]
+
+
+async def test_a_rerun_answers_from_the_results_file_without_the_model(tmp_path) -> None:
+    def conditions(model: Model) -> dict[str, Condition]:
+        return {name: model.condition(name) for name in ("none", "full")}
+
+    first = Model(lambda name, task: (task.expected if name == "full" else "x", 5.0))
+    path = tmp_path / "r.jsonl"
+    before = await run_quality_bench(TASKS, conditions(first), ResultsFile(path), "m")
+    assert len(first.calls) == before["ran"] == 8
+
+    again = Model(lambda name, task: ("never asked", 1.0))
+    after = await run_quality_bench(TASKS, conditions(again), ResultsFile(path), "m")
+    assert again.calls == [] and (after["ran"], after["stored"]) == (0, 8)
+    assert after["table"] == before["table"]
+    assert len(path.read_text().splitlines()) == 8
+    # Another model's sha256 is another result.
+    other = await run_quality_bench(TASKS, conditions(again), ResultsFile(path), "other")
+    assert other["ran"] == 8 and other["em_full"] == 0.0
+
+
+async def test_only_changed_prompts_are_sent_again(tmp_path) -> None:
+    path = tmp_path / "r.jsonl"
+    model = Model(lambda name, task: (task.expected, 5.0))
+    version = {"context": "v1"}
+
+    def full_prompt(task: Task) -> str:
+        # The context source changed only for the positions on even lines.
+        changed = version["context"] if task.line % 2 == 0 else "v1"
+        return f"full|{task.id}|{changed}"
+
+    conditions = {"none": model.condition("none"), "full": model.condition("full", full_prompt)}
+    await run_quality_bench(TASKS, conditions, ResultsFile(path), "m")
+    model.calls.clear()
+    version["context"] = "v2"
+    result = await run_quality_bench(TASKS, conditions, ResultsFile(path), "m")
+    assert model.calls == ["full|m.py:1:0|v2", "full|m.py:3:0|v2"]
+    assert (result["ran"], result["stored"]) == (2, 6)
+
+
+async def test_a_prompt_another_condition_answered_is_not_sent_again(tmp_path) -> None:
+    model = Model(lambda name, task: (task.expected, 5.0))
+
+    def same(task: Task) -> str:
+        return task.id  # both conditions build the same prompt
+
+    conditions = {"none": model.condition("none", same), "assets": model.condition("a", same)}
+    result = await run_quality_bench(TASKS, conditions, ResultsFile(tmp_path / "r.jsonl"), "m")
+    assert len(model.calls) == result["ran"] == 4 and result["shared"] == 4
+    assert result["em_assets"] == result["em_none"] == 100.0
+
+
+async def test_a_condition_that_does_not_apply_is_skipped(tmp_path) -> None:
+    model = Model(lambda name, task: (task.expected, 5.0))
+
+    def odd_only(task: Task) -> str | None:
+        return f"a|{task.id}" if task.line % 2 else None
+
+    conditions = {"assets": model.condition("assets", odd_only)}
+    result = await run_quality_bench(TASKS, conditions, ResultsFile(tmp_path / "r.jsonl"), "m")
+    assert (result["ran"], result["skipped"], result["n_assets"]) == (2, 2, 2)
+
+
+async def test_the_time_limit_stops_between_completions_and_a_rerun_resumes(tmp_path) -> None:
+    path = tmp_path / "r.jsonl"
+    model = Model(lambda name, task: (task.expected, 5.0))
+    conditions = {name: model.condition(name) for name in ("none", "full")}
+    # No time at all: one completion runs (every run makes progress), then it stops.
+    first = await run_quality_bench(TASKS, conditions, ResultsFile(path), "m", max_seconds=0)
+    assert (first["ran"], first["remaining"]) == (1, 7)
+    assert first["n_none"] + first["n_full"] == 1
+    assert len(path.read_text().splitlines()) == 1
+    second = await run_quality_bench(TASKS, conditions, ResultsFile(path), "m", max_seconds=0)
+    assert (second["stored"], second["ran"], second["remaining"]) == (1, 1, 6)
+    last = await run_quality_bench(TASKS, conditions, ResultsFile(path), "m")
+    assert (last["stored"], last["ran"], last["remaining"]) == (2, 6, 0)
+    assert len(model.calls) == 8 and len(set(model.calls)) == 8
+
+
+def test_the_results_file_survives_a_torn_line_and_later_lines_win(tmp_path) -> None:
+    path = tmp_path / "r.jsonl"
+    results = ResultsFile(path)
+    results.add(Result("t", "full", "p", "m", "old", 1.0, 10, 0))
+    results.add(Result("t", "full", "p", "m", "new \ud83d", 2.0, 10, 0))
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"task": "t2", "condition": "full", "prompt_sha')  # a run killed mid-line
+    again = ResultsFile(path)
+    assert len(again) == 1
+    found = again.find("t", "full", "p", "m")
+    assert found is not None and found.raw == "new \ud83d" and found.latency_ms == 2.0
+    assert again.find("t", "full", "other prompt", "m") is None
+    again.add(Result("t2", "full", "p2", "m", "after", 1.0, 10, 0))  # appends after the tear
+    assert ResultsFile(path).find("t2", "full", "p2", "m") is not None
 
 
 # --- accept and parse -------------------------------------------------------------------------
@@ -334,3 +458,106 @@ JS = _masked("m.js", "function f(x) {\n  ", "return x;", "\n}\nf(1);\n")
 )
 def test_accepting_the_whole_suggestion_leaves_the_file_parsing(task, prediction, parses):
     assert accepted_parses(task, prediction) is parses
+
+
+# --- the command, on the tiny model ------------------------------------------------------------
+
+LIB = '''"""Helpers."""
+
+
+def scale(value: float, factor: float) -> float:
+    return value * factor
+
+
+def clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+'''
+
+APP = "".join(
+    f"def step_{i}(x: float) -> float:\n    y = scale(x, {i}.5)\n    return clamp(y, 0, {i})\n\n"
+    for i in range(8)
+)
+
+
+def bench(model: Path, repo: Path, results: Path, *options: str) -> tuple[dict, str]:
+    out = subprocess.run(
+        [
+            *CLI,
+            *("bench", "quality", "--repo", str(repo), "--model", str(model), "--threads", "1"),
+            *("--samples", "3", "--seed", "3", "--results", str(results), "--json"),
+            *("--predictions", *options),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(out.stdout), out.stderr
+
+
+def _prompts(result: dict) -> dict[tuple[str, str], str]:
+    return {(row["task"], row["condition"]): row["prompt_sha256"] for row in result["per_task"]}
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "lib.py").write_text(LIB, encoding="utf-8")  # too short to be sampled
+    (repo / "app.py").write_text(APP, encoding="utf-8")
+    return repo
+
+
+CONDITIONS = ["--conditions", "none,definitions,full"]
+
+
+def test_a_rerun_sends_no_prompt_and_a_changed_source_only_what_it_changed(
+    tiny_model: Path, small_repo: Path, tmp_path: Path
+):
+    results = tmp_path / "results.jsonl"
+    first, stderr = bench(tiny_model, small_repo, results, *CONDITIONS)
+    pairs = first["samples"] * 3
+    assert first["samples"] == 3 and first["ran"] + first["shared"] == pairs
+    assert f"{pairs}/{pairs} " in stderr and "ETA" in stderr
+    lines = len(results.read_text().splitlines())
+    assert lines == pairs
+
+    again, _ = bench(tiny_model, small_repo, results, *CONDITIONS)
+    assert (again["ran"], again["shared"], again["stored"]) == (0, 0, pairs)
+    assert again["table"] == first["table"]
+    assert len(results.read_text().splitlines()) == lines
+
+    # A context source changes (a definition the prompts quote): only its prompts run again.
+    lib = small_repo / "lib.py"
+    lib.write_text(LIB.replace("value * factor", "value * factor * 2"), encoding="utf-8")
+    changed, _ = bench(tiny_model, small_repo, results, *CONDITIONS)
+    before, after = _prompts(first), _prompts(changed)
+    differ = {pair for pair in after if after[pair] != before[pair]}
+    assert differ and all(condition != "none" for _task, condition in differ)
+    assert changed["ran"] + changed["shared"] == len(differ)
+    assert changed["stored"] == pairs - len(differ)
+
+
+def test_max_minutes_stops_cleanly_and_a_rerun_resumes(
+    tiny_model: Path, small_repo: Path, tmp_path: Path
+):
+    results = tmp_path / "results.jsonl"
+    stopped, stderr = bench(tiny_model, small_repo, results, *CONDITIONS, "--max-minutes", "0")
+    assert stopped["ran"] == 1 and stopped["remaining"] == stopped["samples"] * 3 - 1
+    assert "resumes" in stderr and str(results) in stderr
+    assert "| none |" in stopped["table"]
+    assert len(results.read_text().splitlines()) == 1
+    resumed, _ = bench(tiny_model, small_repo, results, *CONDITIONS)
+    assert resumed["stored"] == 1 and resumed["remaining"] == 0
+    assert resumed["stored"] + resumed["ran"] + resumed["shared"] == resumed["samples"] * 3
+
+
+def test_unknown_conditions_are_refused_with_the_known_ones(tiny_model: Path, small_repo: Path):
+    out = subprocess.run(
+        [*CLI, "bench", "quality", "--repo", str(small_repo), "--conditions", "full,magic"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "magic" in out.stderr and "windows+definitions" in out.stderr

@@ -1,11 +1,12 @@
 """`codeagent-lsp bench quality`: how much repository context improves completions.
 
 Cursor positions are sampled with a fixed seed from a real repository, the rest of the line is
-hidden, and the line is completed under several conditions (no repository context, similar
-code windows only, the full context builder) with the same model and budget. Each completion
-is scored as in the CrossCodeEval / RepoCoder literature: exact match, edit similarity and
-identifier match on the first line. This module samples, scores and aggregates; the caller
-supplies one async callable per condition that runs the server's completion path.
+hidden, and the line is completed under several conditions (no repository context, one context
+source, the full context builder) with the same model and budget. Each completion is scored as
+in the CrossCodeEval / RepoCoder literature: exact match, edit similarity and identifier match
+on the first line, plus whether the file still parses once it is accepted. This module
+samples, runs against a results file, scores and aggregates; the caller supplies one async
+callable per condition that builds the prompt through the server's completion path.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import os
 import random
 import re
 import statistics
+import time
 import tokenize
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tree_sitter
 
+from codeagent_lsp.bench.results import Result, ResultsFile
 from codeagent_lsp.codegraph import extract, languages
 from codeagent_lsp.context import postprocess
 
@@ -64,8 +67,6 @@ _SLASH_COMMENTS = ("//", "/*", "* ", "*/")
 _FSTRING_START = getattr(tokenize, "FSTRING_START", -1)
 _FSTRING_END = getattr(tokenize, "FSTRING_END", -1)
 
-Condition = Callable[["Task"], Awaitable[tuple[str, float]]]
-
 
 @dataclass
 class Task:
@@ -86,6 +87,12 @@ class Task:
     expected: str
     kind: str
     uses_other_file: bool = False
+
+    @property
+    def id(self) -> str:
+        """`relative:line:column` (line 1-based, column 0-based): names the position in the
+        results file."""
+        return f"{self.relative}:{self.line + 1}:{self.column}"
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -136,7 +143,7 @@ def _tasks_in_file(
     candidates = _candidate_lines(text, lines, path.suffix.lower())
     chosen = sorted(rng.sample(candidates, min(limit, len(candidates))))
     relative = path.relative_to(root).as_posix()
-    tasks = []
+    tasks: list[Task] = []
     for number in chosen:
         # The kind alternates over the whole sample, not per file, to keep the halves even.
         kind = KINDS[(already + len(tasks)) % 2]
@@ -350,53 +357,165 @@ def _error_nodes(node: tree_sitter.Node) -> int:
 # --- running and aggregating ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A model call's outcome: the answer before post-processing, wall time, prompt size."""
+
+    raw: str
+    latency_ms: float
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A condition's prompt for one task, hashed and ready to send."""
+
+    prompt_sha256: str
+    context_files: int
+    run: Callable[[], Awaitable[Completion]]
+
+
+Condition = Callable[[Task], Awaitable[Prepared | None]]
+"""Builds a task's prompt under one condition; None where the condition does not apply."""
+Finish = Callable[[Task, str], str]
+"""Post-processing: (task, the model's raw answer) -> the suggestion scored."""
+
+
 @dataclass
 class _Score:
     task: Task
     condition: str
     prediction: str
-    latency_ms: float
+    result: Result
+    how: str
     em: float
     es: float
     id: float
     parses: bool | None
 
 
+@dataclass
+class _Run:
+    """Progress and the time limit of one run over `total` (task, condition) pairs."""
+
+    total: int
+    max_seconds: float | None
+    started: float
+    done: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def out_of_time(self) -> bool:
+        """Time is up, and this run has made progress (it always runs one completion)."""
+        elapsed = time.monotonic() - self.started
+        return (
+            self.max_seconds is not None and self.counts["ran"] > 0 and elapsed >= self.max_seconds
+        )
+
+    def eta_seconds(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return elapsed / self.done * (self.total - self.done) if self.done else 0.0
+
+
 async def run_quality_bench(
     tasks: Sequence[Task],
     conditions: Mapping[str, Condition],
+    results: ResultsFile,
+    model: str,
+    *,
+    finish: Finish = lambda _task, raw: raw,
     progress: Callable[[str], None] | None = None,
     keep_predictions: bool = False,
+    max_seconds: float | None = None,
 ) -> dict[str, object]:
     """Complete every task under every condition, one at a time, and aggregate the scores.
 
-    Keys: `samples`, `conditions`, `em_<c>`, `es_<c>`, `id_<c>` (means, 0-100),
-    `parse_rate_<c>` and `parse_rate` (accepted suggestions that leave the file parsing, 0-100,
-    over the `parse_samples` positions whose file parses), `p50_ms`
-    (all completions), `p50_ms_<c>`, `per_kind` (the same metric keys per kind, with its
-    `samples`), `other_file` (the same for tasks with `uses_other_file`) and `table`
-    (markdown). With `keep_predictions`, `per_task` lists every prediction and its scores.
+    A (task, condition) pair whose exact prompt is already in `results` for `model` (the
+    model's sha256) is scored from there; one whose prompt another stored result shares is
+    copied (`shared`); the rest run and are stored as they finish (`ran`). With `max_seconds`,
+    the run stops between completions once the time is up (after at least one completion)
+    and reports what it has; `remaining` counts the pairs not reached.
+
+    Keys: `samples`, `conditions`, `ran`, `stored`, `shared`, `skipped` (pairs where the
+    condition did not apply), `remaining`, `n_<c>` (positions scored), `em_<c>`, `es_<c>`,
+    `id_<c>` (means, 0-100), `tokens_<c>` (mean prompt tokens), `parse_rate_<c>` and
+    `parse_rate` (accepted suggestions that leave the file parsing, 0-100, over the
+    `parse_samples` positions whose file parses), `p50_ms` (all completions), `p50_ms_<c>`,
+    `per_kind` (the same metric keys per kind, with its `samples`), `other_file` (the same
+    for tasks with `uses_other_file`) and `table` (markdown). With `keep_predictions`,
+    `per_task` lists every prediction and its scores.
     """
     say = progress or (lambda _m: None)
     names = list(conditions)
+    run = _Run(len(tasks) * len(names), max_seconds, time.monotonic())
     scores: list[_Score] = []
     for index, task in enumerate(tasks):
-        say(f"{index + 1}/{len(tasks)} {task.relative}:{task.line + 1} {task.kind}")
         # The order rotates per task so a warm cache or warm-up left by one condition favours
         # each condition equally often.
         shift = index % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
-            prediction, latency = await conditions[name](task)
-            scores.append(_score(task, name, prediction, latency))
-    return _aggregate(tasks, names, scores, keep_predictions)
+            if run.out_of_time():
+                return _aggregate(tasks, names, scores, keep_predictions, run)
+            score = await _one(task, name, conditions[name], results, model, finish, run)
+            run.done += 1
+            if score is not None:
+                scores.append(score)
+            say(_progress_line(run, task, name, score))
+    return _aggregate(tasks, names, scores, keep_predictions, run)
 
 
-def _score(task: Task, condition: str, prediction: str, latency_ms: float) -> _Score:
+async def _one(
+    task: Task,
+    name: str,
+    condition: Condition,
+    results: ResultsFile,
+    model: str,
+    finish: Finish,
+    run: _Run,
+) -> _Score | None:
+    """One pair's score: from the results file when its prompt is there, else from the model."""
+    prepared = await condition(task)
+    if prepared is None:
+        run.counts["skipped"] += 1
+        return None
+    found = results.find(task.id, name, prepared.prompt_sha256, model)
+    how = "stored"
+    if found is None:
+        shared = results.same_prompt(prepared.prompt_sha256, model)
+        if shared is not None:
+            how, completion = (
+                "shared",
+                Completion(shared.raw, shared.latency_ms, shared.prompt_tokens),
+            )
+        else:
+            how, completion = "ran", await prepared.run()
+        found = Result(
+            task.id,
+            name,
+            prepared.prompt_sha256,
+            model,
+            completion.raw,
+            completion.latency_ms,
+            completion.prompt_tokens,
+            prepared.context_files,
+        )
+        results.add(found)
+    run.counts[how] += 1
+    return _score(task, name, finish(task, found.raw), found, how)
+
+
+def _progress_line(run: _Run, task: Task, name: str, score: _Score | None) -> str:
+    what = "skipped" if score is None else f"{score.how} {score.result.latency_ms / 1000:.1f} s"
+    eta = int(run.eta_seconds())
+    return f"{run.done}/{run.total} {name} {task.id} {what}, ETA {eta // 60}m{eta % 60:02d}s"
+
+
+def _score(task: Task, condition: str, prediction: str, result: Result, how: str) -> _Score:
     return _Score(
         task=task,
         condition=condition,
         prediction=prediction,
-        latency_ms=latency_ms,
+        result=result,
+        how=how,
         em=100.0 if exact_match(prediction, task.expected) else 0.0,
         es=edit_similarity(prediction, task.expected),
         id=identifier_match(prediction, task.expected),
@@ -405,13 +524,21 @@ def _score(task: Task, condition: str, prediction: str, latency_ms: float) -> _S
 
 
 def _aggregate(
-    tasks: Sequence[Task], names: list[str], scores: list[_Score], keep_predictions: bool
+    tasks: Sequence[Task],
+    names: list[str],
+    scores: list[_Score],
+    keep_predictions: bool,
+    run: _Run,
 ) -> dict[str, object]:
     result: dict[str, object] = {"samples": len(tasks), "conditions": names}
+    for how in ("ran", "stored", "shared", "skipped"):
+        result[how] = run.counts[how]
+    result["remaining"] = run.total - run.done
     result.update(_metrics(names, scores))
-    result["p50_ms"] = _median([s.latency_ms for s in scores])
+    result["p50_ms"] = _median([s.result.latency_ms for s in scores])
     for name in names:
-        result[f"p50_ms_{name}"] = _median([s.latency_ms for s in scores if s.condition == name])
+        mine = [s.result.latency_ms for s in scores if s.condition == name]
+        result[f"p50_ms_{name}"] = _median(mine)
     result["per_kind"] = {
         kind: _block(names, [s for s in scores if s.task.kind == kind]) for kind in KINDS
     }
@@ -431,8 +558,10 @@ def _metrics(names: list[str], scores: list[_Score]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for name in names:
         mine = [s for s in scores if s.condition == name]
+        metrics[f"n_{name}"] = len(mine)
         for metric in ("em", "es", "id"):
             metrics[f"{metric}_{name}"] = _mean([getattr(s, metric) for s in mine])
+        metrics[f"tokens_{name}"] = _mean([s.result.prompt_tokens for s in mine])
         metrics[f"parse_rate_{name}"] = _parse_rate(mine)
     metrics["parse_rate"] = _parse_rate(scores)
     metrics["parse_samples"] = len({id(s.task) for s in scores if s.parses is not None})
@@ -446,15 +575,21 @@ def _parse_rate(scores: list[_Score]) -> float:
 
 
 def _table(names: list[str], result: Mapping[str, object]) -> str:
+    per_kind = result["per_kind"]
+    other = result["other_file"]
+    assert isinstance(per_kind, dict) and isinstance(other, dict)
     lines = [
-        "| condition | EM | ES | ID | parses % | p50 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| condition | n | EM | ES | ID | EM {NEXT_LINE} | EM {MID_LINE} | EM other file "
+        "| prompt tokens | parses % | p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         lines.append(
-            f"| {name} | {result[f'em_{name}']:.1f} | {result[f'es_{name}']:.1f} "
-            f"| {result[f'id_{name}']:.1f} | {result[f'parse_rate_{name}']:.1f} "
-            f"| {result[f'p50_ms_{name}']:.0f} |"
+            f"| {name} | {result[f'n_{name}']} | {result[f'em_{name}']:.1f} "
+            f"| {result[f'es_{name}']:.1f} | {result[f'id_{name}']:.1f} "
+            f"| {per_kind[NEXT_LINE][f'em_{name}']:.1f} | {per_kind[MID_LINE][f'em_{name}']:.1f} "
+            f"| {other[f'em_{name}']:.1f} | {result[f'tokens_{name}']:.0f} "
+            f"| {result[f'parse_rate_{name}']:.1f} | {result[f'p50_ms_{name}']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -462,19 +597,25 @@ def _table(names: list[str], result: Mapping[str, object]) -> str:
 def _row(score: _Score) -> dict[str, object]:
     task = score.task
     return {
+        "task": task.id,
         "file": task.relative,
         "line": task.line,
         "column": task.column,
         "kind": task.kind,
         "uses_other_file": task.uses_other_file,
         "condition": score.condition,
+        "how": score.how,
+        "prompt_sha256": score.result.prompt_sha256,
+        "prompt_tokens": score.result.prompt_tokens,
+        "context_files": score.result.context_files,
         "expected": task.expected,
         "prediction": score.prediction,
+        "raw": score.result.raw,
         "em": score.em,
         "es": round(score.es, 2),
         "id": round(score.id, 2),
         "parses": score.parses,
-        "latency_ms": round(score.latency_ms, 2),
+        "latency_ms": round(score.result.latency_ms, 2),
     }
 
 

@@ -2,27 +2,53 @@
 
 The repository is indexed once; for each sampled task the masked file is given to the index as
 an open document's text (so its own masked line is not in the index), then the same model
-completes it three times through the server's pipeline (Assistant + ContextBuilder), with no
-context, with similar code windows only, and with the full context builder, all with the same
-token budgets. The model's first line is compared with the hidden text.
+completes it through the server's pipeline (Assistant + ContextBuilder) under each condition
+(a ContextBuilder mode: no context, one source, or all of them), with the same token budgets.
+The model's first line is compared with the hidden text. Results go to a results file, so a
+rerun sends only the prompts not answered before.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant, PromptFile
-from codeagent_lsp.bench.quality import Task, identifiers, run_quality_bench, sample_tasks
+from codeagent_lsp.bench.quality import (
+    Completion,
+    Condition,
+    Prepared,
+    Task,
+    identifiers,
+    run_quality_bench,
+    sample_tasks,
+)
+from codeagent_lsp.bench.results import ResultsFile, prompt_sha256
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
-from codeagent_lsp.context.builder import ContextBuilder, Mode
+from codeagent_lsp.context.builder import MODES, ContextBuilder
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.settings import Settings
 
-CONDITIONS: tuple[Mode, ...] = ("none", "windows", "full")
+CONDITIONS = tuple(MODES)
+"""none, windows, definitions, signatures, windows+definitions, assets, full."""
+# Conditions measured only at positions where their source finds something: asset context is
+# meant for code that touches configuration or schemas, and elsewhere it would equal "none".
+_ONLY_WHERE_FOUND = frozenset({"assets"})
+
+
+def parse_conditions(text: str | None) -> list[str]:
+    """`a,b,...` -> condition names, all of CONDITIONS for None; ValueError names the unknown
+    ones and lists the known."""
+    if text is None:
+        return list(CONDITIONS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODES]
+    if unknown or not names:
+        raise ValueError(f"unknown conditions {unknown}; known: {', '.join(CONDITIONS)}")
+    return list(dict.fromkeys(names))
 
 
 async def run(
@@ -30,25 +56,43 @@ async def run(
     repo: Path,
     samples: int,
     seed: int,
+    *,
+    results: Path,
+    conditions: Sequence[str] = CONDITIONS,
+    max_minutes: float | None = None,
     progress: Callable[[str], None] | None = None,
+    keep_predictions: bool = False,
 ) -> dict[str, object]:
+    """The benchmark's result (quality.run_quality_bench's keys, plus `model`, `device`,
+    `budgets` and `results`, the results file). Raises ModelUnavailable without a model,
+    and OSError when the results file cannot be read or written; `conditions` are names from
+    CONDITIONS (parse_conditions checks them)."""
     say = progress or (lambda _m: None)
     root = repo.expanduser().resolve()
+    stored = ResultsFile(results)
     index = WorkspaceIndex([(root.name, root)], settings.codegraph)
     single_line = dataclasses.replace(settings.completion, multiline="never", reuseSuggestion=False)
     assistant = Assistant(dataclasses.replace(settings, completion=single_line))
     try:
         say(f"indexing {root} ...")
         summary = index.index_all()
-        say(f"{summary.files} files, {summary.symbols} symbols")
+        say(f"{summary.files} files, {summary.symbols} symbols; {len(stored)} stored results")
         info = await assistant.load()
         tasks = sample_tasks(root, samples, seed)
         for task in tasks:
             task.uses_other_file = _uses_other_file(index, task)
         assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
         assets.refresh()
-        conditions = {mode: _condition(assistant, index, assets, mode) for mode in CONDITIONS}
-        result = await run_quality_bench(tasks, conditions, progress=say)
+        result = await run_quality_bench(
+            tasks,
+            {name: _condition(assistant, index, assets, name) for name in conditions},
+            stored,
+            assistant.model_sha256 or info.name,
+            finish=lambda task, raw: assistant.finish(raw, task.prefix_text, task.suffix_text),
+            progress=say,
+            keep_predictions=keep_predictions,
+            max_seconds=None if max_minutes is None else max_minutes * 60,
+        )
     finally:
         assistant.close()
         index.close()
@@ -59,32 +103,44 @@ async def run(
         "context": settings.completion.contextTokens,
         "total": settings.completion.totalTokens,
     }
+    result["results"] = str(results)
     return result
 
 
-def _condition(assistant: Assistant, index: WorkspaceIndex, assets: AssetIndex, mode: Mode):
+def _condition(
+    assistant: Assistant, index: WorkspaceIndex, assets: AssetIndex, mode: str
+) -> Condition:
     builder = ContextBuilder(index, assets, mode=mode)
 
-    async def complete(task: Task) -> tuple[str, float]:
+    async def prepare(task: Task) -> Prepared | None:
         text = task.prefix_text + task.suffix_text
+        offset = len(task.prefix_text)
         key = f"bench-{mode}:{task.path}"
+        where = PromptFile(index.roots[0][0], task.relative, task.path)
         index.document_changed(task.path, text)  # the masked line is not in the index
         builder.forget(key)
+        assistant.forget(key)
         assistant.context = builder.context_files
-        started = time.perf_counter()
         try:
-            suggestion = await assistant.complete(
-                key,
-                text,
-                len(task.prefix_text),
-                PromptFile(index.roots[0][0], task.relative, task.path),
-            )
+            request = await assistant.prompt(key, text, offset, where)
         finally:
             index.document_closed(task.path)
-            assistant.forget(key)
-        return suggestion.text, (time.perf_counter() - started) * 1000
+        files = len(request.fim.context_files) if request.fim else 0
+        if mode in _ONLY_WHERE_FOUND and not files:
+            return None
 
-    return complete
+        async def complete() -> Completion:
+            started = time.perf_counter()
+            try:
+                suggestion = await assistant.complete(key, text, offset, where, request)
+            finally:
+                assistant.forget(key)
+            latency = (time.perf_counter() - started) * 1000
+            return Completion(suggestion.raw, latency, suggestion.record.prompt_tokens)
+
+        return Prepared(prompt_sha256(request), files, complete)
+
+    return prepare
 
 
 def _uses_other_file(index: WorkspaceIndex, task: Task) -> bool:

@@ -35,11 +35,11 @@ def run_related_bench(
         say(f"indexing {root} ...")
         summary = index.index_all()
         say(f"{summary.files} files, {summary.symbols} symbols in {summary.seconds:.1f} s")
-        cursors = _sample_cursors(index, root, samples, random.Random(seed))
+        cursors = sample_cursors(index, root, samples, random.Random(seed))
         started = time.perf_counter()
         index.graph.graph()
         build_ms = (time.perf_counter() - started) * 1000
-        cold, warm, sizes = _time_related(index, cursors, budget)
+        cold, warm, sizes = time_related(index, cursors, budget)
         baseline = _time_global_pagerank(index, cursors[:baseline_samples])
     finally:
         index.close()
@@ -52,7 +52,7 @@ def run_related_bench(
         "samples": len(cursors),
         "graph_build_ms": round(build_ms, 1),
         "p50_ms": round(p50, 2),
-        "p95_ms": round(_quantile(cold + warm, 0.95), 2),
+        "p95_ms": round(quantile(cold + warm, 0.95), 2),
         "cold_p50_ms": round(statistics.median(cold), 2),
         "warm_p50_ms": round(statistics.median(warm), 2),
         "snippets_p50": statistics.median(sizes),
@@ -61,9 +61,11 @@ def run_related_bench(
     }
 
 
-def _sample_cursors(
+def sample_cursors(
     index: WorkspaceIndex, root: Path, samples: int, rng: random.Random
 ) -> list[tuple[Path, str, int]]:
+    """Up to `samples` (absolute path, text, 0-based line) cursors, one per indexed file,
+    drawn with `rng`."""
     files = sorted(index.store.files(), key=lambda f: f.path)
     cursors = []
     for record in rng.sample(files, min(samples, len(files))):
@@ -74,10 +76,13 @@ def _sample_cursors(
     return cursors
 
 
-def _time_related(
+def time_related(
     index: WorkspaceIndex, cursors: list[tuple[Path, str, int]], budget: int
 ) -> tuple[list[float], list[float], list[int]]:
-    cold, warm, sizes = [], [], []
+    """related() at each cursor twice: (cold ms, warm ms, snippets returned), per cursor."""
+    cold: list[float] = []
+    warm: list[float] = []
+    sizes: list[int] = []
     for path, text, line in cursors:
         for times in (cold, warm):
             started = time.perf_counter()
@@ -104,6 +109,7 @@ def _time_global_pagerank(
     return times
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
+    """The nearest-rank q-quantile (0 <= q <= 1) of a non-empty list."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -11,7 +11,7 @@ does not change while the user types inside it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import networkx as nx
@@ -34,6 +34,8 @@ _KEYWORDS = (
     "float char long unsigned"
 )
 KEYWORDS = frozenset(_KEYWORDS.split())
+REASONS = ("definition", "import", "ranked")
+"""What a snippet is there for, in the order `related()` tries them (Snippet.reason)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class CodeGraph:
         return self._graph
 
     def _build(self) -> nx.DiGraph:
-        graph = nx.DiGraph()
+        graph: nx.DiGraph[tuple[str, int]] = nx.DiGraph()
         for edge in self.store.edges():
             graph.add_edge(
                 (edge.src_kind, edge.src_id), (edge.dst_kind, edge.dst_id), weight=edge.weight
@@ -84,13 +86,14 @@ class CodeGraph:
         line: int,
         budget: int,
         count: Callable[[str], int] = lambda s: len(s) // 4 + 1,
+        reasons: Collection[str] = REASONS,
     ) -> list[Snippet]:
         """Snippets most relevant to a cursor on `line` of `text`, best first, within `budget`
-        tokens as measured by `count`."""
+        tokens as measured by `count`; only those of the given `reasons` (Snippet.reason)."""
         picked: list[Snippet] = []
         seen: set[tuple[str, str, int]] = set()
         used = 0
-        for snippet in self._candidates(repo, path, text, line):
+        for snippet in self._candidates(repo, path, text, line, reasons):
             key = (snippet.repo, snippet.path, snippet.line)
             if key in seen:
                 continue
@@ -104,10 +107,13 @@ class CodeGraph:
             used += cost
         return picked
 
-    def _candidates(self, repo: str, path: str, text: str, line: int):
-        yield from self._near_definitions(repo, path, text, line)
-        yield from self._imported_signatures(repo, path)
-        yield from self._ranked(repo, path)
+    def _candidates(self, repo: str, path: str, text: str, line: int, reasons: Collection[str]):
+        if "definition" in reasons:
+            yield from self._near_definitions(repo, path, text, line)
+        if "import" in reasons:
+            yield from self._imported_signatures(repo, path)
+        if "ranked" in reasons:
+            yield from self._ranked(repo, path)
 
     def _near_definitions(self, repo: str, path: str, text: str, line: int):
         imported = {f.id for _, f in self.store.imports_of(repo, path) if f is not None}

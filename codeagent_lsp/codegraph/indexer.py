@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import re
 import stat
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +31,7 @@ from pathspec import GitIgnoreSpec
 
 from codeagent_lsp.codegraph.extract import extract
 from codeagent_lsp.codegraph.languages import language_for
+from codeagent_lsp.codegraph.model import FileFacts
 from codeagent_lsp.codegraph.store import FileRecord, GraphStore, default_db_path, open_store
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.security.roots import Root, locate
@@ -48,9 +52,19 @@ SKIP_DIRS = frozenset(
 SKIP_SUFFIXES = (".min.js", ".min.mjs", ".bundle.js")
 BINARY_PROBE_BYTES = 8192
 GENERATED_PROBE_LINES = 10
-BATCH_SECONDS = 0.5
-"""index_all commits this often: far fewer commits, and other writers wait at most this long."""
+CHUNK_FILES = 32
+"""index_all extracts and commits files this many at a time: far fewer commits than one per file,
+and other writers wait at most one chunk."""
+POOL_MIN_FILES = 64
+"""Fewer new files than this are extracted in this process: starting workers costs a second."""
 _GENERATED = re.compile(rb"Code generated .* DO NOT EDIT|@generated")
+
+
+def default_workers() -> int:
+    """Extraction processes for a large first index: the cores this process may use but the one
+    that reads and stores, at least 1, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, (cores or 1) - 1))
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,42 @@ class _Tally:
     """Files indexed (or open in an editor): what the index keeps."""
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A file read, checked and hashed: what is left is to extract and store it, or only to
+    record its new mtime when its content is what the index holds (`same`)."""
+
+    candidate: Candidate
+    source: bytes
+    digest: str
+    mtime: float
+    size: int
+    same: bool = False
+
+
+Prepared = _Job | str | None
+"""Per candidate: a job, "unchanged", why it is skipped, or None (open in an editor)."""
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    candidates: list[Candidate]
+    prepared: list[Prepared]
+    extracted: Future[list[FileFacts | str]] | None
+    """The facts of its jobs to extract, in order, from a worker; None: extracted here."""
+
+    def to_extract(self) -> list[_Job]:
+        return [job for job in self.prepared if isinstance(job, _Job) and not job.same]
+
+
+def _count(tally: _Tally, candidate: Candidate, outcome: str) -> None:
+    if outcome in ("parsed", "unchanged"):
+        tally.seen.add((candidate.repo, candidate.rel))
+        tally.outcomes[outcome] += 1
+    else:
+        tally.skipped[outcome] += 1
+
+
 class _Skip(Exception):
     """A candidate that turns out not to be indexable; the message is the reason."""
 
@@ -101,8 +151,12 @@ class Indexer:
         max_file_bytes: int = 1_000_000,
         exclude_globs: tuple[str, ...] | list[str] = (),
         denied: PathPolicy | None = None,
+        workers: int = 0,
     ) -> None:
+        """`workers`: processes that parse and extract for index_all when it has at least
+        POOL_MIN_FILES new files (a first index); 0 = always in this process."""
         self.store = store
+        self.workers = workers
         self.denied = denied or PathPolicy()
         """Never indexed, checked before the globs and .gitignore files (whose `!` patterns
         could otherwise re-admit a secret), ignoring case."""
@@ -288,30 +342,34 @@ class Indexer:
         progress: Progress | None,
         cancelled: Cancelled | None,
     ) -> bool:
-        """Index the candidates in batches of BATCH_SECONDS; False when cancelled."""
-        done = 0
-        while done < len(candidates):
-            with self.store.batch():
-                batch_end = time.monotonic() + BATCH_SECONDS
-                while done < len(candidates) and time.monotonic() < batch_end:
-                    if cancelled is not None and cancelled():
+        """Index the candidates CHUNK_FILES at a time, each chunk's writes one transaction;
+        False when cancelled. With workers, chunks are extracted in other processes while this
+        one reads the next ones and stores the finished ones, in order."""
+        new = sum((c.repo, c.rel) not in known for c in candidates)
+        workers = self.workers if new >= POOL_MIN_FILES else 0
+        inflight: deque[_Chunk] = deque()
+        done = [0]
+
+        def stored(path: str) -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], len(candidates), path)
+
+        with _Extraction(workers) as extraction:
+            for start in range(0, len(candidates) + CHUNK_FILES, CHUNK_FILES):
+                chunk = candidates[start : start + CHUNK_FILES]
+                if chunk:
+                    prepared = [self._prepare(c, known.get((c.repo, c.rel))) for c in chunk]
+                    inflight.append(extraction.submit(chunk, prepared))
+                # The last round (an empty chunk) drains what is still in flight.
+                while inflight and (len(inflight) > 2 * workers or not chunk):
+                    if not self._finish(inflight.popleft(), extraction, tally, cancelled, stored):
                         return False
-                    candidate = candidates[done]
-                    key = (candidate.repo, candidate.rel)
-                    if key not in self._open_texts:
-                        outcome = self._index_file(candidate, known.get(key))
-                        if outcome in ("parsed", "unchanged"):
-                            tally.seen.add(key)
-                            tally.outcomes[outcome] += 1
-                        else:
-                            tally.skipped[outcome] += 1
-                    done += 1
-                    if progress is not None:
-                        progress(done, len(candidates), candidate.rel)
         return True
 
-    def _index_file(self, candidate: Candidate, record: FileRecord | None) -> str:
-        """parsed, unchanged, or why the file was skipped."""
+    def _prepare(self, candidate: Candidate, record: FileRecord | None) -> Prepared:
+        if (candidate.repo, candidate.rel) in self._open_texts:
+            return None
         try:
             info = os.stat(candidate.target, follow_symlinks=False)
             if not stat.S_ISREG(info.st_mode):
@@ -328,11 +386,61 @@ class Indexer:
             log.debug("codegraph: cannot read %s: %s", candidate.target, exc)
             return "unreadable"
         digest = hashlib.sha256(source).hexdigest()
-        repo, rel = candidate.repo, candidate.rel
-        if record is not None and record.sha256 == digest:
-            self.store.touch_file(repo, rel, info.st_mtime, info.st_size)
+        same = record is not None and record.sha256 == digest
+        return _Job(candidate, source, digest, info.st_mtime, info.st_size, same)
+
+    def _finish(
+        self,
+        chunk: _Chunk,
+        extraction: _Extraction,
+        tally: _Tally,
+        cancelled: Cancelled | None,
+        stored: Callable[[str], None],
+    ) -> bool:
+        """Store one chunk in one transaction (extracting first what no worker did), count its
+        outcomes and call `stored` with each file's path; False when cancelled."""
+        facts = extraction.results(chunk, cancelled)
+        if facts is None:
+            return False
+        extracted = iter(facts)
+        with self.store.batch():
+            for candidate, item in zip(chunk.candidates, chunk.prepared, strict=True):
+                if cancelled is not None and cancelled():
+                    return False
+                if isinstance(item, _Job):
+                    _count(tally, candidate, self._store_job(item, extracted))
+                elif item is not None:
+                    _count(tally, candidate, item)
+                stored(candidate.rel)
+        return True
+
+    def _index_file(self, candidate: Candidate, record: FileRecord | None) -> str:
+        """parsed, unchanged, or why the file was skipped (one file, in this process)."""
+        job = self._prepare(candidate, record)
+        if not isinstance(job, _Job):
+            return job or "unchanged"
+        return self._store_job(job, iter([None]))
+
+    def _store_job(self, job: _Job, extracted: Iterator[FileFacts | str | None]) -> str:
+        """Store a job: its new mtime only when its content is known, else the next facts of
+        `extracted` (a string: why extraction failed; None: extract here)."""
+        candidate = job.candidate
+        if job.same:
+            self.store.touch_file(candidate.repo, candidate.rel, job.mtime, job.size)
             return "unchanged"
-        return self._store(repo, rel, candidate.language, source, digest, info.st_mtime)
+        facts = next(extracted)
+        if isinstance(facts, str):
+            log.error("codegraph: cannot extract %s:%s: %s", candidate.repo, candidate.rel, facts)
+            return "extract error"
+        return self._store(
+            candidate.repo,
+            candidate.rel,
+            candidate.language,
+            job.source,
+            job.digest,
+            job.mtime,
+            facts=facts,
+        )
 
     def _store(
         self,
@@ -343,14 +451,17 @@ class Indexer:
         digest: str,
         mtime: float,
         tree: tree_sitter.Tree | None = None,
+        facts: FileFacts | None = None,
     ) -> str:
-        """Extract and store; the disk's version (mtime >= 0) never replaces an editor's."""
-        try:
-            facts = extract(source, language, tree)
-        except Exception:
-            # One file the grammar or a query chokes on must not stop the index.
-            log.exception("codegraph: cannot extract %s:%s", repo, rel)
-            return "extract error"
+        """Extract (unless `facts` are given) and store; the disk's version (mtime >= 0) never
+        replaces an editor's."""
+        if facts is None:
+            try:
+                facts = extract(source, language, tree)
+            except Exception:
+                # One file the grammar or a query chokes on must not stop the index.
+                log.exception("codegraph: cannot extract %s:%s", repo, rel)
+                return "extract error"
         text = source.decode("utf-8", errors="replace")
         with self._lock:
             # Checked again here: the document may have been opened while this was parsed.
@@ -469,6 +580,69 @@ class Indexer:
         return self.store.remove_tree(repo, rel) > 0
 
 
+class _Extraction:
+    """Extraction in worker processes, or (no workers, or one died) in this one."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            # spawn, not fork: the server that calls this has threads.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(workers, context, initializer=_worker_started)
+
+    def __enter__(self) -> _Extraction:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, candidates: list[Candidate], prepared: list[Prepared]) -> _Chunk:
+        chunk = _Chunk(candidates, prepared, None)
+        jobs = [(job.source, job.candidate.language) for job in chunk.to_extract()]
+        if self._pool is None or not jobs:
+            return chunk
+        return _Chunk(candidates, prepared, self._pool.submit(_extract_all, jobs))
+
+    def results(self, chunk: _Chunk, cancelled: Cancelled | None) -> list[FileFacts | str] | None:
+        """The facts (or why not) of each job of the chunk to extract; None when cancelled."""
+        if chunk.extracted is not None:
+            try:
+                return chunk.extracted.result()
+            except BrokenProcessPool as exc:
+                # A file that crashes the parser costs its chunk this pass, not the server;
+                # what is left is extracted here.
+                if self._pool is not None:
+                    log.error("codegraph: an extraction worker died: %s", exc)
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+                return ["the extraction worker died"] * len(chunk.to_extract())
+        results = []
+        for job in chunk.to_extract():
+            if cancelled is not None and cancelled():
+                return None
+            results.append(_extract_one(job.source, job.candidate.language))
+        return results
+
+
+def _worker_started() -> None:
+    # The server speaks LSP on stdout, which spawned workers share: anything a worker printed
+    # there would corrupt the stream.
+    os.dup2(2, 1)
+
+
+def _extract_all(jobs: list[tuple[bytes, str]]) -> list[FileFacts | str]:
+    """In a worker: the facts of each (source, language), or why there are none."""
+    return [_extract_one(source, language) for source, language in jobs]
+
+
+def _extract_one(source: bytes, language: str) -> FileFacts | str:
+    try:
+        return extract(source, language)
+    except Exception as exc:  # one file the grammar or a query chokes on must not stop the index
+        return f"{type(exc).__name__}: {exc}"
+
+
 def _check_content(source: bytes) -> None:
     if b"\0" in source[:BINARY_PROBE_BYTES]:
         raise _Skip("binary")
@@ -509,7 +683,8 @@ def index_command(path: Path, db: Path | None, progress_to_stderr: bool) -> int:
         print(f"codeagent-lsp index: {store.status.reason}", file=sys.stderr)
     try:
         bar = _ProgressBar() if progress_to_stderr else None
-        summary = Indexer(store, [(root.name, root)]).index_all(progress=bar)
+        indexer = Indexer(store, [(root.name, root)], workers=default_workers())
+        summary = indexer.index_all(progress=bar)
         if bar is not None:
             bar.finish()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import tree_sitter
 
@@ -31,22 +32,21 @@ class LiveTrees:
         """The tree of `source`, and whether it was parsed incrementally from the last one."""
         with self._lock:
             live = self._documents.get(key)
-        incremental = live is not None and live.language == language
         old_tree = None
-        if incremental:
+        if live is not None and live.language == language:
             old_tree = live.tree
             old_tree.edit(**_edit(live.source, source))
         tree = parse(source, language, old_tree)
         with self._lock:
             self._documents[key] = _Live(language, source, tree)
-        return tree, incremental
+        return tree, old_tree is not None
 
     def forget(self, key: str) -> None:
         with self._lock:
             self._documents.pop(key, None)
 
 
-def _edit(old: bytes, new: bytes) -> dict[str, object]:
+def _edit(old: bytes, new: bytes) -> dict[str, Any]:
     """The single edit turning `old` into `new`, in tree-sitter's terms (bytes and points)."""
     limit = min(len(old), len(new))
     start = 0

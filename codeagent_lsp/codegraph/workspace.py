@@ -4,13 +4,13 @@ own access, so queries may run while `index_all` works in another thread."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from codeagent_lsp.codegraph.graph import CodeGraph, Snippet
-from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary
+from codeagent_lsp.codegraph.graph import REASONS, CodeGraph, Snippet
+from codeagent_lsp.codegraph.indexer import Indexer, IndexSummary, default_workers
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.live import LiveTrees
 from codeagent_lsp.codegraph.store import (
@@ -69,6 +69,7 @@ class WorkspaceIndex:
             max_file_bytes=settings.maxFileBytes,
             exclude_globs=settings.exclude,
             denied=denied or policy_in_force().index.path_policy(),
+            workers=default_workers(),
         )
         self.graph = CodeGraph(self.store)
         self.live = LiveTrees()
@@ -179,14 +180,21 @@ class WorkspaceIndex:
         return [item for item in found if self.may_prompt(item.repo, item.path)]
 
     def related(
-        self, path: Path, text: str, line: int, budget: int, count: Callable[[str], int]
+        self,
+        path: Path,
+        text: str,
+        line: int,
+        budget: int,
+        count: Callable[[str], int],
+        reasons: Collection[str] = REASONS,
     ) -> list[Snippet]:
         """Context for a prompt at `line` of `path` (graph.related), only from files that may
         go into a prompt."""
         located = self.locate(path)
         if located is None:
             return []
-        return self.for_prompt(self.graph.related(*located, text, line, budget, count))
+        found = self.graph.related(*located, text, line, budget, count, reasons)
+        return self.for_prompt(found)
 
     def similar_windows(
         self, query: str, limit: int, exclude: tuple[str, str] | None

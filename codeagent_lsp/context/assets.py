@@ -762,7 +762,7 @@ _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 def _openapi_sections(name: str, spec: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The API's info, a section per operation, a section per component schema."""
     sections: list[tuple[str, str, str]] = []
-    info = spec.get("info") if isinstance(spec.get("info"), dict) else {}
+    info = _dict(spec.get("info"))
     title = str(info.get("title") or name)
     lines = [f"{title} {info.get('version') or ''}".strip()]
     lines += str(info.get("description") or "").strip().splitlines()[:5]
@@ -770,17 +770,17 @@ def _openapi_sections(name: str, spec: dict[str, Any]) -> list[tuple[str, str, s
     if isinstance(servers, list):
         lines += [f"server: {s['url']}" for s in servers if isinstance(s, dict) and "url" in s]
     sections.append((title, "\n".join(lines), "openapi"))
-    paths = spec.get("paths") if isinstance(spec.get("paths"), dict) else {}
+    paths = _dict(spec.get("paths"))
     for path, item in paths.items():
         if not isinstance(item, dict):
             continue
-        shared = item.get("parameters") if isinstance(item.get("parameters"), list) else []
+        shared = _list(item.get("parameters"))
         for method in _METHODS:
             op = item.get(method)
             if isinstance(op, dict):
                 text = _operation_text(method, str(path), op, shared)
                 sections.append((f"{method.upper()} {path}", text, "openapi"))
-    components = spec.get("components") if isinstance(spec.get("components"), dict) else {}
+    components = _dict(spec.get("components"))
     schemas = components.get("schemas") or spec.get("definitions") or {}
     if isinstance(schemas, dict):
         for schema_name, schema in schemas.items():
@@ -788,6 +788,14 @@ def _openapi_sections(name: str, spec: dict[str, Any]) -> list[tuple[str, str, s
                 text = _schema_text(str(schema_name), schema)
                 sections.append((str(schema_name), text, "schema"))
     return sections
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _operation_text(method: str, path: str, op: dict[str, Any], shared: list[Any]) -> str:
@@ -799,14 +807,14 @@ def _operation_text(method: str, path: str, op: dict[str, Any], shared: list[Any
         lines.append(f"summary: {_first_line(op['summary'])}")
     if op.get("description"):
         lines.append(f"description: {_first_line(op['description'])}")
-    params = [*shared, *(op.get("parameters") if isinstance(op.get("parameters"), list) else [])]
+    params = [*shared, *_list(op.get("parameters"))]
     rendered = [p for p in map(_parameter_text, params) if p]
     if rendered:
         lines.append("parameters: " + ", ".join(rendered))
     body = _content_schema(op.get("requestBody"))
     if body:
         lines.append(f"requestBody: {body}")
-    responses = op.get("responses") if isinstance(op.get("responses"), dict) else {}
+    responses = _dict(op.get("responses"))
     answers = [f"{code} {_content_schema(r) or _first_line(_get(r, 'description'))}".strip()
                for code, r in responses.items()]  # fmt: skip
     if answers:

@@ -24,7 +24,24 @@ from codeagent_lsp.codegraph.graph import names_near
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 
-Mode = Literal["none", "windows", "full"]
+Source = Literal["definitions", "signatures", "ranked", "windows", "assets"]
+MODES: dict[str, frozenset[Source]] = {
+    "none": frozenset(),
+    "windows": frozenset({"windows"}),
+    "definitions": frozenset({"definitions"}),
+    "signatures": frozenset({"signatures"}),
+    "windows+definitions": frozenset({"windows", "definitions"}),
+    "assets": frozenset({"assets"}),
+    "full": frozenset({"definitions", "signatures", "ranked", "windows", "assets"}),
+}
+"""The context sources of each mode: the product uses "full"; the others are the quality
+benchmark's ablations."""
+# Source -> the CodeGraph's Snippet.reason it draws from related().
+_REASONS: dict[Source, str] = {
+    "definitions": "definition",
+    "signatures": "import",
+    "ranked": "ranked",
+}
 CountTokens = Callable[[str], int]
 FileCost = Callable[[str, str], int]
 """Tokens a (path, text) context file takes in the prompt (FimTemplate.context_cost)."""
@@ -44,7 +61,8 @@ class _Chosen:
 class ContextBuilder:
     index: WorkspaceIndex | None
     assets: AssetIndex | None = None
-    mode: Mode = "full"
+    mode: str = "full"
+    """A key of MODES."""
     _chosen: dict[str, _Chosen] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,7 +71,7 @@ class ContextBuilder:
     ) -> list[tuple[str, str]]:
         """(path, text) pairs for the prompt, costing at most `budget` tokens as `cost` counts
         them; the same pairs as last time while the cursor stays in the same definition."""
-        if self.mode == "none" or self.index is None or budget <= 0:
+        if not MODES[self.mode] or self.index is None or budget <= 0:
             return []
         line = text.count("\n", 0, offset)
         scope = self._scope(path, text, line)
@@ -74,7 +92,7 @@ class ContextBuilder:
         """The innermost definition holding the cursor (by qualified name, which typing does
         not move), else the indentation block's opener line text."""
         located = self.index.locate(path) if self.index else None
-        if located:
+        if located and self.index:
             inner = None
             for symbol in self.index.store.symbols_in(*located):
                 span = symbol.definition.span
@@ -89,14 +107,17 @@ class ContextBuilder:
         self, path: Path, text: str, offset: int, line: int, budget: int, cost: FileCost
     ) -> list[tuple[str, str]]:
         assert self.index is not None
+        sources = MODES[self.mode]
         located = self.index.locate(path)
         candidates: list[tuple[str, str]] = []
-        if self.mode == "full":
+        reasons = [reason for source, reason in _REASONS.items() if source in sources]
+        if reasons:
             snippet_cost: CountTokens = lambda s: cost("", s)  # noqa: E731
-            for snippet in self.index.related(path, text, line, budget, snippet_cost):
+            for snippet in self.index.related(path, text, line, budget, snippet_cost, reasons):
                 candidates.append((snippet.path, snippet.text))
-        candidates += self._windows(located, text, offset)
-        if self.mode == "full" and self.assets is not None:
+        if "windows" in sources:
+            candidates += self._windows(located, text, offset)
+        if "assets" in sources and self.assets is not None:
             words = names_near(text, line) + _literals_near(text, line)
             found = [s for s, _score in self.assets.relevant(words, 4, exclude_text=text)]
             candidates += [(s.path, s.text) for s in self.index.for_prompt(found)]

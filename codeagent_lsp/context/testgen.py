@@ -446,7 +446,8 @@ class RustStyle(Style):
 
 def _attributes(node: tree_sitter.Node) -> list[tree_sitter.Node]:
     """The attribute items right above a Rust item, first one first."""
-    found, sibling = [], node.prev_named_sibling
+    found: list[tree_sitter.Node] = []
+    sibling = node.prev_named_sibling
     while sibling is not None and sibling.type == "attribute_item":
         found.insert(0, sibling)
         sibling = sibling.prev_named_sibling

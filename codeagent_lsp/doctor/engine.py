@@ -20,7 +20,7 @@ import llama_cpp
 import llama_cpp.llama_cpp as C
 
 from codeagent_lsp.context.templates import TemplateError, detect_template
-from codeagent_lsp.doctor import Check, Options
+from codeagent_lsp.doctor import Check, Options, Status
 from codeagent_lsp.engine import models, parking
 from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError, VocabularyOnly
@@ -311,7 +311,7 @@ def engine_checks(options: Options) -> Iterator[Check]:
     resolved = _resolve(options)
     remote = settings.backend == "remote"
     if isinstance(resolved, models.ModelError):
-        status = "ok" if remote else "fail"
+        status: Status = "ok" if remote else "fail"
         why = "the replicas serve (engine.backend remote)" if remote else "no usable model"
         yield Check("engine", "decode", status, f"not run: {why}", "see the model checks")
     elif not _policy_allows(options, resolved.path):
@@ -487,7 +487,7 @@ def memory_check(
             f"{figures} do not fit the {free / MIB:.0f} MiB free on {where}",
             "lower codeagent.engine.contextSize or slots, or use a smaller model", data,
         )  # fmt: skip
-    status = "warn" if need > 0.9 * free else "ok"
+    status: Status = "warn" if need > 0.9 * free else "ok"
     return Check(
         "model", "memory", status, f"{figures} fit the {free / MIB:.0f} MiB free on {where}",
         "lower codeagent.engine.contextSize" if status == "warn" else "", data,

@@ -44,13 +44,17 @@ class Request:
     messages: tuple[tuple[str, str], ...] = ()
     """(role, content) pairs of an instruct request, for chat services."""
     background: bool = False
-    """A warm-up (max_tokens 0): any real request preempts it."""
+    """A warm-up (max_tokens 0) or a prefetch: any real request preempts it."""
 
 
 class Backend(Protocol):
     """The interface the Assistant uses; both backends implement it."""
 
-    info: ModelInfo
+    @property
+    def info(self) -> ModelInfo:
+        """The model served (read-only: a pooled backend shares its owner's)."""
+        ...
+
     warms: bool
     """Whether `generate` of a background request (a warm-up) is worth sending."""
 

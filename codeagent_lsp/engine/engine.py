@@ -28,7 +28,7 @@ from codeagent_lsp.engine.llama import (
     NoKvSpace,
     Sampler,
 )
-from codeagent_lsp.engine.parking import MIN_PARK_TOKENS, SlotPark
+from codeagent_lsp.engine.parking import MIN_PARK_TOKENS, SlotPark, Speeds
 from codeagent_lsp.engine.protocol import SharedFlags
 from codeagent_lsp.engine.slots import Slot, SlotTable, short_name
 from codeagent_lsp.metrics import count_generation
@@ -62,7 +62,7 @@ class GenerationJob:
     id: int = 0
     """Unique per engine user; names the request in the worker protocol and `SharedFlags`."""
     background: bool = False
-    """A warm-up: any other request submitted preempts it (outcome "preempted")."""
+    """A warm-up or prefetch: any other request submitted preempts it (outcome "preempted")."""
 
     def cancel(self, outcome: str = "cancelled") -> None:
         self.outcome_if_cancelled = outcome
@@ -88,8 +88,9 @@ class RequestRecord:
     ttft_ms: float
     total_ms: float
     outcome: str
-    """ok, cancelled, superseded, preempted (a warm-up a real request overtook), error, or
-    typeahead (answered from the last suggestion)."""
+    """ok, cancelled, superseded, preempted (a warm-up or prefetch a real request overtook),
+    error, typeahead (answered from the last suggestion) or prefetched (answered from the
+    suggestion computed in the background after an accept)."""
     replica: str = ""
     """The inference replica that answered (remote backend); empty when embedded."""
     restored_tokens: int = 0
@@ -136,6 +137,9 @@ class Engine:
         self.settings = settings
         self.flags = flags
         self.park = park
+        self.speeds = Speeds()
+        """Measured prompt-evaluation and restore speeds: a restore slower than evaluating
+        the prompt again is skipped."""
         self.slots = SlotTable(settings.slots)
         self.records: deque[tuple[str, RequestRecord]] = deque(maxlen=record_limit)
         """(key of the document or of its owner, record): stats show each owner its own."""
@@ -251,24 +255,30 @@ class Engine:
 
     # --- engine thread --------------------------------------------------------------------------
 
+    @property
+    def _rt(self) -> LlamaRuntime:
+        """The loaded runtime: the engine thread serves jobs only after loading it."""
+        assert self._runtime is not None
+        return self._runtime
+
     def _run(self, model_path: Path) -> None:
         try:
             abort = AbortFlag(self.flags.page if self.flags else None)
-            self._runtime = LlamaRuntime(
+            self._runtime = runtime = LlamaRuntime(
                 model_path, self.settings, n_seqs=self.settings.slots + 1, abort=abort
             )
         except EngineError as exc:
             self._loaded.set_exception(exc)
             self._fail_queued(exc)
             return
-        self._loaded.set_result(self._runtime.info)
+        self._loaded.set_result(runtime.info)
         while (job := self._queue.get()) is not None:
             self._serve(job)
         with self._lock:
             slots = self.slots.all()
         for slot in slots:  # a restart finds them parked
             self._park(slot)
-        self._runtime.close()
+        runtime.close()
 
     def _fail_queued(self, exc: Exception) -> None:
         while (job := self._queue.get()) is not None:
@@ -288,7 +298,7 @@ class Engine:
                 self._running = job
                 if self.flags:
                     self.flags.running = job.id
-                self._runtime.abort.set(False)
+                self._rt.abort.set(False)
         if cancelled:
             generation = self._cancelled_record(job)
             if not job.background:  # a warm-up that never ran did nothing worth a record
@@ -326,31 +336,37 @@ class Engine:
             slot = self.slots.release(key)
         if slot is not None:
             self._park(slot)
-            self._runtime.seq_rm(slot.seq, 0)
+            self._rt.seq_rm(slot.seq, 0)
 
     def _park(self, slot: Slot) -> None:
         """Write `slot`'s KV cache to the park folder (when worth it); never fails a request."""
         if self.park is None or len(slot.tokens) < MIN_PARK_TOKENS:
             return
         try:
-            self.park.park(slot.key, slot.tokens, self._runtime.seq_state(slot.seq))
+            self.park.park(slot.key, slot.tokens, self._rt.seq_state(slot.seq))
         except OSError as exc:
             log.warning("could not park a KV slot: %s", exc)
 
     def _restore(self, slot: Slot, prompt: list[int]) -> int:
         """Load `slot.key`'s parked KV cache into the empty slot when it shares a useful prefix
-        with `prompt`; the tokens restored (the common prefix is kept by the usual reuse)."""
+        with `prompt` and the measured speeds say loading it beats evaluating `prompt`; the
+        tokens restored (the common prefix is kept by the usual reuse)."""
         if self.park is None:
             return 0
+        started = time.perf_counter()
         try:
+            size = self.park.size(slot.key)
+            if size is None or not self.speeds.restore_pays(len(prompt), size):
+                return 0
             parked = self.park.take(slot.key)
         except OSError as exc:
             log.warning("could not read a parked KV slot: %s", exc)
             return 0
         if parked is None or _common_prefix(parked.tokens, prompt) < MIN_PARK_TOKENS:
             return 0
-        if not self._runtime.set_seq_state(slot.seq, parked.state):
+        if not self._rt.set_seq_state(slot.seq, parked.state):
             return 0
+        self.speeds.note_restore(size, time.perf_counter() - started)
         slot.tokens = list(parked.tokens)
         return len(parked.tokens)
 
@@ -358,16 +374,16 @@ class Engine:
         started = time.perf_counter()
         if not job.tokens:
             raise EngineError("empty prompt")
-        if len(job.tokens) + job.max_tokens > self._runtime.n_ctx:
+        if len(job.tokens) + job.max_tokens > self._rt.n_ctx:
             raise EngineError(
                 f"prompt of {len(job.tokens)} tokens does not fit the context of "
-                f"{self._runtime.n_ctx}; lower the completion token budgets"
+                f"{self._rt.n_ctx}; lower the completion token budgets"
             )
         with self._lock:
             slot, evicted = self.slots.acquire(job.key)
         if evicted is not None:
             self._park(evicted)
-            self._runtime.seq_rm(evicted.seq, 0)
+            self._rt.seq_rm(evicted.seq, 0)
         run = _Run(self, slot, job, started)
         if not slot.tokens:
             run.restored = self._restore(slot, job.tokens)
@@ -386,7 +402,7 @@ class _Run:
 
     def __init__(self, engine: Engine, slot: Slot, job: GenerationJob, started: float) -> None:
         self.engine, self.slot, self.job, self.started = engine, slot, job, started
-        self.rt = engine._runtime
+        self.rt = engine._rt
         self.scratch_seq = engine.settings.slots  # the one sequence no document owns
         self.reused = self.shifted = self.evaluated = self.generated = self.restored = 0
         self.first_token_at: float | None = None
@@ -464,6 +480,7 @@ class _Run:
         while len(self.slot.tokens) < upto:
             start = len(self.slot.tokens)
             pending = target[start:upto]
+            began = time.perf_counter()
             try:
                 self.rt.decode(pending, self.slot.seq, start)
             except NoKvSpace:
@@ -477,6 +494,7 @@ class _Run:
                 # The other process aborted the request it saw running, which had just ended.
                 self.rt.abort.set(False)
                 continue
+            self.engine.speeds.note_eval(len(pending), time.perf_counter() - began)
             self.slot.tokens.extend(pending)
             self.evaluated += len(pending)
 

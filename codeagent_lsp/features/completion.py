@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 from lsprotocol import types
@@ -26,30 +27,89 @@ DID_FOCUS = "codeagent/didFocus"
 document becomes active or its cursor settles, so its prompt is warmed there."""
 
 
+ACCEPTED = "codeagent.accepted"
+"""workspace/executeCommand once a suggestion is accepted, arguments [uri]: every suggestion
+carries it as its command, which VS Code and Neovim 0.12 run after inserting it."""
+
+
 def warm(ls: CodeagentServer, uri: str, position: Any = None) -> None:
     """Evaluate `uri`'s prompt at `position` (the end of the document when the client sent
     none) in the background, replacing any other warm-up; nothing when completion is off, the
-    document is not served or the policy denies completion on it."""
-    ls.stop_warming()
-    document = ls.document(uri)
-    options = ls.settings.completion
-    if document is None or not (options.enabled and options.warm) or ls.document_refusal(uri):
+    document is not served or the policy denies completion on it, and nothing either where a
+    prefetch runs (it evaluates that prompt, and more: the editors report the cursor an
+    accept moved)."""
+    key, document = fileuri.document_key(uri), ls.document(uri)
+    offset = _offset(document, position)
+    if document and offset is not None and ls.assistant.prefetching(key, document.source, offset):
         return
+    ls.stop_warming()
+    target = _background_target(ls, uri, ls.settings.completion.warm)
+    if target is None or offset is None:
+        return
+    work = ls.assistant.warm(key, target[0].source, offset, target[1])
+    ls.warming = asyncio.get_running_loop().create_task(_background(work))
+
+
+def _offset(document: TextDocument | None, position: Any) -> int | None:
+    """The offset of a notification's position (the end of the document without one); None for
+    a bad position (a notification has no reply) or no document."""
+    if document is None:
+        return None
+    try:
+        return offset_of(document, position) if position is not None else len(document.source)
+    except Exception:
+        return None
+
+
+def prefetch_after_accept(ls: CodeagentServer, uri: str, *, changed: bool = False) -> bool:
+    """Compute, in the background, the suggestion that follows the document's last one once
+    it is accepted, in place of any other background work; `changed`: only when the document
+    now holds it accepted (else it may be on its way: an accept command before its change).
+    Whether a prefetch runs there now (one already running is kept)."""
+    key, document = fileuri.document_key(uri), ls.document(uri)
+    if document is None:
+        return False
+    after = ls.assistant.after_accept(key, document.source)
+    if after is None or (changed and after[0] != document.source):
+        return False
+    text, offset = after
+    if ls.assistant.prefetching(key, text, offset):
+        return True
+    ls.stop_warming()
+    target = _background_target(ls, uri, ls.settings.completion.prefetch)
+    if target is None:
+        return False
+    work = ls.assistant.prefetch(key, text, offset, target[1])
+    ls.warming = asyncio.get_running_loop().create_task(_background(work))
+    return True
+
+
+def text_changed(ls: CodeagentServer, uri: str) -> None:
+    """A keystroke stops the background work in every document (its request comes first),
+    unless it accepted the last suggestion: then the next one is prefetched."""
+    if not prefetch_after_accept(ls, uri, changed=True):
+        ls.stop_warming()
+
+
+def _background_target(
+    ls: CodeagentServer, uri: str, enabled: bool
+) -> tuple[TextDocument, PromptFile] | None:
+    """The document and its prompt location when background work may run on it: `enabled`,
+    completion on, the document served and completion allowed on it by the policy."""
+    document = ls.document(uri)
+    if document is None or not (enabled and ls.settings.completion.enabled):
+        return None
+    if ls.document_refusal(uri):
+        return None
     repo, path = prompt_location(ls, document)
     if not ls.policy.decide(ls.identity, "completion", repo, path).allowed:
-        return
-    try:
-        offset = offset_of(document, position) if position is not None else len(document.source)
-    except Exception:  # a notification has no reply: a bad position warms nothing
-        return
-    where = PromptFile(repo, path, document_path(document))
-    key, text = fileuri.document_key(uri), document.source
-    ls.warming = asyncio.get_running_loop().create_task(_warm(ls, key, text, offset, where))
+        return None
+    return document, PromptFile(repo, path, document_path(document))
 
 
-async def _warm(ls: CodeagentServer, key: str, text: str, offset: int, where: PromptFile) -> None:
+async def _background(work: Awaitable[object]) -> None:
     with contextlib.suppress(ModelUnavailable, EngineError):  # the next request tells the user
-        await ls.assistant.warm(key, text, offset, where)
+        await work
 
 
 async def _suggest(
@@ -71,6 +131,12 @@ async def _suggest(
 
 
 def register(server: CodeagentServer) -> None:
+    @server.command(ACCEPTED)
+    def accepted(ls: CodeagentServer, *arguments: Any) -> None:
+        uri = arguments[0] if arguments else None
+        if isinstance(uri, str):
+            prefetch_after_accept(ls, uri)
+
     @server.feature(DID_FOCUS)
     def did_focus(ls: CodeagentServer, params: Any) -> None:
         document = getattr(params, "textDocument", None)
@@ -86,11 +152,11 @@ def register(server: CodeagentServer) -> None:
         suggestion, offset = await _suggest(ls, params.text_document.uri, params.position)
         if suggestion is None:
             return types.InlineCompletionList(items=[])
-        cursor = position_of(ls.open_document(params.text_document.uri), offset)
+        uri = params.text_document.uri
+        cursor = position_of(ls.open_document(uri), offset)
         here = types.Range(cursor, cursor)
-        return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=suggestion.text, range=here)]
-        )
+        item = types.InlineCompletionItem(suggestion.text, range=here, command=_accepted(uri))
+        return types.InlineCompletionList(items=[item])
 
     @server.feature(
         types.TEXT_DOCUMENT_COMPLETION,
@@ -103,9 +169,13 @@ def register(server: CodeagentServer) -> None:
         if suggestion is None:
             return types.CompletionList(is_incomplete=True, items=[])
         document = ls.open_document(params.text_document.uri)
-        return types.CompletionList(
-            is_incomplete=True, items=[_popup_item(document, offset, suggestion)]
-        )
+        item = _popup_item(document, offset, suggestion)
+        item.command = _accepted(params.text_document.uri)
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+
+def _accepted(uri: str) -> types.Command:
+    return types.Command("codeagent: suggestion accepted", ACCEPTED, arguments=[uri])
 
 
 def _position(value: Any) -> types.Position | None:

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsprotocol import types
@@ -226,7 +227,7 @@ class IndexingFeature:
         if index is not None and path is not None:
             self.background(self._update(index.document_closed, Path(path)))
 
-    async def files_changed(self, changes: list[types.FileEvent]) -> None:
+    async def files_changed(self, changes: Sequence[types.FileEvent]) -> None:
         index = self.server.codegraph
         if index is None:
             return

@@ -74,7 +74,7 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(DID_CHANGE)
     def did_change(ls: CodeagentServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.stop_warming()  # a keystroke in any document: its request comes first
         text_changed(ls, params)
+        completion.text_changed(ls, params.text_document.uri)
 
     server.feature(DID_SAVE)(text_changed)

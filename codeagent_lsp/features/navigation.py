@@ -191,6 +191,8 @@ def nest(
             children=[],
         )
         parent = by_name.get(item.scope)
-        (parent.children if parent is not None else roots).append(symbol)
+        siblings = roots if parent is None else parent.children
+        assert isinstance(siblings, list)  # every symbol here is made with children=[]
+        siblings.append(symbol)
         by_name.setdefault(item.qualified_name, symbol)
     return roots

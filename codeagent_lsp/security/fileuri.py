@@ -14,7 +14,7 @@ on Linux and macOS): they have no path, and `refusal` says so.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import PurePath, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
 _DRIVE = re.compile(r"/?[A-Za-z]:(/|$)")
@@ -59,7 +59,7 @@ def document_key(uri: str) -> str:
     return str(path) if path is not None else unquote(uri)
 
 
-def uri_of(path: PurePosixPath | str) -> str:
+def uri_of(path: PurePath | str) -> str:
     """A `file:` URI for an absolute path, every character but `-._~/`, letters and digits
     escaped (as VS Code does; every client decodes it)."""
     return "file://" + quote(str(path), safe="/")

@@ -5,9 +5,12 @@
 -- vim.lsp.inline_completion; older versions get the completion popup.
 -- Keymaps in attached buffers: <leader>ce explain (normal, or the visual selection),
 -- <leader>cd add docstring, <leader>ct generate tests, <leader>cf fix the line's diagnostic,
--- <leader>ca every action in a menu; gd, gr and K for definition, references and hover.
+-- <leader>ca every action in a menu; gd, gr and K for definition, references and hover;
+-- on 0.12, <Tab> in insert mode accepts the ghost text (a plain <Tab> when there is none).
 -- Entering a buffer and a settled cursor (CursorHold) send codeagent/didFocus: the server
--- warms the prompt there.
+-- warms the prompt there. Accepting a ghost-text suggestion (0.12) runs its codeagent.accepted
+-- command (workspace/executeCommand) and the server prefetches the next suggestion; with the
+-- popup the server sees the accept in the change itself.
 local M = {}
 
 local filetypes = { "python", "javascript", "typescript", "typescriptreact", "go", "rust",
@@ -22,7 +25,9 @@ local function root_dir(bufnr)
 end
 
 local function attached_client(bufnr)
-  for _, c in pairs(vim.lsp.get_active_clients()) do  -- 0.7 has no filter argument
+  -- get_clients is 0.10+ (its predecessor, deprecated there, has no filter argument in 0.7)
+  local clients = vim.lsp.get_clients and vim.lsp.get_clients() or vim.lsp.get_active_clients()
+  for _, c in pairs(clients) do
     if c.name == "codeagent" and vim.lsp.buf_is_attached(bufnr, c.id) then return c end
   end
 end
@@ -124,8 +129,11 @@ function M.setup(settings)
         local client = vim.lsp.get_client_by_id(args.data.client_id)
         if client and client.name == "codeagent" then
           keymaps(args.buf)
-          if vim.lsp.inline_completion then  -- 0.12+: ghost text
+          if vim.lsp.inline_completion then  -- 0.12+: ghost text, <Tab> accepts it
             vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
+            vim.keymap.set("i", "<Tab>", function()
+              if not vim.lsp.inline_completion.get() then return "<Tab>" end
+            end, { buffer = args.buf, expr = true, desc = "codeagent: accept the ghost text" })
           end
         end
       end,

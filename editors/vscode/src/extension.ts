@@ -1,7 +1,8 @@
 // codeagent for VS Code: starts `codeagent-lsp` over stdio and lets vscode-languageclient do the
 // protocol. This file adds what the generic client lacks: the settings handed over at start, a
 // status bar item (model, device, last latency from `codeagent/stats`) and one command per code
-// action.
+// action. Accepting a suggestion runs its `codeagent.accepted` command, which vscode-languageclient
+// forwards to the server (workspace/executeCommand): the server then prefetches the next one.
 import * as vscode from "vscode";
 import {
   CodeAction,
@@ -221,7 +222,8 @@ class StatusBar implements vscode.Disposable {
       this.item.text = current.problem ? "$(warning) codeagent: no model" : "$(loading~spin) codeagent";
       this.item.tooltip = current.problem ?? "loading the model";
     } else {
-      const last = [...current.records].reverse().find((r) => r.outcome === "ok" || r.outcome === "typeahead");
+      const answered = ["ok", "typeahead", "prefetched"];
+      const last = [...current.records].reverse().find((r) => answered.includes(r.outcome));
       const latency = last ? ` · ${Math.round(last.totalMs)} ms` : "";
       this.item.text = `$(sparkle) ${current.model.name} · ${current.model.device}${latency}`;
       this.item.tooltip = last
