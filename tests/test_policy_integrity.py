@@ -20,6 +20,7 @@ from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.policy import load_policy
 from tests.test_audit_never_stops import start, stop
 from tests.test_node import Client, frame
+from tests.test_pool import workers_of
 from tests.tiny_gguf import MODEL_NAME, TINY, write_tiny_gguf
 
 
@@ -113,19 +114,6 @@ async def test_over_stdio_a_world_writable_policy_refuses_every_request(tmp_path
     assert "is not trusted" in answer["error"]["message"], answer
     assert "writable by its group or by everyone" in answer["error"]["message"]
     await stop(process, client)
-
-
-def workers_of(pid: int) -> int:
-    """Model worker processes of the process `pid` (its children running the worker module)."""
-    count = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue  # ended while we looked
-        count += parent == pid and b"codeagent_lsp.engine.worker" in cmdline
-    return count
 
 
 async def test_a_model_renamed_over_once_hashed_is_not_the_one_loaded(

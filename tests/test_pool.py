@@ -32,6 +32,11 @@ def model(tiny_model: Path) -> Iterator[OpenModel]:
 
 def engines_running() -> int:
     """Model worker processes this process started and has not yet stopped."""
+    return workers_of(os.getpid())
+
+
+def workers_of(pid: int) -> int:
+    """Model worker processes of the process `pid` (its children running the worker module)."""
     count = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -39,7 +44,7 @@ def engines_running() -> int:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue  # ended while we looked
-        count += parent == os.getpid() and b"codeagent_lsp.engine.worker" in cmdline
+        count += parent == pid and b"codeagent_lsp.engine.worker" in cmdline
     return count
 
 
