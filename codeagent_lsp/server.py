@@ -35,6 +35,7 @@ from codeagent_lsp.transport import HeavyWork
 
 if TYPE_CHECKING:
     from codeagent_lsp.features.indexing import IndexingFeature
+    from codeagent_lsp.features.next_edits import NextEdits
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class CodeagentServer(LanguageServer):
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
         self.indexing: IndexingFeature | None = None
+        self.next_edits: NextEdits | None = None
         self.explanations: dict[tuple[str, str], str] = {}
         """Model explanations by (file, hash of the explained code): hover shows one while the
         code it explains is unchanged."""
@@ -442,10 +444,12 @@ def build_server(
         indexing,
         lifecycle,
         navigation,
+        next_edits,
         stats,
     )
 
     server = CodeagentServer(log_level, backends, node)
-    for feature in (lifecycle, completion, stats, indexing, navigation, hover, actions):
+    features = (lifecycle, completion, stats, indexing, navigation, hover, actions, next_edits)
+    for feature in features:
         feature.register(server)
     return server

@@ -133,6 +133,15 @@ class ActionsSettings:
 
 
 @dataclass(frozen=True)
+class NextEditsSettings:
+    enabled: bool = True
+    """Flag the uses a change of a definition affects (rename, parameters, async, constructor,
+    move) with Hint diagnostics, quickfixes and an "Update all uses" action."""
+    maxSites: int = 500
+    """Most places flagged for the changes of all open documents together."""
+
+
+@dataclass(frozen=True)
 class CodegraphSettings:
     enabled: bool = True
     """Index the workspace (definitions, references, hover, workspace symbols, context)."""
@@ -176,6 +185,7 @@ class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     codegraph: CodegraphSettings = field(default_factory=CodegraphSettings)
     actions: ActionsSettings = field(default_factory=ActionsSettings)
+    nextEdits: NextEditsSettings = field(default_factory=NextEditsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     documents: DocumentsSettings = field(default_factory=DocumentsSettings)
 
@@ -201,6 +211,7 @@ _MINIMUMS = {
     "completion.temperature": 0,
     "codegraph.maxFileBytes": 1,
     "actions.maxTokens": 16,
+    "nextEdits.maxSites": 1,
     "documents.maxBytes": 1,
     "remote.slots": 1,
     "remote.connectTimeout": 0.01,
@@ -223,6 +234,7 @@ _MAXIMUMS = {
     "completion.contextTokens": 32768,
     "completion.totalTokens": 65536,
     "actions.maxTokens": 4096,
+    "nextEdits.maxSites": 10000,
     "codegraph.maxFileBytes": 16 * 1024 * 1024,
     "documents.maxBytes": 64 * 1024 * 1024,
     "remote.slots": 256,

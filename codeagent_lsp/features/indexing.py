@@ -207,8 +207,12 @@ class IndexingFeature:
         document = self.server.document(uri)
         if index is None or path is None or document is None:
             return
-        text = document.source
-        self.background(self._update(index.document_changed, Path(path), text))
+        self.background(self._update_open(index, uri, Path(path), document.source))
+
+    async def _update_open(self, index: WorkspaceIndex, uri: str, path: Path, text: str) -> None:
+        await self._update(index.document_changed, path, text)
+        if self.server.next_edits is not None:  # the text's changes to definitions, if any
+            await self.server.next_edits.document_indexed(uri, text)
 
     async def _update(self, update, *args) -> None:
         """Apply one change off the event loop; index everything again when the database had
