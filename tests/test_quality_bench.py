@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -449,8 +450,20 @@ LONG_DEF = Task(
     "def run(self, a,",
     NEXT_LINE,
 )
+# The hidden line opens a block: its body and else clause follow.
+BLOCK = dataclasses.replace(
+    _masked(
+        "m.py",
+        "def f(x):\n    y = x\n    ",
+        "if x:",
+        "\n        x += 1\n    else:\n        x = 0\n",
+    ),
+    line=2,
+)
 # The hidden line ends a statement that began above it.
-LAST_LINE = _masked("m.py", "total = (1 +\n         ", "2)", "\nprint(total)\n")
+LAST_LINE = dataclasses.replace(
+    _masked("m.py", "total = (1 +\n         ", "2)", "\nprint(total)\n"), line=1
+)
 
 
 @pytest.mark.parametrize(
@@ -469,6 +482,9 @@ LAST_LINE = _masked("m.py", "total = (1 +\n         ", "2)", "\nprint(total)\n")
         (LONG_DEF, "def run(self, a, b, c):", True),  # the whole statement on one line
         (LONG_DEF, "def go(self):", True),  # another one-line def: the body follows
         (LONG_DEF, "def run(self, a, b", False),
+        (BLOCK, "if x:", True),
+        (BLOCK, "x = 2", True),  # a statement in place of the whole if/else
+        (BLOCK, "    x = 2", False),  # the typed indentation repeated
         (LAST_LINE, "2)", True),
         (LAST_LINE, "2 +", False),  # a dangling operator: no lines to drop after it
         (_masked("m.py", "def f(:\n    ", "pass", "\n"), "pass", None),  # never parsed

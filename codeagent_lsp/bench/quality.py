@@ -313,9 +313,9 @@ def accepted_parses(task: Task, prediction: str) -> bool | None:
     text? None when the original file does not parse (the position is not counted). A
     suggestion that ends by opening a block is also tried with the language's empty body
     (`pass` after a colon, the closing bracket after an opening one): the user types the
-    body next. Where the hidden line starts a statement that goes on over later lines, the
-    file is also tried without those lines: a user at this cursor has not typed them yet, and
-    a suggestion that completes the statement on one line fits (Python only).
+    body next. Where the hidden line starts a statement that goes on over later lines (a
+    bracketed continuation, a block's body and clauses), the file is also tried without those
+    lines: a user at this cursor has not typed them yet, and a statement there fits (Python).
 
     Python is parsed with `ast`; other languages with tree-sitter, where parsing means no more
     ERROR or MISSING nodes than the original file has.
@@ -345,14 +345,16 @@ def accepted_parses(task: Task, prediction: str) -> bool | None:
 
 
 def _continuation_lines(text: str, line: int) -> int:
-    """How many lines after 0-based `line` belong to the statement on it (the rest of a
-    bracketed, backslash-continued or multi-line-string statement); 0 when it ends there."""
+    """How many lines after 0-based `line` belong to the Python statement that starts on it
+    (the rest of a multi-line call, a compound statement's body and clauses); 0 when none
+    starts there or it ends on that line."""
     try:
-        for token in tokenize.generate_tokens(io.StringIO(text).readline):
-            if token.type == tokenize.NEWLINE and token.start[0] > line:
-                return token.start[0] - 1 - line
-    except (tokenize.TokenError, SyntaxError):
-        pass
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno == line + 1 and node.end_lineno:
+            return node.end_lineno - 1 - line
     return 0
 
 
