@@ -241,6 +241,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     index_bench.add_argument("--json", action="store_true")
     index_bench.set_defaults(run=_bench_index)
+    edits = bench.add_parser("next-edits", help="places a change affects, against Python's ast")
+    _add_model_options(edits)
+    edits.add_argument("--repo", type=Path, help="default: the standard library's email package")
+    edits.add_argument("--functions", type=int, default=30)
+    edits.add_argument("--seed", type=int, default=0)
+    edits.add_argument(
+        "--model-sites", type=int, default=0, help="calls the model rewrites (default: none)"
+    )
+    edits.add_argument("--json", action="store_true")
+    edits.set_defaults(run=_bench_next_edits)
     return parser
 
 
@@ -394,7 +404,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = build_server(args.log_level)
     server.settings = server.assistant.settings = _settings_from(args)  # below the client's
     try:
-        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
+        heavy = server.heavy_work()
+        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal, heavy)
     finally:
         server.close()  # the engine stopped, the audit rows written (a stop signal skips shutdown)
 
@@ -542,6 +553,28 @@ def _bench_quality(args: argparse.Namespace) -> int:
             f"stopped at --max-minutes with {result['remaining']} (position, condition) pairs "
             f"left; the same command resumes from {result['results']}"
         )
+    return 0
+
+
+def _bench_next_edits(args: argparse.Namespace) -> int:
+    import sysconfig
+
+    from codeagent_lsp.bench.next_edits import run_next_edits_bench
+
+    repo = args.repo or Path(sysconfig.get_paths()["stdlib"]) / "email"
+    result = run_next_edits_bench(
+        repo,
+        args.functions,
+        args.seed,
+        _settings_from(args),
+        args.model_sites,
+        progress=_progress,  # stderr: --json output stays clean on stdout
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>10}: {value}")
     return 0
 
 

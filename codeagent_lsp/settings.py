@@ -133,6 +133,15 @@ class ActionsSettings:
 
 
 @dataclass(frozen=True)
+class NextEditsSettings:
+    enabled: bool = True
+    """Flag the uses a change of a definition affects (rename, parameters, async, constructor,
+    move) with Hint diagnostics, quickfixes and an "Update all uses" action."""
+    maxSites: int = 500
+    """Most places flagged for the changes of all open documents together."""
+
+
+@dataclass(frozen=True)
 class CodegraphSettings:
     enabled: bool = True
     """Index the workspace (definitions, references, hover, workspace symbols, context)."""
@@ -176,6 +185,7 @@ class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     codegraph: CodegraphSettings = field(default_factory=CodegraphSettings)
     actions: ActionsSettings = field(default_factory=ActionsSettings)
+    nextEdits: NextEditsSettings = field(default_factory=NextEditsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     documents: DocumentsSettings = field(default_factory=DocumentsSettings)
 
@@ -201,6 +211,7 @@ _MINIMUMS = {
     "completion.temperature": 0,
     "codegraph.maxFileBytes": 1,
     "actions.maxTokens": 16,
+    "nextEdits.maxSites": 1,
     "documents.maxBytes": 1,
     "remote.slots": 1,
     "remote.connectTimeout": 0.01,
@@ -223,6 +234,7 @@ _MAXIMUMS = {
     "completion.contextTokens": 32768,
     "completion.totalTokens": 65536,
     "actions.maxTokens": 4096,
+    "nextEdits.maxSites": 10000,
     "codegraph.maxFileBytes": 16 * 1024 * 1024,
     "documents.maxBytes": 64 * 1024 * 1024,
     "remote.slots": 256,
@@ -345,6 +357,22 @@ MACHINE_SCOPED = (
 """Keys that choose what runs, what is read and where data goes: editors that honour a scope
 (VS Code) take them from the user's own settings, never from a repository's. On a shared node
 they are the node's alone (`node_owned`)."""
+
+
+WORK_BOUNDS = ("codegraph.maxFileBytes", "documents.maxBytes")
+"""Sizes that bound the work one document costs (what is parsed, what is served): on a shared
+node a client may lower them, never raise them above the node's own (`capped_by`)."""
+
+
+def capped_by(settings: Settings, node: Settings) -> Settings:
+    """`settings` with each of WORK_BOUNDS at most the node's value."""
+    for key in WORK_BOUNDS:
+        section_name, name = key.split(".")
+        section, cap = getattr(settings, section_name), getattr(getattr(node, section_name), name)
+        if getattr(section, name) > cap:
+            section = dataclasses.replace(section, **{name: cap})
+            settings = dataclasses.replace(settings, **{section_name: section})
+    return settings
 
 
 def node_owned(raw: Any) -> tuple[Any, list[str]]:

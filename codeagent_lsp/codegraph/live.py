@@ -49,15 +49,8 @@ class LiveTrees:
 def _edit(old: bytes, new: bytes) -> dict[str, Any]:
     """The single edit turning `old` into `new`, in tree-sitter's terms (bytes and points)."""
     limit = min(len(old), len(new))
-    start = 0
-    while start < limit and old[start] == new[start]:
-        start += 1
-    common_tail = 0
-    while (
-        common_tail < limit - start
-        and old[len(old) - 1 - common_tail] == new[len(new) - 1 - common_tail]
-    ):
-        common_tail += 1
+    start = _common_prefix(old, new, limit)
+    common_tail = _common_prefix(old[start:][::-1], new[start:][::-1], limit - start)
     old_end, new_end = len(old) - common_tail, len(new) - common_tail
     return {
         "start_byte": start,
@@ -67,6 +60,20 @@ def _edit(old: bytes, new: bytes) -> dict[str, Any]:
         "old_end_point": _point(old, old_end),
         "new_end_point": _point(new, new_end),
     }
+
+
+def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
+    """Length of the common prefix of `a` and `b` (at most `limit`), by bisection over slice
+    comparisons: each is a memcmp in C, where a byte-by-byte loop in Python took 0.2 s on a
+    100 kB file."""
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _point(source: bytes, offset: int) -> tuple[int, int]:

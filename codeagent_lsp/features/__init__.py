@@ -40,6 +40,8 @@ FEATURE_OF: dict[str, str] = {
     types.WORKSPACE_SYMBOL: "navigation",
     types.TEXT_DOCUMENT_CODE_ACTION: ACTIONS,
     types.CODE_ACTION_RESOLVE: ACTIONS,  # the action's own name, from its data
+    types.TEXT_DOCUMENT_RENAME: "nextedit",
+    types.TEXT_DOCUMENT_PREPARE_RENAME: "nextedit",
     STATS: "stats",
 }
 

@@ -28,6 +28,7 @@ from codeagent_lsp.security import fileuri
 from codeagent_lsp.server import CodeagentServer, document_path, prompt_location
 
 EXPLAIN, DOCSTRING, FIX, TESTS = "explain", "docstring", "fix", "tests"
+NEXT_EDIT = "nextedit"  # features/next_edits.ACTION (which imports this module's neighbours)
 
 
 def register(server: CodeagentServer) -> None:
@@ -73,7 +74,11 @@ def register(server: CodeagentServer) -> None:
                     f"Generate tests for {target.name}", types.CodeActionKind.Source, TESTS, data
                 )
             )
+        if ls.next_edits is not None:
+            actions += ls.next_edits.actions(params.text_document.uri, params.range)
         for diagnostic in params.context.diagnostics:
+            if diagnostic.source == "codeagent":
+                continue  # a next edit: its quickfix is above
             fix = {
                 **data,
                 "line": _row(source, diagnostic.range.start.line),
@@ -98,6 +103,8 @@ def register(server: CodeagentServer) -> None:
                 action.edit = await _fix(ls, data)
             elif data["action"] == TESTS:
                 action.edit = await _tests(ls, data)
+            elif data["action"] == NEXT_EDIT and ls.next_edits is not None:
+                action.edit = await ls.next_edits.resolve(data)
         except ModelUnavailable as exc:
             ls.tell_problem(str(exc))
         finally:

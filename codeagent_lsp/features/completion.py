@@ -149,6 +149,11 @@ def register(server: CodeagentServer) -> None:
     async def inline_completion(
         ls: CodeagentServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
+        uri = params.text_document.uri
+        if ls.next_edits is not None and ls.settings.completion.enabled:
+            edit = await ls.next_edits.inline_item(uri, params.position)
+            if edit is not None:  # a flagged line: its next edit, replacing the old text
+                return types.InlineCompletionList(items=[edit])
         suggestion, offset = await _suggest(ls, params.text_document.uri, params.position)
         if suggestion is None:
             return types.InlineCompletionList(items=[])

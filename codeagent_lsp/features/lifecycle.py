@@ -56,6 +56,8 @@ def register(server: CodeagentServer) -> None:
             ls.context_builder.forget(key)
         if ls.indexing is not None:
             ls.indexing.document_closed(uri)
+            if ls.next_edits is not None:  # its changes' flags go with it
+                ls.indexing.background(ls.next_edits.document_closed(uri))
 
     def text_changed(
         ls: CodeagentServer,
@@ -69,6 +71,8 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(DID_OPEN)
     def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
+        if ls.next_edits is not None:
+            ls.next_edits.document_opened(params.text_document.uri, params.text_document.text)
         text_changed(ls, params)
         completion.warm(ls, params.text_document.uri)
 

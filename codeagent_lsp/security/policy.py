@@ -33,10 +33,11 @@ FEATURES = (
     "tests",
     "fix",
     "docstring",
+    "nextedit",
     "index",
     "stats",
 )
-MODEL_FEATURES = frozenset({"completion", "explain", "tests", "fix", "docstring"})
+MODEL_FEATURES = frozenset({"completion", "explain", "tests", "fix", "docstring", "nextedit"})
 """Features that send a file's text to the model: the prompt path rules apply to them."""
 BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
     "admin": ("*",),

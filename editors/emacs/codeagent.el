@@ -8,6 +8,10 @@
 ;; modes below, in place of the language's usual one.  Completions come through
 ;; `completion-at-point' (the popup of corfu or company when installed), hover through eldoc,
 ;; code actions through `eglot-code-actions' or the keys bound at the end.
+;;
+;; Settings: `codeagent-initialization-options' below; per project, `eglot-workspace-configuration'
+;; in .dir-locals.el overrides them: ((nil . ((eglot-workspace-configuration
+;;                                             . (:codeagent (:completion (:maxTokens 32)))))))
 
 ;;; Code:
 
