@@ -197,11 +197,14 @@ class Assistant:
         resolved = models.resolve(
             self.settings.model_name(), models.models_dir(self.settings.models_dir_setting())
         )
-        self._check_model(resolved.path)
+        model = self._check_model(resolved.path)
         engine = self._engine_settings()
-        if self.backends is not None:
-            return self.backends.borrow(resolved.path, engine, notify), resolved.family
-        return EmbeddedBackend(resolved.path, engine, notify), resolved.family
+        try:  # the engine loads the file that was checked; it keeps its own descriptor
+            if self.backends is not None:
+                return self.backends.borrow(model, engine, notify), resolved.family
+            return EmbeddedBackend(model, engine, notify), resolved.family
+        finally:
+            model.close()
 
     def _engine_settings(self) -> EngineSettings:
         """The client's engine settings within the policy's [cache] rules."""
@@ -409,8 +412,8 @@ class Assistant:
         repository context the policy allows."""
         opts = self.settings.completion
         count = loaded.backend.count_tokens
-        excerpt = budget.fit(
-            text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
+        excerpt = await asyncio.to_thread(  # off the event loop: tokenizes up to the budgets
+            budget.fit, text, offset, opts.prefixTokens, opts.suffixTokens, count, state.window
         )
         state.window = excerpt.window
         # Secrets in the file never reach the model (nor the audit log that may keep prompts).
@@ -458,16 +461,19 @@ class Assistant:
         audit.note_response(generation.text, record.prompt_tokens, record.generated_tokens)
         return generation
 
-    def _check_model(self, path: Path) -> None:
-        """Hash the model file (about a second per GB) and refuse one the policy does not allow,
-        before llama.cpp reads it."""
+    def _check_model(self, path: Path) -> models.OpenModel:
+        """Open the model file once, hash it (about a second per GB) and refuse one the policy
+        does not allow, before llama.cpp reads it; what llama.cpp then loads is this open file."""
         where = self.policy.model_path_allowed(path)
         if not where.allowed:
             raise models.ModelError(where.reason)
-        self.model_sha256 = models.model_sha256(path)
-        decision = self.policy.model_allowed(self.model_sha256)
+        model = models.open_model(path)
+        self.model_sha256 = model.sha256
+        decision = self.policy.model_allowed(model.sha256)
         if not decision.allowed:
+            model.close()
             raise models.ModelError(decision.reason)
+        return model
 
     async def _instruct(
         self, key: str, system: str, user: str, *, max_tokens: int = 512

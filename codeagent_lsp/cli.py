@@ -404,7 +404,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = build_server(args.log_level)
     server.settings = server.assistant.settings = _settings_from(args)  # below the client's
     try:
-        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal)
+        heavy = server.heavy_work()
+        return transport.serve_stdio(server, os_identity(), limits, server.audit_refusal, heavy)
     finally:
         server.close()  # the engine stopped, the audit rows written (a stop signal skips shutdown)
 

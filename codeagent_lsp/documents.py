@@ -10,14 +10,23 @@ range is converted with LSP's rules and applied to the text as one slice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.workspace import TextDocument, Workspace
+from pygls.workspace import PositionCodec, TextDocument, Workspace
 
 from codeagent_lsp import lines
 from codeagent_lsp.security.fileuri import document_key
+
+
+class LspPositionCodec(PositionCodec):
+    """pygls's codec, counting a string's units at C speed (`lines.UNITS`)."""
+
+    def client_num_units(self, string: str) -> int:
+        encoding = getattr(self.encoding, "value", self.encoding)  # an enum or its string
+        return lines.UNITS.get(encoding, lines.utf16_units)(string)
 
 
 class LspTextDocument(TextDocument):
@@ -43,6 +52,10 @@ class LspWorkspace(Workspace):
     them; pygls keys them by the URI with its escapes decoded, so `file://localhost/a.py` or a
     folder removed in another spelling than it was added would be missed. A document keeps the
     URI it was opened with (`TextDocument.uri`): replies name it that way."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._position_codec = LspPositionCodec(self._position_encoding)
 
     def _create_text_document(
         self,
@@ -96,7 +109,50 @@ def use_lsp_workspace(workspace: Workspace) -> None:
     its own `initialize` handler with no hook for the class, so the class of that object is
     switched (LspWorkspace adds no state); the folders it already holds are keyed again."""
     workspace.__class__ = LspWorkspace
+    workspace._position_codec = LspPositionCodec(workspace._position_encoding)
     folders = list(workspace.folders.values())
     workspace.folders.clear()
     for folder in folders:
         workspace.add_folder(folder)
+
+
+EDIT_OFF_LOOP_CHARS = 1_000_000
+"""A didChange whose changes times its document's length exceeds this is applied off the event
+loop: each change copies and scans the document (a 4 MB line, or a thousand edits at once)."""
+
+
+def heavy_edit(find: Callable[[str], TextDocument | None], message: dict[str, Any]) -> bool:
+    """Is `message` (a decoded JSON-RPC message) a didChange whose application is heavy?
+    `find`: the open document of a URI, or None."""
+    params = message.get("params")
+    if message.get("method") != types.TEXT_DOCUMENT_DID_CHANGE or not isinstance(params, dict):
+        return False
+    document, changes = params.get("textDocument"), params.get("contentChanges")
+    uri = document.get("uri") if isinstance(document, dict) else None
+    if not isinstance(uri, str) or not isinstance(changes, list):
+        return False
+    found = find(uri)
+    return found is not None and len(found.source) * len(changes) > EDIT_OFF_LOOP_CHARS
+
+
+def squash_edits(find: Callable[[str], TextDocument | None], notification: Any) -> Any:
+    """A didChange notification whose changes are applied to a copy of its document, turned
+    into one whole-text change: pygls then only stores the text (run off the event loop, while
+    the client's later messages wait). Other messages are returned as they are. `find`: the
+    open document of a URI, or None."""
+    params = getattr(notification, "params", None)
+    if not isinstance(params, types.DidChangeTextDocumentParams):
+        return notification
+    document = find(params.text_document.uri)
+    if document is None:
+        return notification
+    copy = LspTextDocument(
+        document.uri,
+        source=document.source,
+        sync_kind=types.TextDocumentSyncKind.Incremental,
+        position_codec=document.position_codec,
+    )
+    for change in params.content_changes:
+        copy.apply_change(change)
+    params.content_changes = [types.TextDocumentContentChangeWholeDocument(text=copy.source)]
+    return notification

@@ -11,10 +11,11 @@ UTF-16 code units, UTF-8 bytes or code points, as negotiated).
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LINE_BREAK = re.compile(r"\r\n?|\n")
 
 Units = Callable[[str], int]
 """The client's units of a string (the negotiated position encoding)."""
@@ -23,6 +24,19 @@ Units = Callable[[str], int]
 def code_points(text: str) -> int:
     """UTF-32: one unit per code point."""
     return len(text)
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le", errors="surrogatepass")) // 2
+
+
+def utf8_units(text: str) -> int:
+    return len(text.encode("utf-8", errors="surrogatepass"))
+
+
+UNITS: dict[str, Units] = {"utf-8": utf8_units, "utf-16": utf16_units, "utf-32": code_points}
+"""Each LSP position encoding's units, counted by encoding the string (pygls counts them one
+character at a time in Python: seconds on a line of megabytes)."""
 
 
 def split_lines(text: str, keepends: bool = False) -> list[str]:
@@ -35,9 +49,22 @@ def split_lines(text: str, keepends: bool = False) -> list[str]:
     return LINE_BREAK.split(text)
 
 
-def line_starts(text: str) -> list[int]:
-    """Code-point offset where each line starts (the first is 0)."""
-    return [0, *(match.end() for match in LINE_BREAK.finditer(text))]
+def line_starts(text: str, limit: int | None = None) -> list[int]:
+    """Code-point offset where each line starts (the first is 0); with `limit`, only the
+    first `limit + 1` (the text is scanned no further than needed)."""
+    return [0, *itertools.islice(_break_ends(text), limit)]
+
+
+def _break_ends(text: str) -> Iterator[int]:
+    """Where each line break ends. Without `\r`, str.find (memchr) jumps from break to break,
+    where the regex would step through a line of megabytes one character at a time."""
+    if "\r" in text:
+        yield from (match.end() for match in LINE_BREAK.finditer(text))
+        return
+    at = text.find("\n")
+    while at >= 0:
+        yield at + 1
+        at = text.find("\n", at + 1)
 
 
 def line_count(text: str) -> int:
@@ -55,17 +82,25 @@ def _content_end(text: str, starts: list[int], line: int) -> int:
 def to_offset(text: str, line: int, character: int, units: Units = code_points) -> int:
     """Code-point offset of an LSP position. As the specification says, a character past the
     line's end means the line's end; a line past the last one means the end of the text. A
-    character inside a character of several units (half a surrogate pair) rounds up."""
-    starts = line_starts(text)
+    character inside a character of several units (half a surrogate pair) rounds up. Costs a
+    scan up to the line and a few encodings of it, never a Python step per character: a
+    document may be one line of megabytes."""
+    starts = line_starts(text, max(line, 0) + 1)
     if line >= len(starts):
         return len(text)
     start, end = starts[max(line, 0)], _content_end(text, starts, max(line, 0))
-    counted = 0
-    for offset in range(start, end):
-        if counted >= character:
-            return offset
-        counted += units(text[offset])
-    return end
+    # Every character is at least one unit: the answer is at most `character` characters in.
+    high = min(end, start + max(character, 0))
+    if units(text[start:high]) == high - start:  # one unit each: no search
+        return high
+    low = start  # the first offset whose prefix holds `character` units
+    while low < high:
+        mid = (low + high) // 2
+        if units(text[start:mid]) >= character:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def to_position(

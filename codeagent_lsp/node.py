@@ -183,6 +183,7 @@ class Node:
             network=True,
             on_denied=server.audit_refusal,
             inbound=server.folders.inbound if server.folders is not None else None,
+            heavy=server.heavy_work(),
         )
 
     # --- TCP ------------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ class Node:
                 while not connection.closed and (
                     data := await _read(reader, None if connection.identity else deadline)
                 ):
-                    connection.receive(data)
+                    await connection.receive(data)
                     await writer.drain()  # a client that does not read its answers is slowed
             except (ConnectionError, ssl.SSLError) as exc:
                 log.info("connection ended: %s", exc)
@@ -292,7 +293,7 @@ class Node:
         async with self._serving(server, connection):
             try:
                 async for message in websocket:  # one JSON-RPC message each, no headers
-                    connection.handle_body(message)
+                    await connection.handle_body(message)
                     if connection.closed:
                         break
             except ConnectionClosed:

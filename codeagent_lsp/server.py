@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
@@ -16,7 +19,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument
 
-from codeagent_lsp import __version__, lines, settings
+from codeagent_lsp import __version__, documents, lines, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
@@ -28,12 +31,15 @@ from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.nodepaths import FolderMap
 from codeagent_lsp.security.policy import MODEL_FEATURES, policy_in_force
 from codeagent_lsp.security.roots import Root
+from codeagent_lsp.transport import HeavyWork
 
 if TYPE_CHECKING:
     from codeagent_lsp.features.indexing import IndexingFeature
     from codeagent_lsp.features.next_edits import NextEdits
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RESTART_KEYS = ("model", "modelsDir", "engine", "remote")
 """Settings whose change needs the model to be loaded again."""
@@ -191,6 +197,8 @@ class CodeagentServer(LanguageServer):
         if self.node is not None:
             raw, owned = settings.node_owned(raw)
         merged, errors = settings.merge(self.settings, raw)
+        if self.node is not None:
+            merged = settings.capped_by(merged, self.node.settings)
         errors = owned + errors
         if errors:
             self.window_show_message(
@@ -268,9 +276,26 @@ class CodeagentServer(LanguageServer):
 
     # --- documents ------------------------------------------------------------------------------
 
+    async def off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on this client's own worker threads (`thread_pool`), the context
+        copied as asyncio.to_thread does. On a node, one client's heavy requests then queue
+        behind each other, not ahead of other clients' in the loop's shared default executor."""
+        call = functools.partial(contextvars.copy_context().run, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+
+    def heavy_work(self) -> HeavyWork:
+        """For the transport: edits of large documents are applied on this client's threads."""
+        return HeavyWork(
+            lambda message: documents.heavy_edit(self.document, message),
+            lambda message: documents.squash_edits(self.document, message),
+            self.thread_pool,
+        )
+
     def document(self, uri: str) -> TextDocument | None:
         """The open document `uri` names, in any spelling of it (percent-escapes, `localhost`),
-        or None. Never reads from disk."""
+        or None (also before `initialize`). Never reads from disk."""
+        if self.protocol._workspace is None:  # pygls's `workspace` raises until then
+            return None
         return self.workspace.text_documents.get(fileuri.document_key(uri))
 
     def open_document(self, uri: str) -> TextDocument:

@@ -359,6 +359,22 @@ MACHINE_SCOPED = (
 they are the node's alone (`node_owned`)."""
 
 
+WORK_BOUNDS = ("codegraph.maxFileBytes", "documents.maxBytes")
+"""Sizes that bound the work one document costs (what is parsed, what is served): on a shared
+node a client may lower them, never raise them above the node's own (`capped_by`)."""
+
+
+def capped_by(settings: Settings, node: Settings) -> Settings:
+    """`settings` with each of WORK_BOUNDS at most the node's value."""
+    for key in WORK_BOUNDS:
+        section_name, name = key.split(".")
+        section, cap = getattr(settings, section_name), getattr(getattr(node, section_name), name)
+        if getattr(section, name) > cap:
+            section = dataclasses.replace(section, **{name: cap})
+            settings = dataclasses.replace(settings, **{section_name: section})
+    return settings
+
+
 def node_owned(raw: Any) -> tuple[Any, list[str]]:
     """A client's settings without the keys a node decides (MACHINE_SCOPED), and one message
     per key left out. Non-objects pass through for `merge` to report."""

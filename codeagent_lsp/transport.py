@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -277,6 +278,20 @@ class Limits:
     """Connections one client address holds at once; more are closed at once."""
 
 
+@dataclass(frozen=True)
+class HeavyWork:
+    """A server's say in which messages are heavy and what of their work can be done before
+    they are handled: that work runs on a worker thread while their connection waits, so one
+    client's large edit does not stall the event loop every client shares."""
+
+    is_heavy: Callable[[dict[str, Any]], bool]
+    """Is this (decoded, JSON-RPC) message heavy beyond its size?"""
+    prepare: Callable[[Any], Any]
+    """A heavy structured message -> the message pygls then handles (e.g. edits applied)."""
+    executor: concurrent.futures.Executor | None = None
+    """The threads it runs on (None: the event loop's default executor)."""
+
+
 @dataclass
 class Connection:
     """One client's stream of messages into one pygls protocol."""
@@ -294,6 +309,8 @@ class Connection:
     """(identity, method, reason) of each refused request, for the audit log."""
     inbound: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     """Rewrites each message before the server reads it (a node's paths for the client's)."""
+    heavy: HeavyWork | None = None
+    """Which messages are heavy beyond their size, and the server's part of their work."""
     closed: bool = field(init=False, default=False)
     """Set when the connection must end (refused token, `exit`): the transport closes it."""
     decoder: FrameDecoder = field(init=False)
@@ -304,8 +321,8 @@ class Connection:
     def __post_init__(self) -> None:
         self.decoder = FrameDecoder(self.limits.max_message_bytes)
 
-    def receive(self, data: bytes) -> None:
-        """Handle the bytes that arrived."""
+    async def receive(self, data: bytes) -> None:
+        """Handle the bytes that arrived, message by message, in order."""
         for item in self.decoder.feed(data):
             if self.closed:
                 return
@@ -313,7 +330,7 @@ class Connection:
                 metrics.DENIALS.labels("malformed").inc()
                 self.reply_error(None, item.code, item.message)
             elif self.login(item.authorization):
-                self.handle_body(item.body)
+                await self.handle_body(item.body)
 
     def login(self, authorization: str | None) -> bool:
         """Is the client known? The first message decides; a refused one ends the connection."""
@@ -330,9 +347,13 @@ class Connection:
         metrics.CONNECTIONS.labels("accepted").inc()
         return True
 
-    def handle_body(self, body: bytes | str) -> None:
+    async def handle_body(self, body: bytes | str) -> None:
+        """Decode, check and handle one message. A heavy one (a large body, or work the server
+        says is large: `is_heavy`) is decoded and prepared on a worker thread while this
+        connection waits, so its order holds and other connections are served meanwhile."""
+        large = len(body) > OFF_LOOP_BYTES
         try:
-            message = valid_text(json.loads(_text_of(body)))
+            message = await self._off_loop(_decode, body) if large else _decode(body)
         except (ValueError, RecursionError):  # RecursionError: "[[[[...", deeper than Python
             metrics.DENIALS.labels("malformed").inc()
             self.reply_error(None, PARSE_ERROR, "Parse error: the message is not valid JSON")
@@ -342,9 +363,10 @@ class Connection:
             metrics.DENIALS.labels("malformed").inc()
             self.reply_error(_id_of(message), INVALID_REQUEST, f"Invalid Request: {problem}")
             return
-        self.handle_message(message)
+        heavy = large or (self.heavy is not None and self.heavy.is_heavy(message))
+        await self.handle_message(message, heavy)
 
-    def handle_message(self, message: dict[str, Any]) -> None:
+    async def handle_message(self, message: dict[str, Any], heavy: bool = False) -> None:
         method, msg_id = message.get("method"), message.get("id")
         is_request = method is not None and "id" in message
         if is_request and not self._admit(str(method), msg_id):
@@ -357,7 +379,10 @@ class Connection:
         if self.inbound is not None:
             message = self.inbound(message)
         try:
-            structured = self.protocol.structure_message(message)
+            if heavy:
+                structured = await self._off_loop(self._structure, message, True)
+            else:
+                structured = self._structure(message, False)
         except JsonRpcException as exc:
             metrics.DENIALS.labels("invalid_params").inc()
             if is_request:
@@ -368,6 +393,23 @@ class Connection:
         self.protocol.handle_message(structured)
         if is_request:
             self._track(self._label(str(method)), msg_id, started)
+
+    def _structure(self, message: dict[str, Any], heavy: bool) -> Any:
+        """The typed message; a heavy one also prepared by the server (`HeavyWork.prepare`)."""
+        structured = self.protocol.structure_message(message)
+        if not heavy or self.heavy is None:
+            return structured
+        try:
+            return self.heavy.prepare(structured)
+        except Exception:  # pygls handles the message as it came, and reports what fails
+            log.exception("preparing a %s message failed", message.get("method"))
+            return structured
+
+    async def _off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` on a worker thread (`HeavyWork.executor`), awaited."""
+        executor = self.heavy.executor if self.heavy is not None else None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, functools.partial(function, *args))
 
     def _admit(self, method: str, msg_id: object) -> bool:
         reason = None
@@ -469,6 +511,13 @@ def _observe(method: str, started: float, outcome: str) -> None:
 
 
 CHUNK = 64 * 1024
+OFF_LOOP_BYTES = 256 * 1024
+"""A message body larger than this is decoded on a worker thread, not the event loop."""
+
+
+def _decode(body: bytes | str) -> Any:
+    """The JSON value of a message body, lone surrogates replaced (`valid_text`)."""
+    return valid_text(json.loads(_text_of(body)))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -529,13 +578,14 @@ def serve_stdio(
     identity: Identity,
     limits: Limits,
     on_denied: Callable[[Identity, str, str], None] | None = None,
+    heavy: HeavyWork | None = None,
 ) -> int:
     """Serve one client over stdin/stdout until stdin ends, the client sends `exit`, or
-    SIGTERM/SIGINT arrives (then the requests in progress are answered first). `on_denied` as
-    for `Connection`. Returns the process's exit status: 1 for an `exit` without a `shutdown`
-    before it (as the LSP specification says), else 0 (a stop signal included)."""
+    SIGTERM/SIGINT arrives (then the requests in progress are answered first). `on_denied` and
+    `heavy` as for `Connection`. Returns the process's exit status: 1 for an `exit` without a
+    `shutdown` before it (as the LSP specification says), else 0 (a stop signal included)."""
     server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
-    connection = Connection(server.protocol, identity, limits, on_denied=on_denied)
+    connection = Connection(server.protocol, identity, limits, on_denied=on_denied, heavy=heavy)
     status = 0
     try:
         status = asyncio.run(_serve_stdio(connection))
@@ -580,7 +630,7 @@ async def _pump(fd: int, connection: Connection) -> int:
     threading.Thread(target=read, name="stdin-reader", daemon=True).start()
     try:
         while (data := await chunks.get()) and not connection.closed:
-            connection.receive(data)
+            await connection.receive(data)
     except SystemExit as exc:  # pygls's `exit` handler: 0 after `shutdown`, else 1
         # Caught here: escaping a task, it would also be logged as never retrieved.
         return exc.code if isinstance(exc.code, int) else 1

@@ -233,3 +233,65 @@ async def test_a_huge_symbol_query_is_bounded(node, tls_files) -> None:
     assert answer["result"] == []  # only the first words count, and no symbol has them all
     found = await client.request("workspace/symbol", {"query": "public"})
     assert [s["name"] for s in found["result"]] == ["public_function"]
+
+
+def edit(line: int, character: int, text: str) -> dict[str, Any]:
+    at = {"line": line, "character": character}
+    return {"range": {"start": at, "end": at}, "text": text}
+
+
+async def test_one_clients_huge_document_and_edits_do_not_stall_another(node, tls_files) -> None:
+    """A client opens a 4 MB single-line document, edits the end of that line, then sends one
+    didChange of 30,000 edits. The node applies them off the event loop, in order: another
+    client's hover, sent once they are all on their way, is answered before the first client's
+    next request, which waits for its own edits. On a node that did this work on the shared
+    event loop, that next request came first and the hover waited for all of it."""
+    port, _ = node
+    public = CLIENT_ROOT / "public-a"
+    calm = await session(port, tls_files[0], "contractor", [folder(public)])
+    hostile = await session(
+        port, tls_files[0], "admin", [folder(public)], completion={"warm": False}
+    )
+    await calm.ready()
+    await hostile.ready()
+    use = (public / "use.py").as_uri()
+    text = "from app import public_function\npublic_function()\n"
+    calm.notify("textDocument/didOpen", {"textDocument": {"uri": use, "languageId": "python",
+                                                          "version": 1, "text": text}})  # fmt: skip
+    position = {"textDocument": {"uri": use}, "position": {"line": 1, "character": 3}}
+    assert "Public words." in str((await calm.request("textDocument/hover", position))["result"])
+
+    huge, burst = (public / "huge.py").as_uri(), (public / "burst.py").as_uri()
+    line = "x = [" + "1, " * 1_333_330 + "]"  # 4,000,000 bytes on one line
+    for uri, text in ((huge, line), (burst, "value = 1\n" * 50)):
+        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+        hostile.notify("textDocument/didOpen", {"textDocument": document})
+    end = [edit(0, len(line) + i, "#") for i in range(3)]
+    many = [edit(0, 0, "y") for _ in range(30_000)]
+    for version, (uri, changes) in enumerate(((huge, end), (burst, many)), start=2):
+        params = {"textDocument": {"uri": uri, "version": version}, "contentChanges": changes}
+        hostile.notify("textDocument/didChange", params)
+    stats_id = next(hostile.ids)
+    request = {"jsonrpc": "2.0", "id": stats_id, "method": "codeagent/stats", "params": None}
+    hostile.writer.write(frame(request))
+    await hostile.writer.drain()
+
+    order: list[str] = []
+
+    async def answered(name: str, reply) -> dict[str, Any]:
+        message = await reply
+        order.append(name)
+        return message
+
+    hover, stats = await asyncio.wait_for(
+        asyncio.gather(
+            answered("hover", calm.request("textDocument/hover", position)),
+            answered("stats", hostile.answer(stats_id)),
+        ),
+        300,  # a guard against a hang, not a measure
+    )
+    assert order == ["hover", "stats"]
+    assert "Public words." in str(hover["result"]) and "result" in stats
+    # The edits were all applied, in order: the first line is now 30,000 y's longer.
+    outline = await hostile.request("textDocument/documentSymbol", {"textDocument": {"uri": burst}})
+    assert outline["result"][0]["name"] == "y" * 30_000 + "value", outline

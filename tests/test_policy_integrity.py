@@ -3,8 +3,13 @@ secret of the server, makes the policy invalid or is no setting at all."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,9 @@ from codeagent_lsp.security import policy as policy_module
 from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.policy import load_policy
 from tests.test_audit_never_stops import start, stop
+from tests.test_node import Client, frame
+from tests.test_pool import workers_of
+from tests.tiny_gguf import MODEL_NAME, TINY, write_tiny_gguf
 
 
 def digest(token: str) -> str:
@@ -105,4 +113,46 @@ async def test_over_stdio_a_world_writable_policy_refuses_every_request(tmp_path
     answer = await client.request("codeagent/stats")
     assert "is not trusted" in answer["error"]["message"], answer
     assert "writable by its group or by everyone" in answer["error"]["message"]
+    await stop(process, client)
+
+
+async def test_a_model_renamed_over_once_hashed_is_not_the_one_loaded(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The policy allows one model, by its sha256. Once the server has checked that file and
+    started its model worker, another model is renamed over its path. The server loads the
+    file it opened and hashed: on a server that hashed the path and then had llama.cpp open the
+    path again, the worker loaded the other model."""
+    model = shutil.copy(tiny_model, tmp_path / "model.gguf")
+    other = write_tiny_gguf(
+        tmp_path / "other.gguf", seed=1, shape=dataclasses.replace(TINY, name="swapped-in")
+    )
+    allowed = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[defaults]\nrole = "member"\n\n[audit]\ndb = "{tmp_path / "a.db"}"\n\n'
+                      f'[models]\nsha256 = ["{allowed}"]\n')  # fmt: skip
+    env = {**os.environ, "CODEAGENT_POLICY": str(policy), "XDG_CACHE_HOME": str(tmp_path)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "codeagent_lsp", "--log-file", str(tmp_path / "server.log"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdin is not None
+    client = Client(process.stdout, process.stdin)  # type: ignore[arg-type]
+    options = {"model": str(model), "engine": {"threads": 1}, "completion": {"warm": False}}
+    params = {"processId": None, "capabilities": {}, "rootUri": tmp_path.as_uri(),
+              "initializationOptions": options}  # fmt: skip
+    assert "result" in await client.request("initialize", params)
+    client.writer.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+
+    async def worker_started() -> None:  # the file was checked and hashed by then
+        while not workers_of(process.pid):
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(worker_started(), 120)  # a guard against a hang, not a measure
+    os.replace(other, model)
+    while (stats := (await client.request("codeagent/stats"))["result"])["model"] is None:
+        assert stats["problem"] is None, stats
+        await asyncio.sleep(0.05)
+    assert stats["model"]["name"] == MODEL_NAME, stats
+    assert stats["model"]["path"] == str(model)
     await stop(process, client)

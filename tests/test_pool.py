@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.engine.backend import Request
 from codeagent_lsp.engine.llama import EngineError
+from codeagent_lsp.engine.models import OpenModel, open_model
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.settings import EngineSettings, Settings, merge
 
@@ -20,8 +22,21 @@ SETTINGS = EngineSettings(threads=1, contextSize=512, slots=2)
 REQUEST = Request(key="file:///project/same.py", segments=["def same():"], max_tokens=4)
 
 
+@pytest.fixture
+def model(tiny_model: Path) -> Iterator[OpenModel]:
+    """The tiny model opened and checked, as the server hands it to the pool."""
+    opened = open_model(tiny_model)
+    yield opened
+    opened.close()
+
+
 def engines_running() -> int:
     """Model worker processes this process started and has not yet stopped."""
+    return workers_of(os.getpid())
+
+
+def workers_of(pid: int) -> int:
+    """Model worker processes of the process `pid` (its children running the worker module)."""
     count = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -29,14 +44,14 @@ def engines_running() -> int:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue  # ended while we looked
-        count += parent == os.getpid() and b"codeagent_lsp.engine.worker" in cmdline
+        count += parent == pid and b"codeagent_lsp.engine.worker" in cmdline
     return count
 
 
-async def test_borrowers_share_one_engine_until_the_last_one_leaves(tiny_model: Path) -> None:
+async def test_borrowers_share_one_engine_until_the_last_one_leaves(model: OpenModel) -> None:
     engine_threads = engines_running()
     pool = BackendPool()
-    alice, bob = pool.borrow(tiny_model, SETTINGS), pool.borrow(tiny_model, SETTINGS)
+    alice, bob = pool.borrow(model, SETTINGS), pool.borrow(model, SETTINGS)
     assert engines_running() == engine_threads + 1
     assert pool.loads == 1
     assert alice.stats()["shared"] == {"engine": 1, "clients": 2, "loads": 1}
@@ -58,15 +73,15 @@ async def test_borrowers_share_one_engine_until_the_last_one_leaves(tiny_model: 
     with pytest.raises(EngineError, match="closed"):
         await bob.generate(REQUEST)
 
-    carol = pool.borrow(tiny_model, SETTINGS)  # nobody held it: loaded again
+    carol = pool.borrow(model, SETTINGS)  # nobody held it: loaded again
     assert carol.stats()["shared"] == {"engine": 2, "clients": 1, "loads": 2}
     carol.close()
 
 
-def test_other_engine_settings_get_another_engine(tiny_model: Path) -> None:
+def test_other_engine_settings_get_another_engine(model: OpenModel) -> None:
     pool = BackendPool()
-    alice = pool.borrow(tiny_model, SETTINGS)
-    bob = pool.borrow(tiny_model, EngineSettings(threads=1, contextSize=256, slots=2))
+    alice = pool.borrow(model, SETTINGS)
+    bob = pool.borrow(model, EngineSettings(threads=1, contextSize=256, slots=2))
     assert (alice.stats()["shared"]["engine"], bob.stats()["shared"]["engine"]) == (1, 2)
     alice.close()
     bob.close()
@@ -76,9 +91,11 @@ def test_a_model_that_fails_to_load_is_tried_again_by_the_next_borrower(tmp_path
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     pool = BackendPool()
-    for loads in (1, 2):
+    for loads in (1, 2):  # opened as is: this is llama.cpp's refusal, not the header check's
+        opened = OpenModel(os.open(broken, os.O_RDONLY), broken, "0" * 64)
         with pytest.raises(EngineError):
-            pool.borrow(broken, SETTINGS)
+            pool.borrow(opened, SETTINGS)
+        opened.close()
         assert pool.loads == loads
 
 

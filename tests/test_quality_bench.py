@@ -438,6 +438,19 @@ def _masked(name: str, prefix: str, expected: str, suffix: str) -> Task:
 
 PY = _masked("m.py", "def f(x):\n    y = x\n    ", "return y", "\n\n\ndef g():\n    return 2\n")
 JS = _masked("m.js", "function f(x) {\n  ", "return x;", "\n}\nf(1);\n")
+# The hidden line starts a def whose parameters go on over two more lines.
+LONG_DEF = Task(
+    Path("m.py"),
+    "m.py",
+    2,
+    4,
+    "class C:\n\n    ",
+    "\n            b,\n            c):\n        return a + b + c\n\n    x = 1\n",
+    "def run(self, a,",
+    NEXT_LINE,
+)
+# The hidden line ends a statement that began above it.
+LAST_LINE = _masked("m.py", "total = (1 +\n         ", "2)", "\nprint(total)\n")
 
 
 @pytest.mark.parametrize(
@@ -452,6 +465,12 @@ JS = _masked("m.js", "function f(x) {\n  ", "return x;", "\n}\nf(1);\n")
         (JS, "return x; }", False),  # one brace too many: an ERROR node
         (JS, "if (x) {", True),  # given its closing brace
         (JS, "return x +", False),
+        (LONG_DEF, "def run(self, a,", True),  # the line as written
+        (LONG_DEF, "def run(self, a, b, c):", True),  # the whole statement on one line
+        (LONG_DEF, "def go(self):", True),  # another one-line def: the body follows
+        (LONG_DEF, "def run(self, a, b", False),
+        (LAST_LINE, "2)", True),
+        (LAST_LINE, "2 +", False),  # a dangling operator: no lines to drop after it
         (_masked("m.py", "def f(:\n    ", "pass", "\n"), "pass", None),  # never parsed
         (_masked("notes.txt", "a\n", "b", "\n"), "b", None),  # no parser for it
     ],

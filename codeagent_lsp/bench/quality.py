@@ -313,24 +313,47 @@ def accepted_parses(task: Task, prediction: str) -> bool | None:
     text? None when the original file does not parse (the position is not counted). A
     suggestion that ends by opening a block is also tried with the language's empty body
     (`pass` after a colon, the closing bracket after an opening one): the user types the
-    body next.
+    body next. Where the hidden line starts a statement that goes on over later lines, the
+    file is also tried without those lines: a user at this cursor has not typed them yet, and
+    a suggestion that completes the statement on one line fits (Python only).
 
     Python is parsed with `ast`; other languages with tree-sitter, where parsing means no more
     ERROR or MISSING nodes than the original file has.
     """
     language = languages.language_for(task.path)
-    errors = _parse_errors(task.prefix_text + task.expected + task.suffix_text, language)
+    original = task.prefix_text + task.expected + task.suffix_text
+    errors = _parse_errors(original, language)
     if errors is None or errors > 0:
         return None
     accepted = task.prefix_text + prediction
-    candidates = [accepted + task.suffix_text]
     line = accepted.rpartition("\n")[2]
+    endings = [""]
     if postprocess.opens_block(line):
         indent = line[: len(line) - len(line.lstrip())]
         closer = _CLOSERS.get(line.rstrip()[-1:])
-        body = f"\n{indent}    pass" if closer is None else f"\n{indent}{closer}"
-        candidates.insert(0, accepted + body + task.suffix_text)
-    return any(_parse_errors(text, language) == 0 for text in candidates)
+        endings.insert(0, f"\n{indent}    pass" if closer is None else f"\n{indent}{closer}")
+    suffixes = [task.suffix_text]
+    continued = _continuation_lines(original, task.line) if language == "python" else 0
+    if continued:
+        after = task.suffix_text.split("\n")  # "" then the lines after the hidden one
+        suffixes.append("\n".join(["", *after[1 + continued :]]))
+    return any(
+        _parse_errors(accepted + ending + suffix, language) == 0
+        for suffix in suffixes
+        for ending in endings
+    )
+
+
+def _continuation_lines(text: str, line: int) -> int:
+    """How many lines after 0-based `line` belong to the statement on it (the rest of a
+    bracketed, backslash-continued or multi-line-string statement); 0 when it ends there."""
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NEWLINE and token.start[0] > line:
+                return token.start[0] - 1 - line
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return 0
 
 
 def _parse_errors(text: str, language: str | None) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Referen
 
 SIGNATURE_MAX = 200
 _WINDOW = 8 * 1024
+_READ_SLICE = 4 * 1024
 
 # Kinds whose definitions enclose others and so appear in their scope. A typedef, variable or
 # field may contain a struct or a lambda, but "Point.Point.x" would be noise.
@@ -44,11 +46,18 @@ def parse(
     source: bytes, language: str, old_tree: tree_sitter.Tree | None = None
 ) -> tree_sitter.Tree:
     """Parse `source`; pass the previous tree, already edited with `Tree.edit`, to reparse
-    only what changed (open documents)."""
+    only what changed (open documents). tree-sitter holds the GIL while it parses (seconds for
+    a dense megabyte): it reads the source in slices here, and each read lets other threads,
+    the event loop among them, run."""
     parser = parser_for(language)
+
+    def read(offset: int, _point: tuple[int, int]) -> bytes:
+        time.sleep(0)  # releases the GIL for a moment
+        return source[offset : offset + _READ_SLICE]
+
     if old_tree is None:
-        return parser.parse(source)
-    return parser.parse(source, old_tree)
+        return parser.parse(read)
+    return parser.parse(read, old_tree)
 
 
 def extract(source: bytes, language: str, tree: tree_sitter.Tree | None = None) -> FileFacts:

@@ -32,7 +32,14 @@ from pathspec import GitIgnoreSpec
 from codeagent_lsp.codegraph.extract import extract
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.model import FileFacts
-from codeagent_lsp.codegraph.store import FileRecord, GraphStore, default_db_path, open_store
+from codeagent_lsp.codegraph.store import (
+    FileRecord,
+    FileRows,
+    GraphStore,
+    default_db_path,
+    file_rows,
+    open_store,
+)
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.security.roots import Root, locate
 
@@ -124,7 +131,7 @@ Prepared = _Job | str | None
 class _Chunk:
     candidates: list[Candidate]
     prepared: list[Prepared]
-    extracted: Future[list[FileFacts | str]] | None
+    extracted: Future[list[FileRows | str]] | None
     """The facts of its jobs to extract, in order, from a worker; None: extracted here."""
 
     def to_extract(self) -> list[_Job]:
@@ -421,7 +428,7 @@ class Indexer:
             return job or "unchanged"
         return self._store_job(job, iter([None]))
 
-    def _store_job(self, job: _Job, extracted: Iterator[FileFacts | str | None]) -> str:
+    def _store_job(self, job: _Job, extracted: Iterator[FileRows | str | None]) -> str:
         """Store a job: its new mtime only when its content is known, else the next facts of
         `extracted` (a string: why extraction failed; None: extract here)."""
         candidate = job.candidate
@@ -451,7 +458,7 @@ class Indexer:
         digest: str,
         mtime: float,
         tree: tree_sitter.Tree | None = None,
-        facts: FileFacts | None = None,
+        facts: FileFacts | FileRows | None = None,
     ) -> str:
         """Extract (unless `facts` are given) and store; the disk's version (mtime >= 0) never
         replaces an editor's."""
@@ -604,7 +611,7 @@ class _Extraction:
             return chunk
         return _Chunk(candidates, prepared, self._pool.submit(_extract_all, jobs))
 
-    def results(self, chunk: _Chunk, cancelled: Cancelled | None) -> list[FileFacts | str] | None:
+    def results(self, chunk: _Chunk, cancelled: Cancelled | None) -> list[FileRows | str] | None:
         """The facts (or why not) of each job of the chunk to extract; None when cancelled."""
         if chunk.extracted is not None:
             try:
@@ -631,14 +638,14 @@ def _worker_started() -> None:
     os.dup2(2, 1)
 
 
-def _extract_all(jobs: list[tuple[bytes, str]]) -> list[FileFacts | str]:
+def _extract_all(jobs: list[tuple[bytes, str]]) -> list[FileRows | str]:
     """In a worker: the facts of each (source, language), or why there are none."""
     return [_extract_one(source, language) for source, language in jobs]
 
 
-def _extract_one(source: bytes, language: str) -> FileFacts | str:
+def _extract_one(source: bytes, language: str) -> FileRows | str:
     try:
-        return extract(source, language)
+        return file_rows(extract(source, language))
     except Exception as exc:  # one file the grammar or a query chokes on must not stop the index
         return f"{type(exc).__name__}: {exc}"
 

@@ -109,12 +109,16 @@ class WorkspaceIndex:
         return summary
 
     def document_changed(self, path: Path, text: str) -> None:
-        """An open document's new text: parsed incrementally from its previous tree."""
+        """An open document's new text: parsed incrementally from its previous tree. One over
+        the size limit is not parsed at all (as a file on disk: `Indexer.max_file_bytes`)."""
         located = self.indexer.root_for(path)
         language = language_for(path)
         if not located or language is None:
             return
         source = text.encode("utf-8", errors="surrogatepass")
+        if len(source) > self.indexer.max_file_bytes:
+            self.live.forget(str(path))
+            return
         tree, _ = self.live.update(str(path), source, language)
         if self.indexer.update_text(*located, text, tree):
             self.graph.invalidate()

@@ -58,8 +58,13 @@ def fit(
 
 
 def _trim_left(text: str, budget: int, count: CountTokens) -> str:
-    """The longest end of `text` within `budget` tokens (binary search on the cut)."""
-    low, high = 0, len(text)
+    """The longest end of `text` within `budget` tokens (binary search on the cut). The search
+    starts from ends that double in length, so a line of megabytes costs tokenizations of
+    about the answer's length, not of the whole line."""
+    size = max(budget, 1)
+    while size < len(text) and count(text[-size:]) <= budget:
+        size *= 2
+    low, high = max(0, len(text) - size), len(text)
     while low < high:
         mid = (low + high) // 2
         if count(text[mid:]) <= budget:

@@ -11,6 +11,7 @@ from codeagent_lsp.context.templates import Special
 from codeagent_lsp.engine.backend import Request
 from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.engine.models import OpenModel
 from codeagent_lsp.engine.supervisor import Supervisor
 from codeagent_lsp.settings import EngineSettings
 
@@ -22,13 +23,13 @@ class EmbeddedBackend:
 
     def __init__(
         self,
-        model_path: Path,
+        model: Path | OpenModel,
         settings: EngineSettings,
         notify: Callable[[str], None] | None = None,
     ) -> None:
         """Starts the worker and waits for it to load the model (blocking). `notify` is told,
         from any thread, when the worker crashes or stops. Raises EngineError."""
-        self.engine = Supervisor(model_path, settings, notify)
+        self.engine = Supervisor(model, settings, notify)
         try:
             self.info: ModelInfo = self.engine.wait_loaded()
         except Exception:

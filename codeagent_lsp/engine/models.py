@@ -303,6 +303,49 @@ def _not_gguf(path: Path, why: str) -> str:
     return f"{path} is not a GGUF model file: {why}"
 
 
+@dataclass(frozen=True)
+class OpenModel:
+    """A model file opened once (`open_model`): its header was checked and its sha256 taken
+    through this open file, and llama.cpp loads the same file through `path`
+    (/proc/self/fd/N), whatever is renamed over the configured path meanwhile. A worker process
+    gets the descriptor under the same number (`subprocess`'s pass_fds)."""
+
+    fd: int
+    source: Path
+    """The path it was opened by, for messages."""
+    sha256: str
+
+    @property
+    def path(self) -> Path:
+        return fd_path(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def fd_path(fd: int) -> Path:
+    """The file open under descriptor `fd`, as a path any open() in this process (or a child
+    given the descriptor) reaches, even after that file was renamed over or deleted."""
+    return Path(f"/proc/self/fd/{fd}")
+
+
+def open_model(path: Path) -> OpenModel:
+    """Open the model at `path` once, check its GGUF header and hash it through that open file
+    (the caller closes it). Raises ModelError (InvalidModel, ModelNotFound)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ModelNotFound(f"model file {path} does not exist") from None
+    except OSError as exc:
+        raise InvalidModel(_not_gguf(path, f"cannot read it ({exc.strerror or exc})")) from exc
+    try:
+        check_gguf_header(fd_path(fd))
+        return OpenModel(fd, Path(path), model_sha256(fd_path(fd)))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 _MODEL_HASHES: dict[tuple[int, int, int, int, int], str] = {}
 
 

@@ -14,15 +14,16 @@ import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from codeagent_lsp.engine.backend import Request
 from codeagent_lsp.engine.embedded import EmbeddedBackend
 from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
+from codeagent_lsp.engine.models import OpenModel
 from codeagent_lsp.settings import EngineSettings
 
-_Spec = tuple[Path, EngineSettings]
+_Spec = tuple[str, EngineSettings]
+"""(the model file's sha256, engine settings): clients share an engine for equal contents."""
 
 
 @dataclass
@@ -53,14 +54,14 @@ class BackendPool:
 
     def borrow(
         self,
-        model: Path,
+        model: OpenModel,
         settings: EngineSettings,
         notify: Callable[[str], None] | None = None,
     ) -> SharedBackend:
-        """The backend for `model` with `settings`, loaded by the first borrower (blocking; the
-        others wait for it). `notify` hears of worker crashes while borrowed. Raises what
-        loading raised."""
-        spec = (model.resolve(), settings)
+        """The backend for `model` (opened and checked: `models.open_model`) with `settings`,
+        loaded by the first borrower from its open file (blocking; the others wait for it).
+        `notify` hears of worker crashes while borrowed. Raises what loading raised."""
+        spec = (model.sha256, settings)
         with self._lock:
             shared = self._shared.get(spec)
             first = shared is None
@@ -73,7 +74,7 @@ class BackendPool:
                 shared.listeners[owner] = notify
         if first:
             try:
-                shared.loading.set_result(EmbeddedBackend(spec[0], settings, shared.tell))
+                shared.loading.set_result(EmbeddedBackend(model, settings, shared.tell))
             except BaseException as exc:  # every waiter gets the error; a later borrow retries
                 shared.loading.set_exception(exc)
         try:

