@@ -553,7 +553,8 @@ def replace_between(text: str, start: Point, end: Point, new: str) -> str:
 
 
 def call_request(site: Site) -> tuple[str, str]:
-    """(system, user) asking the model to rewrite one call for the new signature."""
+    """(system, user) asking the model to rewrite one call for the new signature: what changed
+    in words and as a diff, the lines around the call, and what to do with its arguments."""
     old, new = site.change.old, site.change.new
     assert new is not None
     language = site.change.old.language
@@ -561,13 +562,14 @@ def call_request(site: Site) -> tuple[str, str]:
         difflib.unified_diff([old.text], [new.text], "before", "after", lineterm="", n=0)
     )
     user = (
-        f"The definition of `{old.name}` changed: {site.message}.\n\n"
-        f"```diff\n{diff}\n```\n\n"
-        f"This call in `{site.path}` was written for the old definition:\n"
+        f"The definition of `{old.name}` changed from `{old.text}` to `{new.text}`: "
+        f"{site.message}.\n```diff\n{diff}\n```\n\n"
+        f"This code in `{site.path}` calls it the old way:\n"
         f"```{language}\n{site.context}\n```\n\n"
-        f"Rewrite only this call so that it fits `{new.text}`:\n"
-        f"```{language}\n{site.old_text}\n```\n"
-        f"Reply with the rewritten call in one ```{language} block and nothing else."
+        "Update the call to match the new definition: keep its arguments, add a value for "
+        "each new required parameter, and move or drop arguments as the change requires.\n"
+        f"Old call:\n```{language}\n{site.old_text}\n```\n"
+        f"Reply with only the updated call in one ```{language} block."
     )
     return SYSTEM, user
 

@@ -19,6 +19,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from codeagent_lsp.context import testgen
 from tests.conftest import REAL_MODEL, REPO, accept_registrations
 from tests.test_actions import actions_params
+from tests.test_next_edits import flagged
+from tests.test_repository_rules import indexed
 from tests.test_server import inline, open_doc, stats
 
 pytestmark = pytest.mark.real_model
@@ -264,3 +266,32 @@ async def test_suggestions_fit_what_is_typed(real_client: LanguageClient, worksp
     done = open_doc(real_client, workspace, "done.py", DONE)
     items = (await inline(real_client, done, types.Position(5, 0))).items
     assert all("```" not in i.insert_text for i in items)
+
+
+async def test_a_call_is_rewritten_for_a_new_parameter(
+    real_client: LanguageClient, workspace: Path
+):
+    """Next edits: `area` gains a required parameter; the quickfix at its call asks the model
+    to rewrite the call, and the rewrite offered parses and passes the new argument."""
+    geo_text = "def area(width, height):\n    return width * height\n"
+    app_text = "from geo import area\n\nprint(area(2, 3))\n"
+    (workspace / "geo.py").write_text(geo_text)
+    (workspace / "app.py").write_text(app_text)
+    await indexed(real_client)
+    geo = open_doc(real_client, workspace, "geo.py", geo_text)
+    app = open_doc(real_client, workspace, "app.py", app_text)
+    wider = geo_text.replace("(width, height)", "(width, height, unit)")
+    real_client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=geo, version=2),
+            [types.TextDocumentContentChangeWholeDocument(wider)],
+        )
+    )
+    (flag,) = await flagged(real_client, app, lambda d: len(d) == 1)
+    assert flag.message == "`area` now requires `unit` (after `height`)"
+    actions = await real_client.text_document_code_action_async(actions_params(app, 2, [flag]))
+    fix = next(a for a in actions if a.kind == types.CodeActionKind.QuickFix)
+    resolved = await real_client.code_action_resolve_async(fix)
+    (edit,) = resolved.edit.changes[app]
+    call = ast.parse(edit.new_text, mode="eval").body
+    assert isinstance(call, ast.Call) and len(call.args) + len(call.keywords) == 3

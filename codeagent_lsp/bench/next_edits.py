@@ -7,9 +7,10 @@ a default, the first two parameters swapped, made async), applied to the text of
 document as an editor would send it. What was flagged is compared with a truth computed from
 Python's own `ast` over the whole repository: imports and attribute chains resolved by hand
 (below), and for a call, `inspect.Signature.bind` of the old and new signature deciding whether
-it still fits (calls that pass `*args` or `**kwargs` are left out of both sides: nothing
-certain can be said of them). The time is from the new text to the places found (the CodeGraph
-update, the detection and the search), without the editor's pause (0.3 s) and the transport.
+it still fits (for a parameter change, calls that pass `*args` or `**kwargs` are left out of
+both sides: nothing certain can be said of them). The time is from the new text to the places
+found (the CodeGraph update, the detection and the search), without the editor's pause (0.3 s)
+and the transport.
 """
 
 from __future__ import annotations
@@ -457,8 +458,8 @@ def _truth(target: Target, kind: str, edited: str) -> set[Place]:
     """The places the change affects, by ast and inspect."""
     if kind == "rename":
         return {u.place for u in target.uses}
-    calls = [u for u in target.uses if u.call is not None and not _splat(u.call)]
-    if kind == "async":
+    calls = [u for u in target.uses if u.call is not None]
+    if kind == "async":  # awaited or not, whatever the arguments
         now_async = not isinstance(target.node, ast.AsyncFunctionDef)
         return {
             (u.await_place or u.place) if u.awaited else u.call_place or u.place
@@ -471,7 +472,8 @@ def _truth(target: Target, kind: str, edited: str) -> set[Place]:
         if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == target.node.name
     )
     old, new = _signature(target.node.args), _signature(new_node.args)
-    return {u.call_place or u.place for u in calls if u.call and _breaks(old, new, u.call)}
+    decidable = [u for u in calls if u.call is not None and not _splat(u.call)]
+    return {u.call_place or u.place for u in decidable if u.call and _breaks(old, new, u.call)}
 
 
 def _splat(call: ast.Call) -> bool:

@@ -24,7 +24,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from codeagent_lsp import nextedits
 from codeagent_lsp.codegraph.changes import Change, ChangeTracker, Signature
 from codeagent_lsp.codegraph.languages import language_for
-from codeagent_lsp.codegraph.words import word_at
+from codeagent_lsp.codegraph.words import word_at, word_start
 from codeagent_lsp.codegraph.workspace import Location, WorkspaceIndex
 from codeagent_lsp.features.navigation import Locations
 from codeagent_lsp.nextedits import Finder, Site
@@ -271,17 +271,9 @@ class NextEdits:
         if not name or index is None or not index.definitions(name, path):
             return None
         document = self.server.open_document(uri)
-        offset = offset_of(document, position)
-        start = offset - len(_word_before(document.source, offset))
+        start = word_start(document.source, offset_of(document, position))
         where = types.Range(position_of(document, start), position_of(document, start + len(name)))
         return types.PrepareRenamePlaceholder(range=where, placeholder=name)
-
-
-def _word_before(text: str, offset: int) -> str:
-    start = offset
-    while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_$"):
-        start -= 1
-    return text[start:offset]
 
 
 def _location(site: Site) -> Location:
