@@ -26,7 +26,7 @@ class LspPositionCodec(PositionCodec):
 
     def client_num_units(self, string: str) -> int:
         encoding = getattr(self.encoding, "value", self.encoding)  # an enum or its string
-        return lines.UNITS.get(encoding, lines.utf16_units)(string)
+        return lines.UNITS.get(str(encoding), lines.utf16_units)(string)
 
 
 class LspTextDocument(TextDocument):

@@ -160,9 +160,11 @@ class Supervisor:
         this process and its workers then load through a descriptor of its own."""
         if not settings.parkDir:  # the worker's scrubbed environment has no XDG_CACHE_HOME
             settings = dataclasses.replace(settings, parkDir=str(parking.default_folder()))
-        self._model_fd = os.dup(model.fd) if isinstance(model, models.OpenModel) else None
-        self.model_path = model if self._model_fd is None else models.fd_path(self._model_fd)
-        self.source = model.source if isinstance(model, models.OpenModel) else model
+        self._model_fd: int | None = None
+        self.model_path = self.source = model if isinstance(model, Path) else model.source
+        if isinstance(model, models.OpenModel):
+            self._model_fd = os.dup(model.fd)
+            self.model_path = models.fd_path(self._model_fd)
         self.settings, self.notify = settings, notify
         try:
             self.vocab = VocabularyOnly(self.model_path)
