@@ -357,3 +357,42 @@ def test_the_word_being_typed_is_not_repeated(word: str, data) -> None:
 )
 def test_issue_examples_fit_the_line(raw, prefix, suffix, multiline, expected) -> None:
     assert postprocess(raw, prefix, suffix, multiline=multiline) == expected
+
+
+# --- never re-typing the code after the cursor -----------------------------------------------
+
+NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    indent=INDENTS,
+    target=NAMES,
+    args=st.lists(NAMES, min_size=2, max_size=5, unique=True),
+    split=st.data(),
+    spacing=st.sampled_from([", ", ","]),
+    multiline=st.booleans(),
+)
+def test_a_statement_written_whole_keeps_only_what_its_continuation_lines_lack(
+    indent: str, target: str, args: list[str], split, spacing: str, multiline: bool
+) -> None:
+    """The hidden first line of a multi-line call, answered with the whole call on one line:
+    what is accepted plus the continuation lines holds each argument once."""
+    first = split.draw(st.integers(1, len(args) - 1))  # arguments on the cursor's line
+    head = f"{target} = call({', '.join(args[:first])},"
+    rest = [f"{indent}    {arg}," for arg in args[first:-1]] + [f"{indent}    {args[-1]})"]
+    prefix = f"def f():\n{indent}x = 0\n{indent}"
+    suffix = "\n" + "\n".join(rest) + f"\n{indent}return x\n"
+    raw = f"{target} = call({spacing.join(args)})"
+    out = postprocess(raw, prefix, suffix, multiline=multiline)
+    assert out.replace(" ", "") == head.replace(" ", "")
+
+
+@settings(max_examples=150, deadline=None)
+@given(indent=INDENTS, line=CODE_LINES, other=NAMES, multiline=st.booleans())
+def test_a_suggestion_unlike_the_code_after_it_is_kept(
+    indent: str, line: str, other: str, multiline: bool
+) -> None:
+    prefix = f"def f(request):\n{indent}x = 0\n{indent}"
+    suffix = f"\n{indent}{other}_9 = 1\n{indent}return x\n"
+    assert postprocess(line, prefix, suffix, multiline=multiline) == line

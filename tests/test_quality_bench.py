@@ -23,6 +23,7 @@ from codeagent_lsp.bench.quality import (
     accepted_parses,
     edit_similarity,
     exact_match,
+    hidden_span,
     identifier_match,
     identifiers,
     levenshtein,
@@ -144,13 +145,50 @@ def test_masked_text_splits_the_original_at_the_cursor(root: Path) -> None:
     for task in sample_tasks(root, 30, seed=3):
         original = _original(task)
         assert task.prefix_text + task.expected + task.suffix_text == original
-        line = original.split("\n")[task.line]
+        lines = original.split("\n")
+        line = lines[task.line]
         assert task.prefix_text.endswith(line[: task.column])
-        assert task.expected == line[task.column :]
+        assert task.expected.split("\n")[0] == line[task.column :]
         assert task.suffix_text == "" or task.suffix_text.startswith("\n")
         # The masked document holds the line's start only: the hidden rest is gone from it.
         masked_lines = (task.prefix_text + task.suffix_text).split("\n")
         assert masked_lines[task.line] == line[: task.column]
+        last = task.line + task.expected.count("\n")
+        assert masked_lines[task.line + 1 :] == lines[last + 1 :]
+
+
+def test_the_hidden_text_is_the_rest_of_the_innermost_statement() -> None:
+    text = (
+        "class C:\n"  # 0: the class holds every line up to 7
+        "    @cached\n"  # 1: a decorator starts its definition
+        "    def f(self,\n"  # 2
+        "          a):\n"  # 3
+        "        x = 1\n"  # 4: a statement of its own inside the body
+        "        return (x +\n"  # 5
+        "            a)\n"  # 6
+        "    y = [1,\n"  # 7
+        "         2]\n"  # 8
+        "z = 3\n"  # 9
+    )
+    span = hidden_span(text)
+    assert [span[n] for n in range(10)] == [8, 6, 6, 6, 4, 6, 6, 8, 8, 9]
+    assert hidden_span("def f(:\n") == {}
+
+
+def test_a_position_inside_a_long_statement_hides_the_statement_s_later_lines(
+    tmp_path: Path,
+) -> None:
+    call = "result = compute(first_argument,\n                 second_argument)\n"
+    body = "".join(f"value_{i} = compute({i}, factor)\n" for i in range(24))
+    (tmp_path / "a.py").write_text(call * 6 + body, encoding="utf-8")
+    tasks = [t for t in sample_tasks(tmp_path, 30, seed=1) if t.line < 12]
+    assert tasks
+    for task in tasks:
+        if task.line % 2 == 0:  # the call's first line: its second line is not typed yet
+            assert task.expected.endswith("\n                 second_argument)")
+        else:
+            assert "\n" not in task.expected
+        assert not task.suffix_text.split("\n")[1].startswith(" ")
 
 
 @pytest.mark.parametrize("root", ROOTS, ids=["fixture", "stdlib-json"])
@@ -171,7 +209,7 @@ def test_kinds_are_balanced_and_well_formed(root: Path) -> None:
 @pytest.mark.parametrize("root", ROOTS, ids=["fixture", "stdlib-json"])
 def test_sampled_lines_are_code(root: Path) -> None:
     for task in sample_tasks(root, 40, seed=11):
-        line = (task.prefix_text.split("\n")[-1] + task.expected).strip()
+        line = (task.prefix_text.split("\n")[-1] + task.expected.split("\n")[0]).strip()
         assert len(line) >= 8
         assert len(line) <= 160
         assert not line.startswith(("#", '"""', "'''"))
@@ -439,28 +477,17 @@ def _masked(name: str, prefix: str, expected: str, suffix: str) -> Task:
 
 PY = _masked("m.py", "def f(x):\n    y = x\n    ", "return y", "\n\n\ndef g():\n    return 2\n")
 JS = _masked("m.js", "function f(x) {\n  ", "return x;", "\n}\nf(1);\n")
-# The hidden line starts a def whose parameters go on over two more lines.
-LONG_DEF = Task(
-    Path("m.py"),
-    "m.py",
-    2,
-    4,
-    "class C:\n\n    ",
-    "\n            b,\n            c):\n        return a + b + c\n\n    x = 1\n",
-    "def run(self, a,",
-    NEXT_LINE,
-)
-# The hidden line opens a block: its body and else clause follow.
-BLOCK = dataclasses.replace(
+# The hidden text is a def whose parameters go on over two more lines, and its body.
+LONG_DEF = dataclasses.replace(
     _masked(
         "m.py",
-        "def f(x):\n    y = x\n    ",
-        "if x:",
-        "\n        x += 1\n    else:\n        x = 0\n",
+        "class C:\n\n    ",
+        "def run(self, a,\n            b,\n            c):\n        return a + b + c",
+        "\n\n    x = 1\n",
     ),
     line=2,
 )
-# The hidden line ends a statement that began above it.
+# The hidden text ends a statement that began above it.
 LAST_LINE = dataclasses.replace(
     _masked("m.py", "total = (1 +\n         ", "2)", "\nprint(total)\n"), line=1
 )
@@ -478,13 +505,10 @@ LAST_LINE = dataclasses.replace(
         (JS, "return x; }", False),  # one brace too many: an ERROR node
         (JS, "if (x) {", True),  # given its closing brace
         (JS, "return x +", False),
-        (LONG_DEF, "def run(self, a,", True),  # the line as written
-        (LONG_DEF, "def run(self, a, b, c):", True),  # the whole statement on one line
-        (LONG_DEF, "def go(self):", True),  # another one-line def: the body follows
-        (LONG_DEF, "def run(self, a, b", False),
-        (BLOCK, "if x:", True),
-        (BLOCK, "x = 2", True),  # a statement in place of the whole if/else
-        (BLOCK, "    x = 2", False),  # the typed indentation repeated
+        (LONG_DEF, "def run(self, a, b, c):", True),  # gets its body
+        (LONG_DEF, "x = 2", True),  # a statement in place of the definition
+        (LONG_DEF, "def run(self, a,", False),  # the line as written leaves `(` open
+        (LONG_DEF, "    def go(self):", False),  # the typed indentation repeated
         (LAST_LINE, "2)", True),
         (LAST_LINE, "2 +", False),  # a dangling operator: no lines to drop after it
         (_masked("m.py", "def f(:\n    ", "pass", "\n"), "pass", None),  # never parsed

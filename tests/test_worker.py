@@ -136,7 +136,7 @@ def test_newer_request_supersedes_and_should_stop_runs_in_the_server(
     assert stopped.record.generated_tokens < 40
 
 
-def test_the_worker_gets_a_scrubbed_environment_and_its_memory_cap(
+def test_the_worker_gets_a_scrubbed_environment_its_memory_cap_and_no_network(
     make_supervisor: MakeSupervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CODEAGENT_REMOTE_TOKEN", "secret-token-value")
@@ -147,6 +147,10 @@ def test_the_worker_gets_a_scrubbed_environment_and_its_memory_cap(
     limits = Path(f"/proc/{pid}/limits").read_text()
     data = next(line for line in limits.splitlines() if line.startswith("Max data size"))
     assert str(4096 * 1024 * 1024) in data
+    # The running worker holds the socket filter (test_the_worker_refuses_every_socket shows
+    # what it refuses).
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "\nSeccomp:\t2\n" in status and "\nNoNewPrivs:\t1\n" in status
 
 
 def test_a_memory_cap_too_small_for_the_context_is_a_clear_error(
@@ -157,6 +161,17 @@ def test_a_memory_cap_too_small_for_the_context_is_a_clear_error(
         supervisor.wait_loaded(timeout=WAIT)
     worker = worker_state(supervisor)
     assert (worker["state"], worker["starts"], worker["crashes"]) == ("stopped", 1, 0)
+
+
+def test_a_memory_cap_below_the_workers_own_needs_is_named_in_the_message(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Under a cap this small the worker dies before llama.cpp loads anything (Python cannot
+    start a thread, or raises MemoryError): the user still learns that the cap is the cause."""
+    supervisor = make_supervisor(memoryLimitMB=64, wait=False)
+    with pytest.raises(EngineError, match="memoryLimitMB caps it at 64 MiB"):
+        supervisor.wait_loaded(timeout=WAIT)
+    assert worker_state(supervisor)["state"] == "stopped"
 
 
 def test_the_worker_refuses_every_socket() -> None:
@@ -246,6 +261,23 @@ def test_safer_configurations_come_in_order() -> None:
 )
 def test_exits_are_told_in_words(returncode: int, words: str) -> None:
     assert words in describe_exit(returncode, ["ERROR boom"])
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "named"),
+    [
+        (1, "MemoryError", True),
+        (1, "RuntimeError: can't start new thread", True),
+        (-6, "terminate called after throwing an instance of 'std::bad_alloc'", True),
+        (-4, "ERROR boom", False),  # an illegal instruction is not the cap's doing
+        (1, "ValueError: boom", False),
+    ],
+)
+def test_a_death_from_a_failed_allocation_names_the_memory_cap(
+    returncode: int, stderr: str, named: bool
+) -> None:
+    assert ("memoryLimitMB caps it at 300 MiB" in describe_exit(returncode, [stderr], 300)) is named
+    assert "memoryLimitMB" not in describe_exit(returncode, [stderr], 0)
 
 
 @pytest.mark.parametrize(

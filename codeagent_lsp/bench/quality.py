@@ -1,7 +1,8 @@
 """`codeagent-lsp bench quality`: how much repository context improves completions.
 
-Cursor positions are sampled with a fixed seed from a real repository, the rest of the line is
-hidden, and the line is completed under several conditions (no repository context, one context
+Cursor positions are sampled with a fixed seed from a real repository, the rest of the
+statement the cursor is in is hidden (code being written: its later lines are not typed yet),
+and the line is completed under several conditions (no repository context, one context
 source, the full context builder) with the same model and budget. Each completion is scored as
 in the CrossCodeEval / RepoCoder literature: exact match, edit similarity and identifier match
 on the first line, plus whether the file still parses once it is accepted. This module
@@ -70,12 +71,14 @@ _FSTRING_END = getattr(tokenize, "FSTRING_END", -1)
 
 @dataclass
 class Task:
-    """One masked cursor: the document is `prefix_text + suffix_text`, the answer `expected`.
+    """One masked cursor: the document is `prefix_text + suffix_text`, the hidden text
+    `expected` (see `hidden_span`; its first line is what the line metrics score).
 
     `line` and `column` are 0-based; `column` counts characters (code points) of the line, so
-    `prefix_text` ends at it. `suffix_text` starts with the newline that ended the masked line
-    (empty when it was the file's last line without one). `uses_other_file` is left for the
-    caller to set (e.g. when the expected line names a symbol defined in another file).
+    `prefix_text` ends at it. `suffix_text` starts with the newline that ended the hidden
+    text's last line (empty when it was the file's last line without one). `uses_other_file`
+    is left for the caller to set (e.g. when the expected line names a symbol defined in
+    another file).
     """
 
     path: Path
@@ -143,13 +146,42 @@ def _tasks_in_file(
     candidates = _candidate_lines(text, lines, path.suffix.lower())
     chosen = sorted(rng.sample(candidates, min(limit, len(candidates))))
     relative = path.relative_to(root).as_posix()
+    last = hidden_span(text) if path.suffix.lower() in (".py", ".pyi") else {}
     tasks: list[Task] = []
     for number in chosen:
         # The kind alternates over the whole sample, not per file, to keep the halves even.
         kind = KINDS[(already + len(tasks)) % 2]
         column = _cut_column(lines[number], kind, rng)
-        tasks.append(_mask(path, relative, lines, number, column, kind))
+        end = last.get(number, number)
+        tasks.append(_mask(path, relative, lines, (number, column, end), kind))
     return tasks
+
+
+def hidden_span(text: str) -> dict[int, int]:
+    """0-based line -> the 0-based last line of the innermost Python statement holding it
+    ({} when `text` does not parse).
+
+    A position's hidden text runs from the cursor to the end of that line: the rest of a
+    statement being written (a call's later arguments, a compound statement's body and
+    clauses) is not typed yet, so it is neither in the prompt nor in the file that is parsed.
+    A decorated definition starts at its first decorator. Other languages hide the rest of
+    the cursor's line only.
+    """
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.end_lineno:
+            decorators = getattr(node, "decorator_list", [])
+            start = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+            spans.append((start, node.end_lineno - 1))
+    last: dict[int, int] = {}
+    # Outer statements first, so the innermost one holding a line is the one that stays.
+    for start, end in sorted(spans, key=lambda span: span[0] - span[1]):
+        last.update(dict.fromkeys(range(start, end + 1), end))
+    return last
 
 
 def _read(path: Path) -> str | None:
@@ -226,9 +258,13 @@ def _cut_column(line: str, kind: str, rng: random.Random) -> int:
     return rng.choice(_mid_cuts(line))
 
 
-def _mask(path: Path, relative: str, lines: list[str], number: int, column: int, kind: str) -> Task:
+def _mask(
+    path: Path, relative: str, lines: list[str], cut: tuple[int, int, int], kind: str
+) -> Task:
+    """The task that hides from (line, column) to the end of line `end` (`cut`)."""
+    number, column, end = cut
     before = "".join(line + "\n" for line in lines[:number])
-    after = "".join("\n" + line for line in lines[number + 1 :])
+    after = "".join("\n" + line for line in lines[end + 1 :])
     line = lines[number]
     return Task(
         path=path,
@@ -237,7 +273,7 @@ def _mask(path: Path, relative: str, lines: list[str], number: int, column: int,
         column=column,
         prefix_text=before + line[:column],
         suffix_text=after,
-        expected=line[column:],
+        expected="\n".join([line[column:], *lines[number + 1 : end + 1]]),
         kind=kind,
     )
 
@@ -313,16 +349,13 @@ def accepted_parses(task: Task, prediction: str) -> bool | None:
     text? None when the original file does not parse (the position is not counted). A
     suggestion that ends by opening a block is also tried with the language's empty body
     (`pass` after a colon, the closing bracket after an opening one): the user types the
-    body next. Where the hidden line starts a statement that goes on over later lines (a
-    bracketed continuation, a block's body and clauses), the file is also tried without those
-    lines: a user at this cursor has not typed them yet, and a statement there fits (Python).
+    body next.
 
     Python is parsed with `ast`; other languages with tree-sitter, where parsing means no more
     ERROR or MISSING nodes than the original file has.
     """
     language = languages.language_for(task.path)
-    original = task.prefix_text + task.expected + task.suffix_text
-    errors = _parse_errors(original, language)
+    errors = _parse_errors(task.prefix_text + task.expected + task.suffix_text, language)
     if errors is None or errors > 0:
         return None
     accepted = task.prefix_text + prediction
@@ -332,30 +365,7 @@ def accepted_parses(task: Task, prediction: str) -> bool | None:
         indent = line[: len(line) - len(line.lstrip())]
         closer = _CLOSERS.get(line.rstrip()[-1:])
         endings.insert(0, f"\n{indent}    pass" if closer is None else f"\n{indent}{closer}")
-    suffixes = [task.suffix_text]
-    continued = _continuation_lines(original, task.line) if language == "python" else 0
-    if continued:
-        after = task.suffix_text.split("\n")  # "" then the lines after the hidden one
-        suffixes.append("\n".join(["", *after[1 + continued :]]))
-    return any(
-        _parse_errors(accepted + ending + suffix, language) == 0
-        for suffix in suffixes
-        for ending in endings
-    )
-
-
-def _continuation_lines(text: str, line: int) -> int:
-    """How many lines after 0-based `line` belong to the Python statement that starts on it
-    (the rest of a multi-line call, a compound statement's body and clauses); 0 when none
-    starts there or it ends on that line."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return 0
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and node.lineno == line + 1 and node.end_lineno:
-            return node.end_lineno - 1 - line
-    return 0
+    return any(_parse_errors(accepted + end + task.suffix_text, language) == 0 for end in endings)
 
 
 def _parse_errors(text: str, language: str | None) -> int | None:
@@ -463,10 +473,12 @@ async def run_quality_bench(
     Keys: `samples`, `conditions`, `ran`, `stored`, `shared`, `skipped` (pairs where the
     condition did not apply), `remaining`, `n_<c>` (positions scored), `em_<c>`, `es_<c>`,
     `id_<c>` (means, 0-100), `tokens_<c>` (mean prompt tokens), `parse_rate_<c>` and
-    `parse_rate` (accepted suggestions that leave the file parsing, 0-100, over the
-    `parse_samples` positions whose file parses), `p50_ms` (all completions), `p50_ms_<c>`,
-    `per_kind` (the same metric keys per kind, with its `samples`), `other_file` (the same
-    for tasks with `uses_other_file`) and `table` (markdown). With `keep_predictions`,
+    `parse_rate` (0-100: of the `parse_samples` positions whose file parses, the share
+    where the whole suggestion in place of the hidden text, the rest of the statement the
+    cursor is in, leaves the file parsing; see `accepted_parses`), `p50_ms` (all
+    completions), `p50_ms_<c>`, `per_kind` (the same metric keys per kind, with its
+    `samples`), `other_file` (the same for tasks with `uses_other_file`) and `table`
+    (markdown). With `keep_predictions`,
     `per_task` lists every prediction and its scores.
     """
     say = progress or (lambda _m: None)

@@ -93,6 +93,11 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
       `else:` or next `def` is not a closer and is cut. At most `max_lines` lines remain.
     - The first completion line equal to the next non-blank line of the suffix (same
       indentation) is cut with what follows: the model is repeating existing code.
+    - When the rest of the cursor line is blank, the suggestion never re-types the code that
+      follows it: from the first token where the suggestion's remaining code equals the start
+      of the suffix's code, whole first non-blank suffix line at least, spacing and line breaks
+      aside, it is cut (a statement written whole on one line before its own continuation
+      lines keeps only what they lack).
     - The longest end of the suggestion that the rest of the cursor line starts with is
       trimmed (suggestion `c)` before suffix `)` gives `c`).
     - Brackets, on the text that lands on the cursor line: openers left open by the prefix's
@@ -110,6 +115,7 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
     # Single line: what follows the first newline is not for this line.
     text = _cut_block(text, cur, max(1, max_lines)) if multiline else text.partition("\n")[0]
     text = _cut_repeated_suffix_line(text, cur)
+    text = _cut_retyped_suffix(text, cur)
     text = _trim_overlap(text, cur.rest)
     text = _cut_unbalanced(text, cur)
     if not text.strip() or _repeats_previous(text, cur):
@@ -424,6 +430,29 @@ def _cut_repeated_suffix_line(text: str, cur: _Cursor) -> str:
     for i, line in enumerate(full):
         if line is not None and line.expandtabs(4).rstrip() == target:
             return "\n".join(lines[:i]).rstrip()
+    return text
+
+
+_TOKEN_START = re.compile(r"\w+|\S")
+_SPACE = re.compile(r"\s+")
+
+
+def _cut_retyped_suffix(text: str, cur: _Cursor) -> str:
+    """Cut the suggestion from the first token where its code (whitespace aside) is the
+    suffix's next code, covering at least the first non-blank suffix line: accepted, that
+    text would stand twice. A tail of punctuation alone is left to the bracket rules."""
+    following = cur.next_line()
+    if cur.rest.strip() or following is None:
+        return text
+    needed = len(_SPACE.sub("", following))
+    # The suffix may be a whole file: only as much of it as the suggestion could re-type.
+    ahead = _SPACE.sub("", cur.after[: 4 * len(text) + len(following) + 256])
+    for token in _TOKEN_START.finditer(text):
+        tail = _SPACE.sub("", text[token.start() :])
+        if len(tail) < needed:
+            break
+        if ahead.startswith(tail) and re.search(r"\w", tail):
+            return text[: token.start()].rstrip()
     return text
 
 

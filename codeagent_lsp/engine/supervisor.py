@@ -83,8 +83,26 @@ _ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONHOME", "LD_LIBRA
 _ENV_PREFIXES = ("CUDA_", "GGML_", "HIP_", "ROCR_", "NVIDIA_", "OMP_")
 
 
-def describe_exit(returncode: int, stderr_tail: list[str]) -> str:
-    """The worker's end in words for the user (a negative return code names the signal)."""
+_OUT_OF_MEMORY = ("MemoryError", "can't start new thread", "bad_alloc", "failed to allocate")
+"""What the worker's stderr says when an allocation failed: Python, C++, ggml."""
+
+
+def memory_cap_hint(cap_mb: int) -> str:
+    """The clause that names the memory cap as the cause ("" without a cap)."""
+    return f"; codeagent.engine.memoryLimitMB caps it at {cap_mb} MiB" if cap_mb > 0 else ""
+
+
+def describe_exit(returncode: int, stderr_tail: list[str], memory_limit_mb: int = 0) -> str:
+    """The worker's end in words for the user (a negative return code names the signal); with a
+    memory cap, a death from a failed allocation names the cap."""
+    cause = _describe_status(returncode, stderr_tail)
+    ran_out = returncode == -signal.SIGABRT or any(
+        sign in line for line in stderr_tail for sign in _OUT_OF_MEMORY
+    )
+    return cause + (memory_cap_hint(memory_limit_mb) if ran_out else "")
+
+
+def _describe_status(returncode: int, stderr_tail: list[str]) -> str:
     if returncode < 0:
         try:
             sig = signal.Signals(-returncode)
@@ -454,7 +472,7 @@ class Supervisor:
         cause = (
             f"the model worker sent a malformed message ({proc.garbled}) and was stopped"
             if proc.garbled
-            else describe_exit(returncode, list(proc.stderr))
+            else describe_exit(returncode, list(proc.stderr), self.settings.memoryLimitMB)
         )
         log.error("model worker %d ended (status %d): %s", proc.start, returncode, cause)
         now = time.monotonic()
