@@ -23,7 +23,12 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from codeagent_lsp.engine import faults
 from codeagent_lsp.engine.engine import Generation, GenerationJob
 from codeagent_lsp.engine.llama import EngineError
-from codeagent_lsp.engine.supervisor import Supervisor, WorkerConfig, describe_exit
+from codeagent_lsp.engine.supervisor import (
+    MAX_CRASHES,
+    Supervisor,
+    WorkerConfig,
+    describe_exit,
+)
 from codeagent_lsp.settings import EngineSettings
 from tests.conftest import accept_registrations
 from tests.test_engine import CODE
@@ -237,6 +242,22 @@ def test_a_crash_loop_stops_with_a_message(make_supervisor: MakeSupervisor) -> N
         generate(supervisor, "a.py", supervisor.tokenize(CODE), max_tokens=2)
 
 
+def test_a_crash_that_repeats_is_told_once_and_the_crash_loop_once(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Every worker is killed while generating: each request fails with the cause, but the user
+    hears it once, then once that the worker stopped, not once per restart."""
+    supervisor = make_supervisor(fault="SIGKILL@generated=2")
+    prompt = supervisor.tokenize(CODE)
+    for _ in range(MAX_CRASHES):
+        with pytest.raises(EngineError, match="killed"):
+            generate(supervisor, "a.py", prompt, max_tokens=8)
+    assert worker_state(supervisor)["state"] == "stopped"
+    told = supervisor.told  # type: ignore[attr-defined]
+    assert len(told) == 2 and "Restarting it" in told[0], told
+    assert "killed" in told[1] and f"crashed {MAX_CRASHES} times" in told[1]
+
+
 def test_a_model_that_fails_to_load_is_not_restarted(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + bytes(60))
@@ -387,8 +408,11 @@ async def test_sigkill_during_generation_costs_one_request_and_the_audit_holds(
     fault_env: Path, crashy: LanguageClient
 ) -> None:
     client = crashy
-    with pytest.raises(JsonRpcException):
+    with pytest.raises(JsonRpcException) as failed:
         await inline(client, client.main_uri, CURSOR)  # type: ignore[attr-defined]
+    # LSP's RequestFailed, naming the cause: not an internal error of the server's
+    assert failed.value.code == types.LSPErrorCodes.RequestFailed
+    assert "killed (SIGKILL)" in failed.value.message
     assert (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
     await navigation_still_answers(client)
     await client.shutdown_session()
@@ -413,6 +437,7 @@ async def test_a_crash_loop_is_told_and_other_features_keep_working(
     assert not (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
     await navigation_still_answers(client)
     assert (await stats(client))["model"] is None
+    assert len([m for m in client.messages if "Completions are off" in m.message]) == 1
 
 
 async def _already_shut() -> None:
