@@ -23,6 +23,7 @@ from codeagent_lsp import __version__, documents, lines, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.features import FEATURE_OF, guarded
 from codeagent_lsp.security import audit, fileuri, guard
@@ -98,6 +99,9 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
     if isinstance(error, JsonRpcException):
         log.info("%s refused (%s): %s", what, error.code, error.message)
         return types.ResponseError(error.code, error.message)
+    if isinstance(error, EngineError):  # the model failed (its worker died): said in words
+        log.warning("%s: the model failed: %s", what, error)
+        return types.ResponseError(types.LSPErrorCodes.RequestFailed, f"codeagent: {error}")
     log.error("%s failed", what, exc_info=error)
     name = type(error).__name__
     return types.ResponseError(
