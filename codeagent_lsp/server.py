@@ -23,6 +23,7 @@ from codeagent_lsp import __version__, documents, lines, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.features import FEATURE_OF, guarded
 from codeagent_lsp.security import audit, fileuri, guard
@@ -30,7 +31,7 @@ from codeagent_lsp.security.audit import AuditLog
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.nodepaths import FolderMap
 from codeagent_lsp.security.policy import MODEL_FEATURES, policy_in_force
-from codeagent_lsp.security.roots import Root
+from codeagent_lsp.security.roots import Root, link_names
 from codeagent_lsp.transport import HeavyWork
 
 if TYPE_CHECKING:
@@ -111,6 +112,9 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
     if isinstance(error, JsonRpcException):
         log.info("%s refused (%s): %s", what, error.code, error.message)
         return types.ResponseError(error.code, error.message)
+    if isinstance(error, EngineError):  # the model failed (its worker died): said in words
+        log.warning("%s: the model failed: %s", what, error)
+        return types.ResponseError(types.LSPErrorCodes.RequestFailed, f"codeagent: {error}")
     log.error("%s failed", what, exc_info=error)
     name = type(error).__name__
     return types.ResponseError(
@@ -406,12 +410,14 @@ def document_path(document: TextDocument) -> Path:
 
 
 def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, str]:
-    """(workspace folder's name, posix path inside it) of a file, else (None, its name)."""
+    """(workspace folder's name, posix path inside it) of a file, else (None, its name). A
+    symlink to another file of the folder is that file: the policy's rules and the audit see
+    the file whose text it shows."""
     path = PurePath(fs_path)
     for folder in server.workspace.folders.values():
         root = fileuri.path_of(folder.uri)
         if root is not None and path.is_relative_to(root) and path != root:
-            return repo_name(folder), path.relative_to(root).as_posix()
+            return repo_name(folder), link_names(Path(root), path.relative_to(root).as_posix())[-1]
     return None, path.name
 
 

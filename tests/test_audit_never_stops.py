@@ -114,15 +114,23 @@ POLICY = '[defaults]\nrole = "member"\n\n[audit]\ndb = "{db}"\n'
 async def test_a_lone_surrogate_in_an_action_is_audited_and_serving_goes_on(
     tmp_path: Path,
 ) -> None:
+    """Also an action's name of 10 MB (NUL bytes inside): its row holds a bounded part of it,
+    so no client can fill the disk, and with it refuse everyone's requests, by naming."""
     process, client = await start(tmp_path, POLICY)
-    resolve = '{"jsonrpc":"2.0","id":77,"method":"codeAction/resolve","params":{"title":"x",'
-    resolve += '"data":{"action":"explain\\ud800","uri":"file:///nowhere.py"}}}'
-    client.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(resolve), resolve.encode()))
-    assert "error" in await client.answer(77)
+    for msg_id, action in ((77, "explain\\ud800"), (78, "x\\u0000" + "y" * 10_000_000)):
+        data = '{"action":"' + action + '","uri":"file:///nowhere.py"}'
+        resolve = '{"jsonrpc":"2.0","id":' + str(msg_id) + ',"method":"codeAction/resolve",'
+        resolve += '"params":{"title":"x","data":' + data + "}}"
+        client.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(resolve), resolve.encode()))
+        assert "error" in await client.answer(msg_id)
     assert "result" in await stats(client)
     await stop(process, client)
-    features = [f for f, _, _ in rows(tmp_path / "audit.sqlite3")]
+    written = rows(tmp_path / "audit.sqlite3")
+    features = [f for f, _, _ in written]
     assert features[0].startswith("explain") and "stats" in features[1:], features
+    (huge,) = [f for f in features if f.startswith("x\\x00yyy")]
+    assert "10,000,002 characters" in huge
+    assert max(len(f) + len(r or "") for f, _, r in written) < 3 * audit.MAX_TEXT
     assert audit.verify(tmp_path / "audit.sqlite3").ok
 
 

@@ -33,6 +33,8 @@ def digest(token: str) -> str:
     [
         f'name = "ci"\nsha256 = "{digest("viewer-token")}"\nrole = "viewer"',  # same name
         f'name = "other"\nsha256 = "{digest("admin-token")}"\nrole = "viewer"',  # same token
+        f'name = "CI"\nsha256 = "{digest("viewer-token")}"\nrole = "viewer"',  # in other case
+        f'name = "\uff23\uff29"\nsha256 = "{digest("viewer-token")}"\nrole = "viewer"',  # width
     ],
 )
 def test_two_tokens_with_one_name_or_hash_lock_the_policy(tmp_path: Path, second: str) -> None:
@@ -91,6 +93,28 @@ def test_a_policy_file_others_could_change_locks_the_server(tmp_path: Path) -> N
     assert not load_policy(link).locked
     os.lchown(link, 12345, -1)
     assert "a symlink on its way" in load_policy(link).locked
+
+
+def test_a_policy_file_in_a_folder_others_could_change_locks_the_server(tmp_path: Path) -> None:
+    """The folders on the way count, a symlinked one too: whoever can write a folder can
+    rename another file over the policy."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "policy.toml").write_text(GOOD)
+    linked = tmp_path / "linked"
+    linked.symlink_to(folder)
+    assert not load_policy(linked / "policy.toml").locked
+    os.lchown(linked, 12345, -1)  # a symlinked folder someone else owns
+    assert "a symlink on its way" in load_policy(linked / "policy.toml").locked
+    for mode, sticky_ok in ((0o777, False), (0o775, False), (0o1777, True)):
+        folder.chmod(mode)
+        locked = load_policy(folder / "policy.toml").locked
+        assert bool(locked) != sticky_ok, (oct(mode), locked)
+    folder.chmod(0o777)
+    assert "a folder on its way" in load_policy(tmp_path / "etc/../etc/policy.toml").locked
+    folder.chmod(0o755)
+    os.chown(folder, 12345, -1)
+    assert "owned by another user (uid 12345)" in load_policy(folder / "policy.toml").locked
 
 
 def test_the_environment_cannot_replace_a_system_policy_unless_it_allows(

@@ -65,6 +65,8 @@ def repositories(tmp_path: Path) -> Path:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+    # A harmless name for a denied file: what it shows is internal/keys.py.
+    (root / "public-a" / "helper.py").symlink_to("internal/keys.py")
     return root
 
 
@@ -150,7 +152,8 @@ def vars_of(params: types.TextDocumentPositionParams) -> dict[str, object]:
 
 
 SECRET_FILES = ("Credentials.py", "secrets.py", "SECRETS.py", "conf/.ENV.py", "Keys/server.KEY")
-"""Secret names in any case: the built-in patterns (credentials*, secrets.*, .env*, *.key)."""
+"""Secret names in any case: the built-in patterns (credentials*, secrets.*, .env*, *.key),
+also reached through symlinks with harmless names."""
 
 
 @pytest.fixture
@@ -161,6 +164,9 @@ def secret_files(workspace: Path) -> None:
         (workspace / name).write_text(f"def leaked_{i}():\n    pass\n")
     (workspace / ".gitignore").write_text("!secrets.py\n!Credentials.py\n")
     (workspace / "plain.py").write_text("def leaked_plain():\n    pass\n")
+    # Harmless names for secret files, in the same folder and in another.
+    (workspace / "notes.py").symlink_to("Credentials.py")
+    (workspace / "conf" / "settings.py").symlink_to("../Keys/server.KEY")
 
 
 @pytest.mark.settings({"codegraph": {"exclude": ["!secrets.*", "!Credentials*", "!*.key"]}})

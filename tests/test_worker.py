@@ -23,7 +23,12 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from codeagent_lsp.engine import faults
 from codeagent_lsp.engine.engine import Generation, GenerationJob
 from codeagent_lsp.engine.llama import EngineError
-from codeagent_lsp.engine.supervisor import Supervisor, WorkerConfig, describe_exit
+from codeagent_lsp.engine.supervisor import (
+    MAX_CRASHES,
+    Supervisor,
+    WorkerConfig,
+    describe_exit,
+)
 from codeagent_lsp.settings import EngineSettings
 from tests.conftest import accept_registrations
 from tests.test_engine import CODE
@@ -135,7 +140,7 @@ def test_newer_request_supersedes_and_should_stop_runs_in_the_server(
     assert stopped.record.generated_tokens < 40
 
 
-def test_the_worker_gets_a_scrubbed_environment_and_its_memory_cap(
+def test_the_worker_gets_a_scrubbed_environment_its_memory_cap_and_no_network(
     make_supervisor: MakeSupervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CODEAGENT_REMOTE_TOKEN", "secret-token-value")
@@ -146,6 +151,10 @@ def test_the_worker_gets_a_scrubbed_environment_and_its_memory_cap(
     limits = Path(f"/proc/{pid}/limits").read_text()
     data = next(line for line in limits.splitlines() if line.startswith("Max data size"))
     assert str(4096 * 1024 * 1024) in data
+    # The running worker holds the socket filter (test_the_worker_refuses_every_socket shows
+    # what it refuses).
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "\nSeccomp:\t2\n" in status and "\nNoNewPrivs:\t1\n" in status
 
 
 def test_a_memory_cap_too_small_for_the_context_is_a_clear_error(
@@ -156,6 +165,17 @@ def test_a_memory_cap_too_small_for_the_context_is_a_clear_error(
         supervisor.wait_loaded(timeout=WAIT)
     worker = worker_state(supervisor)
     assert (worker["state"], worker["starts"], worker["crashes"]) == ("stopped", 1, 0)
+
+
+def test_a_memory_cap_below_the_workers_own_needs_is_named_in_the_message(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Under a cap this small the worker dies before llama.cpp loads anything (Python cannot
+    start a thread, or raises MemoryError): the user still learns that the cap is the cause."""
+    supervisor = make_supervisor(memoryLimitMB=64, wait=False)
+    with pytest.raises(EngineError, match="memoryLimitMB caps it at 64 MiB"):
+        supervisor.wait_loaded(timeout=WAIT)
+    assert worker_state(supervisor)["state"] == "stopped"
 
 
 def test_the_worker_refuses_every_socket() -> None:
@@ -222,6 +242,22 @@ def test_a_crash_loop_stops_with_a_message(make_supervisor: MakeSupervisor) -> N
         generate(supervisor, "a.py", supervisor.tokenize(CODE), max_tokens=2)
 
 
+def test_a_crash_that_repeats_is_told_once_and_the_crash_loop_once(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Every worker is killed while generating: each request fails with the cause, but the user
+    hears it once, then once that the worker stopped, not once per restart."""
+    supervisor = make_supervisor(fault="SIGKILL@generated=2")
+    prompt = supervisor.tokenize(CODE)
+    for _ in range(MAX_CRASHES):
+        with pytest.raises(EngineError, match="killed"):
+            generate(supervisor, "a.py", prompt, max_tokens=8)
+    assert worker_state(supervisor)["state"] == "stopped"
+    told = supervisor.told  # type: ignore[attr-defined]
+    assert len(told) == 2 and "Restarting it" in told[0], told
+    assert "killed" in told[1] and f"crashed {MAX_CRASHES} times" in told[1]
+
+
 def test_a_model_that_fails_to_load_is_not_restarted(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + bytes(60))
@@ -245,6 +281,23 @@ def test_safer_configurations_come_in_order() -> None:
 )
 def test_exits_are_told_in_words(returncode: int, words: str) -> None:
     assert words in describe_exit(returncode, ["ERROR boom"])
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "named"),
+    [
+        (1, "MemoryError", True),
+        (1, "RuntimeError: can't start new thread", True),
+        (-6, "terminate called after throwing an instance of 'std::bad_alloc'", True),
+        (-4, "ERROR boom", False),  # an illegal instruction is not the cap's doing
+        (1, "ValueError: boom", False),
+    ],
+)
+def test_a_death_from_a_failed_allocation_names_the_memory_cap(
+    returncode: int, stderr: str, named: bool
+) -> None:
+    assert ("memoryLimitMB caps it at 300 MiB" in describe_exit(returncode, [stderr], 300)) is named
+    assert "memoryLimitMB" not in describe_exit(returncode, [stderr], 0)
 
 
 @pytest.mark.parametrize(
@@ -355,8 +408,11 @@ async def test_sigkill_during_generation_costs_one_request_and_the_audit_holds(
     fault_env: Path, crashy: LanguageClient
 ) -> None:
     client = crashy
-    with pytest.raises(JsonRpcException):
+    with pytest.raises(JsonRpcException) as failed:
         await inline(client, client.main_uri, CURSOR)  # type: ignore[attr-defined]
+    # LSP's RequestFailed, naming the cause: not an internal error of the server's
+    assert failed.value.code == types.LSPErrorCodes.RequestFailed
+    assert "killed (SIGKILL)" in failed.value.message
     assert (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
     await navigation_still_answers(client)
     await client.shutdown_session()
@@ -381,6 +437,7 @@ async def test_a_crash_loop_is_told_and_other_features_keep_working(
     assert not (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
     await navigation_still_answers(client)
     assert (await stats(client))["model"] is None
+    assert len([m for m in client.messages if "Completions are off" in m.message]) == 1
 
 
 async def _already_shut() -> None:

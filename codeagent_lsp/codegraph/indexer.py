@@ -5,7 +5,8 @@ What is indexed: files of a supported language, not ignored by .gitignore (neste
 ("Code generated ... DO NOT EDIT.", "@generated"), not binary, not above max_file_bytes. Nothing
 outside the roots is ever read: symlinked folders are not followed (what they point at inside a
 root is walked anyway, and following them invites loops), a symlinked file only when it resolves
-inside its root.
+inside its root and the file it names passes the same rules (a link called `notes.py` to `.env`
+is the secret, whatever it is called).
 """
 
 from __future__ import annotations
@@ -238,6 +239,9 @@ class Indexer:
             target = path.resolve()
             if not target.is_relative_to(root.path) or not target.is_file():
                 skipped["symlink outside root"] += 1
+                return None
+            if self._path_excluded(root, target.relative_to(root.path).as_posix()):
+                skipped["symlink to an excluded file"] += 1
                 return None
         return Candidate(root.repo, root.path, rel, target, language)
 

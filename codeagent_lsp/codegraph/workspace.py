@@ -22,6 +22,7 @@ from codeagent_lsp.codegraph.store import (
 )
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.security.policy import policy_in_force
+from codeagent_lsp.security.roots import link_names
 from codeagent_lsp.settings import CodegraphSettings
 
 
@@ -73,9 +74,7 @@ class WorkspaceIndex:
         )
         self.graph = CodeGraph(self.store)
         self.live = LiveTrees()
-        self.may_prompt: Callable[[str, str], bool] = policy_in_force().may_prompt
-        """May the text of (repository, posix path) go into a prompt? The policy's [prompt]
-        rules; `for_prompt` applies them."""
+        self._may_prompt: Callable[[str, str], bool] = policy_in_force().may_prompt
         self._generation = self.store.generation
 
     def lost_its_data(self) -> bool:
@@ -144,6 +143,14 @@ class WorkspaceIndex:
 
     def locate(self, path: Path) -> tuple[str, str] | None:
         return self.indexer.root_for(path)
+
+    def may_prompt(self, repo: str, path: str) -> bool:
+        """May the text of (repository, posix path) go into a prompt? The policy's [prompt]
+        rules, for the path and, when the file is a symlink, for the file it names (its text);
+        `for_prompt` applies them."""
+        folder = self.absolute(repo, "")
+        names = link_names(folder, path) if folder is not None else (path,)
+        return all(self._may_prompt(repo, name) for name in names)
 
     def definitions(self, name: str, near: Path | None = None) -> list[StoredSymbol]:
         """Definitions of `name` in the asking file's language family, best first: the file

@@ -82,8 +82,26 @@ _ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONHOME", "LD_LIBRA
 _ENV_PREFIXES = ("CUDA_", "GGML_", "HIP_", "ROCR_", "NVIDIA_", "OMP_")
 
 
-def describe_exit(returncode: int, stderr_tail: list[str]) -> str:
-    """The worker's end in words for the user (a negative return code names the signal)."""
+_OUT_OF_MEMORY = ("MemoryError", "can't start new thread", "bad_alloc", "failed to allocate")
+"""What the worker's stderr says when an allocation failed: Python, C++, ggml."""
+
+
+def memory_cap_hint(cap_mb: int) -> str:
+    """The clause that names the memory cap as the cause ("" without a cap)."""
+    return f"; codeagent.engine.memoryLimitMB caps it at {cap_mb} MiB" if cap_mb > 0 else ""
+
+
+def describe_exit(returncode: int, stderr_tail: list[str], memory_limit_mb: int = 0) -> str:
+    """The worker's end in words for the user (a negative return code names the signal); with a
+    memory cap, a death from a failed allocation names the cap."""
+    cause = _describe_status(returncode, stderr_tail)
+    ran_out = returncode == -signal.SIGABRT or any(
+        sign in line for line in stderr_tail for sign in _OUT_OF_MEMORY
+    )
+    return cause + (memory_cap_hint(memory_limit_mb) if ran_out else "")
+
+
+def _describe_status(returncode: int, stderr_tail: list[str]) -> str:
     if returncode < 0:
         try:
             sig = signal.Signals(-returncode)
@@ -177,6 +195,8 @@ class Supervisor:
         )
         self.problem: str | None = None
         """Why the worker stopped for good; None while it runs or restarts."""
+        self._told_cause: str | None = None
+        """The crash cause the user heard of last, until a worker serves a request again."""
         self._flags = SharedFlags.create()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -382,12 +402,13 @@ class Supervisor:
                 # Named by the path it was opened by, not the descriptor it was loaded through.
                 self._on_loaded(proc, ModelInfo(**{**m["info"], "path": str(self.source)}))
             elif op == "loadFailed":
-                self._give_up(str(m["message"]), tell=False)
+                self._give_up(str(m["message"]), tell=False, final=False)
             elif op == "piece":
                 proc.decoded = True
                 self._on_piece(m["id"], m["text"])
             elif op in ("result", "error"):
-                proc.decoded = proc.decoded or op == "result"
+                if op == "result":
+                    proc.decoded, self._told_cause = True, None
                 self._on_answer(m)
 
     def _on_loaded(self, proc: _Process, info: ModelInfo) -> None:
@@ -453,17 +474,19 @@ class Supervisor:
         cause = (
             f"the model worker sent a malformed message ({proc.garbled}) and was stopped"
             if proc.garbled
-            else describe_exit(returncode, list(proc.stderr))
+            else describe_exit(returncode, list(proc.stderr), self.settings.memoryLimitMB)
         )
         log.error("model worker %d ended (status %d): %s", proc.start, returncode, cause)
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
             self._crashes.popleft()
+        # Before a first load, whoever waits for it reports the failure (no second message).
+        tell = self._loaded.done()
         if not proc.decoded:
             step = self.config.safer(bool(C.llama_supports_gpu_offload()))
             if step is None:
-                self._give_up(f"{cause}; it crashed in every safer configuration too")
+                self._give_up(f"{cause}; it crashed in every safer configuration too", tell=tell)
                 return
             self.config, change = step
             action = f"restarting it with {change}"
@@ -472,8 +495,11 @@ class Supervisor:
             return
         else:
             action = "restarting it"
-        # The user hears why before the requests in flight fail with the same cause.
-        self._tell(f"{cause}. {action[0].upper()}{action[1:]}; other features keep working.")
+        # The user hears why before the requests in flight fail with the same cause; once per
+        # cause, not once per restart (each failed request carries the cause too).
+        if cause != self._told_cause:
+            self._told_cause = cause
+            self._tell(f"{cause}. {action[0].upper()}{action[1:]}; other features keep working.")
         self._fail_all(EngineError(cause))
         log.warning("model worker: %s (%s)", action, self.config)
         self._state = "restarting"
@@ -488,13 +514,14 @@ class Supervisor:
                 self._state = "starting"
                 self._spawn()
 
-    def _give_up(self, reason: str, *, tell: bool = True) -> None:
-        """No more restarts: say why once; requests fail with the reason until settings change."""
+    def _give_up(self, reason: str, *, tell: bool = True, final: bool = True) -> None:
+        """No more restarts: say why (`tell`); requests fail with the reason until settings
+        change. `final`: the reason is a crash loop, which says that completions are off."""
         self._state = "stopped"
         self.problem = (
             f"{reason}. Completions are off until the server restarts or codeagent.engine "
             "settings change; navigation, hover and symbols keep working."
-            if tell
+            if final
             else reason
         )
         log.error("model worker stopped: %s", self.problem)

@@ -33,6 +33,7 @@ from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.parking import SlotPark
 from codeagent_lsp.engine.protocol import Message, SharedFlags, read_message, write_message
+from codeagent_lsp.engine.supervisor import memory_cap_hint
 from codeagent_lsp.settings import EngineSettings
 
 log = logging.getLogger("codeagent_lsp.engine.worker")
@@ -237,8 +238,7 @@ def main(argv: list[str]) -> int:
     try:
         info = engine.wait_loaded()
     except EngineError as exc:
-        cap = settings.memoryLimitMB
-        hint = f"; codeagent.engine.memoryLimitMB caps it at {cap} MiB" if cap > 0 else ""
+        hint = memory_cap_hint(settings.memoryLimitMB)
         outbox.send({"op": "loadFailed", "message": f"{exc}{hint}"})
         return 0
     if fault:

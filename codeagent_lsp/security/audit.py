@@ -368,10 +368,28 @@ MAX_UNWRITTEN = 100_000
 refuses requests meanwhile unless the policy chose best effort)."""
 
 
+MAX_TEXT = 1000
+"""Characters kept of any text but prompt and response: a client names the feature (an
+action's name), a folder and what a reason quotes, and one request of 16 MiB must not write
+16 MiB to the log (a full disk refuses everyone's requests). Prompts and responses are bounded
+by the model's context."""
+WHOLE = frozenset({"prompt", "response"})
+
+
 def storable(values: dict[str, object]) -> dict[str, object]:
     """Row values that SQLite and UTF-8 JSON can hold: lone surrogates (which UTF-8 cannot
-    encode) and NUL (which ends text in SQLite's C API) escaped as `\\udXXXX` / `\\x00`."""
-    return {k: _storable_text(v) if isinstance(v, str) else v for k, v in values.items()}
+    encode) and NUL (which ends text in SQLite's C API) escaped as `\\udXXXX` / `\\x00`, and
+    texts over MAX_TEXT characters cut there (their length and sha256 kept)."""
+    return {
+        k: _storable_text(v if k in WHOLE else _clipped(v)) if isinstance(v, str) else v
+        for k, v in values.items()
+    }
+
+
+def _clipped(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return text
+    return f"{text[:MAX_TEXT]}... ({len(text):,} characters, sha256 {sha256_text(text)})"
 
 
 def _storable_text(text: str) -> str:

@@ -14,6 +14,7 @@ import functools
 import os
 import stat
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,7 +343,9 @@ def parse(path: Path) -> Policy:
         allow_env_policy=reader.boolean(defaults, "allow_env_policy", "defaults"),
     )
     for what in ("name", "sha256"):  # rights follow the name: a twin would get the other's
-        values = [getattr(t, what) for t in policy.tokens]
+        # Names that read alike (`CI`, `ci`, the same letters full-width) are one name to
+        # whoever reads the audit log: they count as the same.
+        values = [_folded(getattr(t, what)) for t in policy.tokens]
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:
             reader.fail(f"[[token]] {what} {twice} appears more than once; each must be unique")
@@ -355,25 +358,49 @@ def parse(path: Path) -> Policy:
 
 
 def unsafe_file(path: Path) -> str:
-    """Why a file someone else could change is not to be trusted: it, or a symlink on the way
-    to it, is owned by a user other than root and this process's, or the file is group- or
-    world-writable; empty when it is trusted (or missing: reading it says so)."""
+    """Why a file someone else could change is not to be trusted, or empty when it is trusted
+    (or missing: reading it says so). Every step of the way to it counts, as sudo and OpenSSH
+    check: each folder, each symlink (one of a folder's too) and the file itself must be owned
+    by root or this process's user, no folder may be writable by its group or by everyone
+    unless it is sticky (/tmp: others cannot rename what they do not own), and the file may not
+    be writable by its group or by everyone."""
     trusted = {0, os.geteuid()}
-    current = Path(os.path.abspath(path))
-    for _ in range(40):  # symlink hops, as the kernel allows
+    # Not abspath: it drops `..` before the symlinks it follows are known.
+    current, pending = Path("/"), list((Path.cwd() / path).parts[1:])
+    hops = 0
+    while True:
         try:
             info = current.lstat()
         except OSError:
             return ""
         if info.st_uid not in trusted:
             what = "a symlink on its way" if stat.S_ISLNK(info.st_mode) else "it"
+            what = "a folder on its way" if stat.S_ISDIR(info.st_mode) and pending else what
             return f"{what} ({current}) is owned by another user (uid {info.st_uid})"
-        if not stat.S_ISLNK(info.st_mode):
-            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                return f"{current} is writable by its group or by everyone"
-            return ""
-        current = Path(os.path.abspath(current.parent / os.readlink(current)))
-    return "too many symlinks"
+        if stat.S_ISLNK(info.st_mode):
+            hops += 1
+            if hops > 40:  # as the kernel allows
+                return "too many symlinks"
+            target = Path(os.readlink(current))
+            pending = [*target.parts, *pending]
+            current = current.parent
+        elif not pending:
+            writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            return f"{current} is writable by its group or by everyone" if writable else ""
+        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            return f"a folder on its way ({current}) is writable by its group or by everyone"
+        current = _step(current, pending.pop(0))
+
+
+def _step(folder: Path, name: str) -> Path:
+    """One part of a path from a folder reached without symlinks: `/` restarts at the top."""
+    if name == "/":
+        return Path("/")
+    return folder.parent if name == ".." else folder if name in ("", ".") else folder / name
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def _assignment(reader: _Reader, table: dict[str, Any], i: int) -> Assignment:

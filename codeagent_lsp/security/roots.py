@@ -43,3 +43,16 @@ def _deepest(roots: Sequence[Root], absolute: Path) -> tuple[Root, str] | None:
     if best is None or absolute == best[1]:
         return None
     return best[0], absolute.relative_to(best[1]).as_posix()
+
+
+def link_names(folder: Path, rel: str) -> tuple[str, ...]:
+    """A file's path in `folder` (posix, relative) and, when the file is a symlink to another
+    file in that folder, that file's path too: what the link shows is that file's text, so a
+    rule about either name applies to it."""
+    path = folder / rel
+    if not path.is_symlink():
+        return (rel,)
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if real == base or not real.is_relative_to(base):
+        return (rel,)  # a link out of the folder is never read (guard, indexer)
+    return (rel, real.relative_to(base).as_posix())
