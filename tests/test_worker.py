@@ -230,6 +230,20 @@ def test_sigkill_during_generation_fails_that_request_and_restarts_as_it_was(
     assert worker["starts"] == 2
 
 
+def test_a_worker_that_exits_mid_generation_is_restarted_as_it_was(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Not a signal: an exit status (an uncaught error, a native exit()), after two tokens."""
+    supervisor = make_supervisor(fault="EXIT@generated=2#first")
+    prompt = supervisor.tokenize(CODE)
+    with pytest.raises(EngineError, match="exited with status 1"):
+        generate(supervisor, "a.py", prompt, max_tokens=8)
+    assert generate(supervisor, "a.py", prompt, max_tokens=8).record.outcome == "ok"
+    worker = worker_state(supervisor)
+    assert worker["config"]["repack"] is True and worker["starts"] == 2  # type: ignore[index]
+    assert "exited with status 1" in supervisor.told[0]  # type: ignore[attr-defined]
+
+
 def test_a_crash_loop_stops_with_a_message(make_supervisor: MakeSupervisor) -> None:
     supervisor = make_supervisor(fault="SIGSEGV@load", wait=False, threads=2)
     with pytest.raises(EngineError, match="every safer configuration"):
