@@ -71,6 +71,19 @@ class CodeagentProtocol(LanguageServerProtocol):
     with its traceback at ERROR.
     """
 
+    def handle_message(self, message: Any) -> None:
+        """pygls drops a request that comes after `shutdown` without a word, so the client
+        waits for ever; the specification says it is answered with InvalidRequest."""
+        method = getattr(message, "method", None)
+        if self._shutdown and method not in (None, types.EXIT) and hasattr(message, "id"):
+            log.info("request %s (%s) after shutdown refused", message.id, method)
+            error = types.ResponseError(
+                types.ErrorCodes.InvalidRequest, f"{method}: the server is shutting down"
+            )
+            self._send_response(message.id, error=error)
+            return
+        super().handle_message(message)
+
     def _send_data(self, data: Any) -> None:
         folders = getattr(self._server, "folders", None)
         if folders is not None and data is not None:  # a node: its paths become the client's
