@@ -31,6 +31,7 @@ from codeagent_lsp import __version__, documents, lines, settings
 from codeagent_lsp.assistant import Assistant, ModelUnavailable
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
@@ -74,6 +75,19 @@ class CodeagentProtocol(LanguageServerProtocol):
     with its traceback at ERROR.
     """
 
+    def handle_message(self, message: Any) -> None:
+        """pygls drops a request that comes after `shutdown` without a word, so the client
+        waits for ever; the specification says it is answered with InvalidRequest."""
+        method = getattr(message, "method", None)
+        if self._shutdown and method not in (None, types.EXIT) and hasattr(message, "id"):
+            log.info("request %s (%s) after shutdown refused", message.id, method)
+            error = types.ResponseError(
+                types.ErrorCodes.InvalidRequest, f"{method}: the server is shutting down"
+            )
+            self._send_response(message.id, error=error)
+            return
+        super().handle_message(message)
+
     def _send_data(self, data: Any) -> None:
         folders = getattr(self._server, "folders", None)
         if folders is not None and data is not None:  # a node: its paths become the client's
@@ -102,6 +116,9 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
     if isinstance(error, JsonRpcException):
         log.info("%s refused (%s): %s", what, error.code, error.message)
         return types.ResponseError(error.code, error.message)
+    if isinstance(error, EngineError):  # the model failed (its worker died): said in words
+        log.warning("%s: the model failed: %s", what, error)
+        return types.ResponseError(types.LSPErrorCodes.RequestFailed, f"codeagent: {error}")
     log.error("%s failed", what, exc_info=error)
     name = type(error).__name__
     return types.ResponseError(

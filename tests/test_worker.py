@@ -24,7 +24,12 @@ from codeagent_lsp.engine import faults
 from codeagent_lsp.engine.backend import Generation
 from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError
-from codeagent_lsp.engine.supervisor import Supervisor, WorkerConfig, describe_exit
+from codeagent_lsp.engine.supervisor import (
+    MAX_CRASHES,
+    Supervisor,
+    WorkerConfig,
+    describe_exit,
+)
 from codeagent_lsp.settings import EngineSettings
 from tests.conftest import accept_registrations
 from tests.test_engine import CODE
@@ -226,6 +231,20 @@ def test_sigkill_during_generation_fails_that_request_and_restarts_as_it_was(
     assert worker["starts"] == 2
 
 
+def test_a_worker_that_exits_mid_generation_is_restarted_as_it_was(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Not a signal: an exit status (an uncaught error, a native exit()), after two tokens."""
+    supervisor = make_supervisor(fault="EXIT@generated=2#first")
+    prompt = supervisor.tokenize(CODE)
+    with pytest.raises(EngineError, match="exited with status 1"):
+        generate(supervisor, "a.py", prompt, max_tokens=8)
+    assert generate(supervisor, "a.py", prompt, max_tokens=8).record.outcome == "ok"
+    worker = worker_state(supervisor)
+    assert worker["config"]["repack"] is True and worker["starts"] == 2  # type: ignore[index]
+    assert "exited with status 1" in supervisor.told[0]  # type: ignore[attr-defined]
+
+
 def test_a_crash_loop_stops_with_a_message(make_supervisor: MakeSupervisor) -> None:
     supervisor = make_supervisor(fault="SIGSEGV@load", wait=False, threads=2)
     with pytest.raises(EngineError, match="every safer configuration"):
@@ -236,6 +255,22 @@ def test_a_crash_loop_stops_with_a_message(make_supervisor: MakeSupervisor) -> N
     assert worker["starts"] == 3  # as built, repacking off, one thread (no GPU to turn off)
     with pytest.raises(EngineError, match="segmentation fault"):
         generate(supervisor, "a.py", supervisor.tokenize(CODE), max_tokens=2)
+
+
+def test_a_crash_that_repeats_is_told_once_and_the_crash_loop_once(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    """Every worker is killed while generating: each request fails with the cause, but the user
+    hears it once, then once that the worker stopped, not once per restart."""
+    supervisor = make_supervisor(fault="SIGKILL@generated=2")
+    prompt = supervisor.tokenize(CODE)
+    for _ in range(MAX_CRASHES):
+        with pytest.raises(EngineError, match="killed"):
+            generate(supervisor, "a.py", prompt, max_tokens=8)
+    assert worker_state(supervisor)["state"] == "stopped"
+    told = supervisor.told  # type: ignore[attr-defined]
+    assert len(told) == 2 and "Restarting it" in told[0], told
+    assert "killed" in told[1] and f"crashed {MAX_CRASHES} times" in told[1]
 
 
 def test_a_model_that_fails_to_load_is_not_restarted(tmp_path: Path) -> None:
@@ -388,8 +423,11 @@ async def test_sigkill_during_generation_costs_one_request_and_the_audit_holds(
     fault_env: Path, crashy: LanguageClient
 ) -> None:
     client = crashy
-    with pytest.raises(JsonRpcException):
+    with pytest.raises(JsonRpcException) as failed:
         await inline(client, client.main_uri, CURSOR)  # type: ignore[attr-defined]
+    # LSP's RequestFailed, naming the cause: not an internal error of the server's
+    assert failed.value.code == types.LSPErrorCodes.RequestFailed
+    assert "killed (SIGKILL)" in failed.value.message
     assert (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
     await navigation_still_answers(client)
     await client.shutdown_session()
@@ -414,6 +452,7 @@ async def test_a_crash_loop_is_told_and_other_features_keep_working(
     assert not (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
     await navigation_still_answers(client)
     assert (await stats(client))["model"] is None
+    assert len([m for m in client.messages if "Completions are off" in m.message]) == 1
 
 
 async def _already_shut() -> None:

@@ -4,7 +4,8 @@ as it would on a CPU that lacks an instruction, an out-of-memory kill or a GPU d
 Set `CODEAGENT_TEST_WORKER_FAULT` in the language server's environment to
 `SIGNAL@POINT[#CONDITION]`:
 
-- SIGNAL: a signal name (`SIGILL`, `SIGKILL`, `SIGSEGV`, `SIGABRT`, `SIGBUS`, ...);
+- SIGNAL: a signal name (`SIGILL`, `SIGKILL`, `SIGSEGV`, `SIGABRT`, `SIGBUS`, ...), or `EXIT`:
+  the worker exits with status 1 there, as after an uncaught error or a native `exit(1)`;
 - POINT: `load` (before the model loads), `decode` (at the worker's first llama_decode), or
   `generated=N` (after the N-th generated token);
 - CONDITION (optional): `repack` (only while weight repacking is on, like the AMX fault),
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ENV = "CODEAGENT_TEST_WORKER_FAULT"
+EXIT_STATUS = 1
+"""The worker's exit status for the `EXIT` fault."""
 
 
 class FaultSpecError(ValueError):
@@ -32,7 +35,8 @@ class FaultSpecError(ValueError):
 
 @dataclass(frozen=True)
 class Fault:
-    signal: signal.Signals
+    signal: signal.Signals | None
+    """None: exit with EXIT_STATUS instead."""
     point: str
     """load, decode or generated."""
     tokens: int = 0
@@ -44,10 +48,12 @@ class Fault:
         head, _, condition = spec.partition("#")
         name, _, point = head.partition("@")
         point, _, count = point.partition("=")
-        try:
-            sig = signal.Signals[name.strip().upper()]
-        except KeyError:
-            raise FaultSpecError(f"{ENV}: unknown signal {name!r}") from None
+        sig: signal.Signals | None = None
+        if name.strip().upper() != "EXIT":
+            try:
+                sig = signal.Signals[name.strip().upper()]
+            except KeyError:
+                raise FaultSpecError(f"{ENV}: unknown signal {name!r}") from None
         if (
             point not in ("load", "decode", "generated")
             or (point == "generated") != count.isdigit()
@@ -87,6 +93,8 @@ class Fault:
         return wrapped
 
     def _raise(self) -> None:
+        if self.signal is None:
+            os._exit(EXIT_STATUS)  # at once, from this thread, as a native exit() would
         # To this thread, as a real fault is: os.kill(getpid()) goes to the main thread, and
         # the faulting thread ran on (a decode, a token sent) until the process died.
         signal.pthread_kill(threading.get_ident(), self.signal)

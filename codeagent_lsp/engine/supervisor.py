@@ -196,6 +196,8 @@ class Supervisor:
         )
         self.problem: str | None = None
         """Why the worker stopped for good; None while it runs or restarts."""
+        self._told_cause: str | None = None
+        """The crash cause the user heard of last, until a worker serves a request again."""
         self._flags = SharedFlags.create()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -401,12 +403,13 @@ class Supervisor:
                 # Named by the path it was opened by, not the descriptor it was loaded through.
                 self._on_loaded(proc, ModelInfo(**{**m["info"], "path": str(self.source)}))
             elif op == "loadFailed":
-                self._give_up(str(m["message"]), tell=False)
+                self._give_up(str(m["message"]), tell=False, final=False)
             elif op == "piece":
                 proc.decoded = True
                 self._on_piece(m["id"], m["text"])
             elif op in ("result", "error"):
-                proc.decoded = proc.decoded or op == "result"
+                if op == "result":
+                    proc.decoded, self._told_cause = True, None
                 self._on_answer(m)
 
     def _on_loaded(self, proc: _Process, info: ModelInfo) -> None:
@@ -479,10 +482,12 @@ class Supervisor:
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
             self._crashes.popleft()
+        # Before a first load, whoever waits for it reports the failure (no second message).
+        tell = self._loaded.done()
         if not proc.decoded:
             step = self.config.safer(bool(C.llama_supports_gpu_offload()))
             if step is None:
-                self._give_up(f"{cause}; it crashed in every safer configuration too")
+                self._give_up(f"{cause}; it crashed in every safer configuration too", tell=tell)
                 return
             self.config, change = step
             action = f"restarting it with {change}"
@@ -491,8 +496,11 @@ class Supervisor:
             return
         else:
             action = "restarting it"
-        # The user hears why before the requests in flight fail with the same cause.
-        self._tell(f"{cause}. {action[0].upper()}{action[1:]}; other features keep working.")
+        # The user hears why before the requests in flight fail with the same cause; once per
+        # cause, not once per restart (each failed request carries the cause too).
+        if cause != self._told_cause:
+            self._told_cause = cause
+            self._tell(f"{cause}. {action[0].upper()}{action[1:]}; other features keep working.")
         self._fail_all(EngineError(cause))
         log.warning("model worker: %s (%s)", action, self.config)
         self._state = "restarting"
@@ -507,13 +515,14 @@ class Supervisor:
                 self._state = "starting"
                 self._spawn()
 
-    def _give_up(self, reason: str, *, tell: bool = True) -> None:
-        """No more restarts: say why once; requests fail with the reason until settings change."""
+    def _give_up(self, reason: str, *, tell: bool = True, final: bool = True) -> None:
+        """No more restarts: say why (`tell`); requests fail with the reason until settings
+        change. `final`: the reason is a crash loop, which says that completions are off."""
         self._state = "stopped"
         self.problem = (
             f"{reason}. Completions are off until the server restarts or codeagent.engine "
             "settings change; navigation, hover and symbols keep working."
-            if tell
+            if final
             else reason
         )
         log.error("model worker stopped: %s", self.problem)

@@ -69,13 +69,18 @@ class IndexingFeature:
             await self._watch_files()
             await self._index_all(index)
 
-    async def folders_changed(self) -> None:
-        """Workspace folders added or removed at run time: the index follows, with progress
-        and the policy's repository rules, as at start."""
+    def folders_changed(self) -> None:
+        """Workspace folders added or removed at run time: the index follows in the
+        background, with progress and the policy's repository rules, as at start. Called on
+        the event loop as the notification arrives, so stats say "not ready" before any
+        request the client sends after it is answered."""
         if self.server.codegraph is None and not self._roots_lock.locked():
             return  # not indexing (disabled, or refused by the policy)
         self._changes_waiting += 1
-        self.ready.clear()  # stats say "not ready" from the moment the change arrives
+        self.ready.clear()
+        self.background(self._follow_folders())
+
+    async def _follow_folders(self) -> None:
         async with self._roots_lock:  # after the first index, one change at a time
             self._changes_waiting -= 1
             index = self.server.codegraph
@@ -259,9 +264,10 @@ def register(server: CodeagentServer) -> None:
             feature.cancel_event.set()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
-    async def folders(_ls: CodeagentServer, _params: types.DidChangeWorkspaceFoldersParams) -> None:
-        # pygls has already added and removed the folders of its workspace.
-        await feature.folders_changed()
+    def folders(_ls: CodeagentServer, _params: types.DidChangeWorkspaceFoldersParams) -> None:
+        # pygls has already added and removed the folders of its workspace. Not a coroutine:
+        # pygls would start it as a task after the messages already read were handled.
+        feature.folders_changed()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     async def watched(_ls: CodeagentServer, params: types.DidChangeWatchedFilesParams) -> None:
