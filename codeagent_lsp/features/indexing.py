@@ -17,6 +17,7 @@ from lsprotocol import types
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import audit, fileuri
 from codeagent_lsp.server import CodeagentServer
 
@@ -216,8 +217,9 @@ class IndexingFeature:
 
     async def _update_open(self, index: WorkspaceIndex, uri: str, path: Path, text: str) -> None:
         await self._update(index.document_changed, path, text)
-        if self.server.next_edits is not None:  # the text's changes to definitions, if any
-            await self.server.next_edits.document_indexed(uri, text)
+        edits = self.server.part(NextEdits)
+        if edits is not None:  # the text's changes to definitions, if any
+            await edits.document_indexed(uri, text)
 
     async def _update(self, update, *args) -> None:
         """Apply one change off the event loop; index everything again when the database had
@@ -254,7 +256,7 @@ class IndexingFeature:
 
 def register(server: CodeagentServer) -> None:
     feature = IndexingFeature(server)
-    server.indexing = feature
+    server.attach(feature)
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     def cancel_progress(_ls: CodeagentServer, params: types.WorkDoneProgressCancelParams) -> None:
