@@ -725,7 +725,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from codeagent_lsp.codegraph.indexer import index_command
+    from codeagent_lsp.headless import index_command
 
     return index_command(args.path, args.db, progress_to_stderr=True)
 
