@@ -19,9 +19,8 @@ from codeagent_lsp.context import budget, postprocess
 from codeagent_lsp.context.chat import chat_template
 from codeagent_lsp.context.templates import FimTemplate, detect_template
 from codeagent_lsp.engine import models
-from codeagent_lsp.engine.backend import Backend, FimParts, Request
+from codeagent_lsp.engine.backend import Backend, FimParts, Generation, Request, RequestRecord
 from codeagent_lsp.engine.embedded import EmbeddedBackend
-from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.engine.remote import open_remote

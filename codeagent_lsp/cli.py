@@ -381,8 +381,8 @@ def _setup_logging(log_file: Path | None, level: str | None) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from codeagent_lsp import transport
+    from codeagent_lsp.features import build_server
     from codeagent_lsp.security.identity import os_identity
-    from codeagent_lsp.server import build_server
 
     limits = transport.Limits(
         max_message_bytes=args.max_message_bytes,
@@ -427,12 +427,13 @@ def _guard_egress(transport: str) -> None:
     """From here on the process connects only to this machine and the policy's inference
     services, whichever code (a library included) tries."""
     from codeagent_lsp.security import egress
+    from codeagent_lsp.security.enforce import open_audit_log
     from codeagent_lsp.security.identity import os_identity
     from codeagent_lsp.security.policy import policy_in_force
 
     policy = policy_in_force()
     identity = dataclasses.replace(os_identity(), transport=transport)
-    egress.guard_process(policy.inference_urls, identity, policy.audit)
+    egress.guard_process(policy.inference_urls, identity, functools.partial(open_audit_log, policy))
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -648,6 +649,7 @@ def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) 
     written to the audit log (transport "cli")."""
     from codeagent_lsp.headless import repository_root
     from codeagent_lsp.security import audit
+    from codeagent_lsp.security.enforce import open_audit_log
     from codeagent_lsp.security.identity import os_identity
     from codeagent_lsp.security.policy import Decision, policy_in_force
 
@@ -658,7 +660,7 @@ def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) 
     root = repository_root(file)
     repository, path = root.name, file.relative_to(root).as_posix()
     row = audit.new_row(identity, feature, repository, path)
-    log = audit.AuditLog.of(policy.audit)
+    log = open_audit_log(policy)
     try:
         refusal = log.refusal()  # fail closed: nothing runs unaudited
         decision = (

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -217,25 +218,35 @@ class Node:
             _close(server, connection)
 
     async def serve_tcp(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
-        listener = await asyncio.start_server(self._tcp_client, host, port, ssl=tls)
+        # TLS starts once a connection is admitted (`_tcp_client`), not in the listener: there
+        # a connection that never finishes its handshake would hold a descriptor for the
+        # handshake's 60 s, counted by no limit.
+        listener = await asyncio.start_server(
+            functools.partial(self._tcp_client, tls=tls), host, port
+        )
         self._listening(listener.sockets)
         async with listener:
             await stop_signal()
             listener.close()  # no new connection (Server.serve_forever would wait for clients)
             await self.stop()
 
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _tcp_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: ssl.SSLContext | None
+    ) -> None:
+        # A client that never authenticates holds no descriptor for long: the TLS handshake and
+        # the first message share one deadline.
+        deadline = asyncio.get_running_loop().time() + self.limits.auth_timeout_s
         with self._admitted(_address(writer)) as admitted:
-            if admitted:
-                await self._tcp_session(reader, writer)
+            if admitted and await _secured(writer, tls, self.limits.auth_timeout_s):
+                await self._tcp_session(reader, writer, deadline)
         await _close_tcp(reader, writer)
 
-    async def _tcp_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _tcp_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
+    ) -> None:
         server = self.new_server(self.models)
         server.protocol.set_writer(writer)  # a StreamWriter has write() and close()
         connection = self.connection(server, None)
-        # A client that never authenticates holds no descriptor for long.
-        deadline = asyncio.get_running_loop().time() + self.limits.auth_timeout_s
         async with self._serving(server, connection):
             try:
                 while not connection.closed and (
@@ -259,6 +270,8 @@ class Node:
             host,
             port,
             ssl=tls,
+            ssl_handshake_timeout=self.limits.auth_timeout_s if tls else None,
+            open_timeout=self.limits.auth_timeout_s,
             process_request=self._ws_handshake,
             max_size=self.limits.max_message_bytes,
         ) as listener:
@@ -303,6 +316,22 @@ class Node:
     def _listening(self, sockets) -> None:
         self.bound = [sock.getsockname()[:2] for sock in sockets]
         log.warning("serving on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
+
+
+async def _secured(
+    writer: asyncio.StreamWriter, tls: ssl.SSLContext | None, timeout: float
+) -> bool:
+    """Run the TLS handshake (when the node serves TLS) within `timeout` seconds; False when it
+    fails or does not finish in time."""
+    if tls is None:
+        return True
+    try:
+        await writer.start_tls(tls, ssl_handshake_timeout=timeout)
+    except (ConnectionError, ssl.SSLError, TimeoutError, OSError) as exc:
+        metrics.DENIALS.labels("unauthorized").inc()
+        log.info("connection closed: no TLS handshake in time (%s)", type(exc).__name__)
+        return False
+    return True
 
 
 async def _read(reader: asyncio.StreamReader, deadline: float | None) -> bytes:

@@ -1,17 +1,25 @@
-"""The language server: pygls plumbing, settings and the shared Assistant. Features live in
-`features/`, one module each, registered by `build_server`."""
+"""The language server: pygls plumbing, settings, the shared Assistant, and the gate. Features
+live in `features/`, one module each, registered by `features.build_server`.
+
+The gate (`guarded`) is the one place the policy is enforced on LSP requests:
+`CodeagentServer.feature` wraps every handler of a method in FEATURE_OF with it, so each request
+is decided for the server's identity, feature and file before the handler runs, answered with a
+RequestFailed error when denied, and written to the audit log either way (with its prompt and
+response hashes, which the pipeline notes on the request's audit row).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
@@ -25,18 +33,14 @@ from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
-from codeagent_lsp.features import FEATURE_OF, guarded
 from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
+from codeagent_lsp.security.enforce import open_audit_log
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.nodepaths import FolderMap
-from codeagent_lsp.security.policy import MODEL_FEATURES, policy_in_force
+from codeagent_lsp.security.policy import MODEL_FEATURES, Decision, policy_in_force
 from codeagent_lsp.security.roots import Root, link_names
 from codeagent_lsp.transport import HeavyWork
-
-if TYPE_CHECKING:
-    from codeagent_lsp.features.indexing import IndexingFeature
-    from codeagent_lsp.features.next_edits import NextEdits
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,19 @@ class CodeagentProtocol(LanguageServerProtocol):
     logged once at INFO; anything else is answered with its type and a sentence, and logged
     with its traceback at ERROR.
     """
+
+    def handle_message(self, message: Any) -> None:
+        """pygls drops a request that comes after `shutdown` without a word, so the client
+        waits for ever; the specification says it is answered with InvalidRequest."""
+        method = getattr(message, "method", None)
+        if self._shutdown and method not in (None, types.EXIT) and hasattr(message, "id"):
+            log.info("request %s (%s) after shutdown refused", message.id, method)
+            error = types.ResponseError(
+                types.ErrorCodes.InvalidRequest, f"{method}: the server is shutting down"
+            )
+            self._send_response(message.id, error=error)
+            return
+        super().handle_message(message)
 
     def _send_data(self, data: Any) -> None:
         folders = getattr(self._server, "folders", None)
@@ -110,6 +127,106 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
     )
 
 
+# --- the gate: policy and audit log around every governed feature ----------------------------
+
+STATS = "codeagent/stats"
+ACTIONS = "actions"
+"""The code action list: always answered (editors ask on every cursor move), cut to the actions
+the identity may use on that file."""
+
+FEATURE_OF: dict[str, str] = {
+    types.TEXT_DOCUMENT_INLINE_COMPLETION: "completion",
+    types.TEXT_DOCUMENT_COMPLETION: "completion",
+    types.TEXT_DOCUMENT_HOVER: "hover",
+    types.TEXT_DOCUMENT_DEFINITION: "navigation",
+    types.TEXT_DOCUMENT_REFERENCES: "navigation",
+    types.TEXT_DOCUMENT_DOCUMENT_SYMBOL: "navigation",
+    types.WORKSPACE_SYMBOL: "navigation",
+    types.TEXT_DOCUMENT_CODE_ACTION: ACTIONS,
+    types.CODE_ACTION_RESOLVE: ACTIONS,  # the action's own name, from its data
+    types.TEXT_DOCUMENT_RENAME: "nextedit",
+    types.TEXT_DOCUMENT_PREPARE_RENAME: "nextedit",
+    STATS: "stats",
+}
+
+
+class PolicyDenied(JsonRpcException):
+    """LSP's RequestFailed: the request was understood and the policy refuses it."""
+
+    CODE = -32803
+
+
+def guarded(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` behind the policy and the audit log when `method` is a governed feature."""
+    if method not in FEATURE_OF:
+        return handler
+    if asyncio.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def run_async(ls: CodeagentServer, params: Any) -> Any:
+            with _request(ls, method, params):
+                return _cut_to_policy(ls, method, await handler(ls, params))
+
+        return run_async
+
+    @functools.wraps(handler)
+    def run(ls: CodeagentServer, params: Any) -> Any:
+        with _request(ls, method, params):
+            return _cut_to_policy(ls, method, handler(ls, params))
+
+    return run
+
+
+@contextlib.contextmanager
+def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Row]:
+    feature, uri = _feature_and_uri(method, params)
+    repository, path = file_of(ls, uri)
+    row = audit.new_row(ls.identity, feature, repository, path)
+    row.model_sha256 = ls.assistant.model_sha256
+    refusal = ls.audit.refusal()  # fail closed: nothing is served unaudited
+    decision = Decision(False, refusal) if refusal else _decide(ls, feature, repository, path)
+    if not decision.allowed:
+        audit.deny(ls.audit, row, decision.reason)
+        raise PolicyDenied(f"codeagent: denied: {decision.reason}")
+    with audit.recording(ls.audit, row):
+        yield row
+
+
+def _decide(ls: CodeagentServer, feature: str, repository: str | None, path: str | None):
+    if feature == ACTIONS:  # the list sends nothing to the model; it is cut to what may be used
+        return Decision(True)
+    return ls.policy.decide(ls.identity, feature, repository, path)
+
+
+def _feature_and_uri(method: str, params: Any) -> tuple[str, str | None]:
+    feature = FEATURE_OF[method]
+    if method == types.CODE_ACTION_RESOLVE:
+        data = params.data._asdict() if hasattr(params.data, "_asdict") else params.data or {}
+        return str(data.get("action", ACTIONS)), data.get("uri")
+    document = getattr(params, "text_document", None)
+    return feature, getattr(document, "uri", None)
+
+
+def file_of(ls: CodeagentServer, uri: str | None) -> tuple[str | None, str | None]:
+    """(repository, path relative to it) of a document: the workspace folder's name and the
+    posix path inside it; (None, file name) outside the folders; (None, None) without a file."""
+    path = fileuri.path_of(uri) if isinstance(uri, str) else None
+    return path_location(ls, str(path)) if path else (None, None)
+
+
+def _cut_to_policy(ls: CodeagentServer, method: str, result: Any) -> Any:
+    """Code actions the identity may not use on that file are left out of the list."""
+    if method != types.TEXT_DOCUMENT_CODE_ACTION or not result:
+        return result
+    return [a for a in result if _may_use(ls, a).allowed]
+
+
+def _may_use(ls: CodeagentServer, action: types.CodeAction) -> Decision:
+    data = action.data or {}
+    repository, path = file_of(ls, data.get("uri"))
+    return ls.policy.decide(ls.identity, data.get("action", ACTIONS), repository, path)
+
+
 class CodeagentServer(LanguageServer):
     def __init__(
         self,
@@ -137,8 +254,8 @@ class CodeagentServer(LanguageServer):
         """Kept so the loop's weak reference is not the only one while the model loads."""
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
-        self.indexing: IndexingFeature | None = None
-        self.next_edits: NextEdits | None = None
+        self._parts: dict[type, object] = {}
+        """Feature objects other features call (the indexer, next edits), by class: `part`."""
         self.explanations: dict[tuple[str, str], str] = {}
         """Model explanations by (file, hash of the explained code): hover shows one while the
         code it explains is unchanged."""
@@ -173,6 +290,15 @@ class CodeagentServer(LanguageServer):
         loads no engine."""
         return any(self.policy.decide(self.identity, f).allowed for f in MODEL_FEATURES)
 
+    def attach(self, part: object) -> None:
+        """Keep a feature's object for the other features (one per class)."""
+        self._parts[type(part)] = part
+
+    def part(self, kind: type[T]) -> T | None:
+        """The attached object of class `kind`; None when that feature is not registered."""
+        found = self._parts.get(kind)
+        return found if isinstance(found, kind) else None
+
     def feature(self, feature_name: str, options: Any | None = None) -> Any:
         """pygls's registration, with every governed feature behind the policy and audit log."""
         register = super().feature(feature_name, options)
@@ -182,7 +308,7 @@ class CodeagentServer(LanguageServer):
     def audit(self) -> AuditLog:
         """The audit log, opened on first use where the policy says."""
         if self._audit is None:
-            self._audit = AuditLog.of(self.policy.audit)
+            self._audit = open_audit_log(self.policy)
         return self._audit
 
     def audit_refusal(self, who: Identity, method: str, reason: str) -> None:
@@ -436,26 +562,3 @@ def position_of(document: TextDocument, offset: int) -> types.Position:
 
 def _set_log_level(level: str) -> None:
     logging.getLogger("codeagent_lsp").setLevel(level.upper())
-
-
-def build_server(
-    log_level: str | None = None,
-    backends: BackendPool | None = None,
-    node: NodeConfig | None = None,
-) -> CodeagentServer:
-    from codeagent_lsp.features import (
-        actions,
-        completion,
-        hover,
-        indexing,
-        lifecycle,
-        navigation,
-        next_edits,
-        stats,
-    )
-
-    server = CodeagentServer(log_level, backends, node)
-    features = (lifecycle, completion, stats, indexing, navigation, hover, actions, next_edits)
-    for feature in features:
-        feature.register(server)
-    return server

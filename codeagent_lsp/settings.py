@@ -17,6 +17,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any, Literal
 
 SECTION = "codeagent"
@@ -199,6 +200,10 @@ class Settings:
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 
 _MINIMUMS = {
+    "engine.nGpuLayers": -1,
+    "engine.memoryLimitMB": 0,
+    "engine.parkMaxMB": 0,
+    "engine.parkMaxAgeHours": 0,
     "engine.contextSize": 256,
     "engine.slots": 1,
     "engine.batchSize": 16,
@@ -238,6 +243,7 @@ _MAXIMUMS = {
     "codegraph.maxFileBytes": 16 * 1024 * 1024,
     "documents.maxBytes": 64 * 1024 * 1024,
     "remote.slots": 256,
+    "completion.temperature": 10,
 }
 
 
@@ -310,15 +316,14 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is float:  # JSON has no NaN or Infinity, but Python's parser reads them
+        return isinstance(value, int | float) and not isinstance(value, bool) and isfinite(value)
     return isinstance(value, hint)
 
 
 def _describe(hint: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, str(hint)
-    )
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(hint, str(hint))
 
 
 def documented_keys() -> list[tuple[str, str, str]]:

@@ -12,7 +12,8 @@ from codeagent_lsp.context.instruct import (
     explain_request,
     fix_replacement,
 )
-from codeagent_lsp.context.templates import TEMPLATES, Special
+from codeagent_lsp.context.templates import TEMPLATES
+from codeagent_lsp.engine.backend import Special
 from codeagent_lsp.settings import Settings, merge
 
 APP = Path(__file__).parent / "fixtures" / "projects" / "python" / "app.py"

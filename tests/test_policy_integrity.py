@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from codeagent_lsp import settings
+from codeagent_lsp.engine import models
 from codeagent_lsp.security import policy as policy_module
 from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.policy import load_policy
@@ -65,12 +67,19 @@ def test_the_inference_token_file_is_the_administrators(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [("engine.contextSize", 500000), ("engine.slots", 100000), ("completion.maxTokens", 10**6),
-     ("actions.maxTokens", 10**6), ("documents.maxBytes", 10**12)],
+     ("actions.maxTokens", 10**6), ("documents.maxBytes", 10**12),
+     ("completion.temperature", 1e308), ("engine.parkMaxMB", -1), ("engine.nGpuLayers", -2),
+     ("engine.memoryLimitMB", -1), ("engine.parkMaxAgeHours", -1.0),
+     # Python's JSON parser (the transport's) reads NaN and Infinity, which JSON has not.
+     ("completion.temperature", math.nan), ("remote.readTimeout", math.inf),
+     ("engine.parkMaxAgeHours", math.nan)],
 )  # fmt: skip
-def test_settings_are_bounded_for_every_client(key: str, value: int) -> None:
+def test_settings_are_bounded_for_every_client(key: str, value: float) -> None:
     section, leaf = key.split(".")
     merged, errors = settings.merge(settings.Settings(), {section: {leaf: value}})
-    assert errors and "must be at most" in errors[0]
+    assert len(errors) == 1 and any(
+        words in errors[0] for words in ("must be at most", "must be at least", "a finite number")
+    ), errors
     assert merged == settings.Settings()
 
 
@@ -180,3 +189,22 @@ async def test_a_model_renamed_over_once_hashed_is_not_the_one_loaded(
     assert stats["model"]["name"] == MODEL_NAME, stats
     assert stats["model"]["path"] == str(model)
     await stop(process, client)
+
+
+def test_a_model_that_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A folder, a FIFO (here with a writer, as an attacker would keep one, and a GGUF header
+    in it) and /dev/zero: each refused by the file it is, before any read could block or never
+    end, and named by the path the setting gave."""
+    folder = tmp_path / "folder.gguf"
+    folder.mkdir()
+    fifo = tmp_path / "fifo.gguf"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    os.write(writer, b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
+    try:
+        for path in (folder, fifo, Path("/dev/zero")):
+            with pytest.raises(models.InvalidModel, match="it is not a regular file") as caught:
+                models.open_model(path)
+            assert str(path) in str(caught.value)
+    finally:
+        os.close(writer)

@@ -317,6 +317,27 @@ async def test_folders_added_at_run_time_are_indexed_and_removed_ones_forgotten(
     assert await client.workspace_symbol_async(query) == []
 
 
+async def test_stats_say_ready_only_once_the_index_has_followed_a_folder_change(
+    policy_client: LanguageClient,
+):
+    """A folder inside the workspace folder, added and removed: each change is waited for
+    through stats alone, its files indexed once, and kept (under the outer folder) after the
+    inner one is removed."""
+    client = policy_client
+    nested = client.root / f"extra {ODD}"  # type: ignore[attr-defined]
+    nested.mkdir()
+    (nested / "deep.py").write_text("def only_deep():\n    return 1\n")
+    query = types.WorkspaceSymbolParams("only_deep")
+    where = [spell(nested / "deep.py", "vscode")]
+    for _ in range(2):
+        change_folders(client, added=[nested])
+        await wait_for_index(client)
+        assert [s.location.uri for s in await client.workspace_symbol_async(query)] == where
+        change_folders(client, removed=[nested])
+        await wait_for_index(client)
+        assert [s.location.uri for s in await client.workspace_symbol_async(query)] == where
+
+
 async def test_error_replies_carry_no_traceback_and_refusals_log_once_at_info(
     policy_client: LanguageClient,
 ):

@@ -3,6 +3,7 @@ process over stdio fed malformed frames that keeps answering."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -179,3 +180,28 @@ def test_exit_status_says_whether_shutdown_came_first(
         assert server.wait(timeout=30) == status
     finally:
         server.kill()
+
+
+def test_requests_after_shutdown_are_answered_with_invalid_request(tmp_path) -> None:
+    """LSP: after `shutdown` every request but `exit` gets InvalidRequest (pygls dropped them
+    without a reply, and the client waited for ever); `exit` still ends the process with 0."""
+    hover = {"textDocument": {"uri": "file:///a.py"}, "position": {"line": 0, "character": 0}}
+    messages = [
+        request(1, "initialize", {"capabilities": {}}),
+        notification("initialized"),
+        request(2, "shutdown", None),
+        request(3, "codeagent/stats", {}),
+        request(4, "shutdown", None),
+        request(5, "textDocument/hover", hover),
+        notification("exit"),
+    ]
+    server = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp"],
+        input=b"".join(frame(m) for m in messages), capture_output=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert server.returncode == 0
+    out = io.BytesIO(server.stdout)
+    answers = [read_message(out) for _ in range(server.stdout.count(b"Content-Length"))]
+    refused = [(a["id"], a["error"]["code"]) for a in answers if "error" in a]
+    assert refused == [(3, INVALID_REQUEST), (4, INVALID_REQUEST), (5, INVALID_REQUEST)]
+    assert all("shutting down" in a["error"]["message"] for a in answers if "error" in a)

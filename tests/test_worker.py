@@ -21,7 +21,8 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from codeagent_lsp.engine import faults
-from codeagent_lsp.engine.engine import Generation, GenerationJob
+from codeagent_lsp.engine.backend import Generation
+from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.supervisor import (
     MAX_CRASHES,

@@ -842,7 +842,7 @@ class GraphStore:
             " -bm25(windows_fts) AS score FROM windows_fts"
             " JOIN windows w ON w.id = windows_fts.rowid JOIN files f ON f.id = w.file_id"
             " WHERE windows_fts MATCH ? AND NOT (f.repo = ? AND f.path = ?)"
-            " ORDER BY bm25(windows_fts) LIMIT ?",
+            " ORDER BY bm25(windows_fts), f.repo, f.path, w.start_line LIMIT ?",
             [match, repo, path, limit],
         )
         return [WindowHit(**row) for row in rows]

@@ -20,7 +20,7 @@ import llama_cpp
 import llama_cpp.llama_cpp as C
 
 from codeagent_lsp.context.templates import TemplateError, detect_template
-from codeagent_lsp.doctor import Check, Options, Status
+from codeagent_lsp.doctor.check import Check, Options, Status
 from codeagent_lsp.engine import models, parking
 from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError, VocabularyOnly

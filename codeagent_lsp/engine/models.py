@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import shlex
+import stat
 import struct
 import subprocess
 import sys
@@ -330,16 +331,24 @@ def fd_path(fd: int) -> Path:
 
 
 def open_model(path: Path) -> OpenModel:
-    """Open the model at `path` once, check its GGUF header and hash it through that open file
-    (the caller closes it). Raises ModelError (InvalidModel, ModelNotFound)."""
+    """Open the model at `path` once, check that it is a regular file (not a folder, a FIFO
+    or a device such as /dev/zero, which would block or never end), check its GGUF header and
+    hash it through that open file (the caller closes it). Raises ModelError (InvalidModel,
+    ModelNotFound) naming `path`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (no effect on a regular file).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ModelNotFound(f"model file {path} does not exist") from None
     except OSError as exc:
         raise InvalidModel(_not_gguf(path, f"cannot read it ({exc.strerror or exc})")) from exc
     try:
-        check_gguf_header(fd_path(fd))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidModel(_not_gguf(path, "it is not a regular file"))
+        try:
+            check_gguf_header(fd_path(fd))
+        except InvalidModel as exc:
+            raise InvalidModel(str(exc).replace(str(fd_path(fd)), str(path))) from None
         return OpenModel(fd, Path(path), model_sha256(fd_path(fd)))
     except BaseException:
         os.close(fd)

@@ -27,10 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from codeagent_lsp.context.templates import Special
 from codeagent_lsp.engine import models
-from codeagent_lsp.engine.backend import Request
-from codeagent_lsp.engine.engine import Generation, RequestRecord
+from codeagent_lsp.engine.backend import Generation, Request, RequestRecord, Special
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.replicas import Replica, ReplicaPool
 from codeagent_lsp.engine.slots import short_name

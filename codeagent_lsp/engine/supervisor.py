@@ -36,7 +36,8 @@ import llama_cpp.llama_cpp as C
 
 import codeagent_lsp
 from codeagent_lsp.engine import faults, models, parking
-from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
+from codeagent_lsp.engine.backend import Generation, RequestRecord
+from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.protocol import (
     Message,

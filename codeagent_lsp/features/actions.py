@@ -24,6 +24,7 @@ from codeagent_lsp import lines
 from codeagent_lsp.assistant import ModelUnavailable
 from codeagent_lsp.context import testgen
 from codeagent_lsp.context.instruct import code_at, code_key
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
 from codeagent_lsp.server import CodeagentServer, document_path, prompt_location
 
@@ -74,8 +75,8 @@ def register(server: CodeagentServer) -> None:
                     f"Generate tests for {target.name}", types.CodeActionKind.Source, TESTS, data
                 )
             )
-        if ls.next_edits is not None:
-            actions += ls.next_edits.actions(params.text_document.uri, params.range)
+        if (edits := ls.part(NextEdits)) is not None:
+            actions += edits.actions(params.text_document.uri, params.range)
         for diagnostic in params.context.diagnostics:
             if diagnostic.source == "codeagent":
                 continue  # a next edit: its quickfix is above
@@ -103,8 +104,8 @@ def register(server: CodeagentServer) -> None:
                 action.edit = await _fix(ls, data)
             elif data["action"] == TESTS:
                 action.edit = await _tests(ls, data)
-            elif data["action"] == NEXT_EDIT and ls.next_edits is not None:
-                action.edit = await ls.next_edits.resolve(data)
+            elif data["action"] == NEXT_EDIT and (edits := ls.part(NextEdits)) is not None:
+                action.edit = await edits.resolve(data)
         except ModelUnavailable as exc:
             ls.tell_problem(str(exc))
         finally:

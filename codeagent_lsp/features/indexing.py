@@ -17,6 +17,7 @@ from lsprotocol import types
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import audit, fileuri
 from codeagent_lsp.server import CodeagentServer
 
@@ -68,13 +69,18 @@ class IndexingFeature:
             await self._watch_files()
             await self._index_all(index)
 
-    async def folders_changed(self) -> None:
-        """Workspace folders added or removed at run time: the index follows, with progress
-        and the policy's repository rules, as at start."""
+    def folders_changed(self) -> None:
+        """Workspace folders added or removed at run time: the index follows in the
+        background, with progress and the policy's repository rules, as at start. Called on
+        the event loop as the notification arrives, so stats say "not ready" before any
+        request the client sends after it is answered."""
         if self.server.codegraph is None and not self._roots_lock.locked():
             return  # not indexing (disabled, or refused by the policy)
         self._changes_waiting += 1
-        self.ready.clear()  # stats say "not ready" from the moment the change arrives
+        self.ready.clear()
+        self.background(self._follow_folders())
+
+    async def _follow_folders(self) -> None:
         async with self._roots_lock:  # after the first index, one change at a time
             self._changes_waiting -= 1
             index = self.server.codegraph
@@ -211,8 +217,9 @@ class IndexingFeature:
 
     async def _update_open(self, index: WorkspaceIndex, uri: str, path: Path, text: str) -> None:
         await self._update(index.document_changed, path, text)
-        if self.server.next_edits is not None:  # the text's changes to definitions, if any
-            await self.server.next_edits.document_indexed(uri, text)
+        edits = self.server.part(NextEdits)
+        if edits is not None:  # the text's changes to definitions, if any
+            await edits.document_indexed(uri, text)
 
     async def _update(self, update, *args) -> None:
         """Apply one change off the event loop; index everything again when the database had
@@ -249,7 +256,7 @@ class IndexingFeature:
 
 def register(server: CodeagentServer) -> None:
     feature = IndexingFeature(server)
-    server.indexing = feature
+    server.attach(feature)
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     def cancel_progress(_ls: CodeagentServer, params: types.WorkDoneProgressCancelParams) -> None:
@@ -257,9 +264,10 @@ def register(server: CodeagentServer) -> None:
             feature.cancel_event.set()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
-    async def folders(_ls: CodeagentServer, _params: types.DidChangeWorkspaceFoldersParams) -> None:
-        # pygls has already added and removed the folders of its workspace.
-        await feature.folders_changed()
+    def folders(_ls: CodeagentServer, _params: types.DidChangeWorkspaceFoldersParams) -> None:
+        # pygls has already added and removed the folders of its workspace. Not a coroutine:
+        # pygls would start it as a task after the messages already read were handled.
+        feature.folders_changed()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     async def watched(_ls: CodeagentServer, params: types.DidChangeWatchedFilesParams) -> None:

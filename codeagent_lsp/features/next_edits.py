@@ -351,7 +351,7 @@ def _read(path: Path) -> str | None:
 
 def register(server: CodeagentServer) -> None:
     feature = NextEdits(server)
-    server.next_edits = feature
+    server.attach(feature)
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     async def prepare_rename(
