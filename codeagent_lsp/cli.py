@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("location", metavar=metavar)
         _add_model_options(command)
         command.add_argument("--json", action="store_true", help="print one JSON object")
-        command.set_defaults(run=functools.partial(_audited, HEADLESS_FEATURES[name], run))
+        command.set_defaults(run=functools.partial(_audited, name, run))
     headless["explain"].add_argument("--root", type=Path, help="repository to index")
     headless["fix"].add_argument("--message", required=True, help="the diagnostic's text")
     headless["tests"].add_argument("--write", action="store_true", help="add to the test file")
@@ -640,42 +640,31 @@ def _settings_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-HEADLESS_FEATURES = {"complete": "completion", "explain": "explain", "fix": "fix",
-                     "tests": "tests"}  # fmt: skip
-
-
-def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) -> int:
+def _audited(command: str, run: Callable[[argparse.Namespace], int], args: Any) -> int:
     """A headless command, decided by the policy for the OS user like an LSP request and
     written to the audit log (transport "cli")."""
     from codeagent_lsp.headless import repository_root
-    from codeagent_lsp.security import audit
-    from codeagent_lsp.security.enforce import open_audit_log
+    from codeagent_lsp.security.enforce import Refused, enforced, open_audit_log
+    from codeagent_lsp.security.feature import Feature
     from codeagent_lsp.security.identity import os_identity
-    from codeagent_lsp.security.policy import Decision, policy_in_force
+    from codeagent_lsp.security.policy import policy_in_force
 
+    feature = Feature.COMPLETION if command == "complete" else Feature(command)
     policy = policy_in_force()
     _guard_egress("cli")
     identity = dataclasses.replace(os_identity(), transport="cli")
-    file = Path(args.location.rsplit(":", 2 if feature == "completion" else 1)[0]).resolve()
+    file = Path(args.location.rsplit(":", 2 if feature == Feature.COMPLETION else 1)[0]).resolve()
     root = repository_root(file)
-    repository, path = root.name, file.relative_to(root).as_posix()
-    row = audit.new_row(identity, feature, repository, path)
+    in_repository = (root.name, file.relative_to(root).as_posix())
     log = open_audit_log(policy)
     try:
-        refusal = log.refusal()  # fail closed: nothing runs unaudited
-        decision = (
-            Decision(False, refusal)
-            if refusal
-            else policy.decide(identity, feature, repository, path)
-        )
-        if not decision.allowed:
-            audit.deny(log, row, decision.reason)
-            print(f"codeagent-lsp: denied: {decision.reason}", file=sys.stderr)
-            return 3
-        with audit.recording(log, row):
+        with enforced(policy, log, identity, feature, in_repository) as row:
             code = run(args)
             row.reason = f"exit status {code}" if code else None
         return code
+    except Refused as refused:
+        print(f"codeagent-lsp: denied: {refused}", file=sys.stderr)
+        return 3
     finally:
         log.close()
 

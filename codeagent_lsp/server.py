@@ -35,7 +35,8 @@ from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
-from codeagent_lsp.security.enforce import open_audit_log
+from codeagent_lsp.security.enforce import Refused, enforced, open_audit_log
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.nodepaths import FolderMap
 from codeagent_lsp.security.policy import MODEL_FEATURES, Decision, policy_in_force
@@ -130,23 +131,22 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
 # --- the gate: policy and audit log around every governed feature ----------------------------
 
 STATS = "codeagent/stats"
-ACTIONS = "actions"
-"""The code action list: always answered (editors ask on every cursor move), cut to the actions
-the identity may use on that file."""
 
-FEATURE_OF: dict[str, str] = {
-    types.TEXT_DOCUMENT_INLINE_COMPLETION: "completion",
-    types.TEXT_DOCUMENT_COMPLETION: "completion",
-    types.TEXT_DOCUMENT_HOVER: "hover",
-    types.TEXT_DOCUMENT_DEFINITION: "navigation",
-    types.TEXT_DOCUMENT_REFERENCES: "navigation",
-    types.TEXT_DOCUMENT_DOCUMENT_SYMBOL: "navigation",
-    types.WORKSPACE_SYMBOL: "navigation",
-    types.TEXT_DOCUMENT_CODE_ACTION: ACTIONS,
-    types.CODE_ACTION_RESOLVE: ACTIONS,  # the action's own name, from its data
-    types.TEXT_DOCUMENT_RENAME: "nextedit",
-    types.TEXT_DOCUMENT_PREPARE_RENAME: "nextedit",
-    STATS: "stats",
+FEATURE_OF: dict[str, Feature] = {
+    types.TEXT_DOCUMENT_INLINE_COMPLETION: Feature.COMPLETION,
+    types.TEXT_DOCUMENT_COMPLETION: Feature.COMPLETION,
+    types.TEXT_DOCUMENT_HOVER: Feature.HOVER,
+    types.TEXT_DOCUMENT_DEFINITION: Feature.NAVIGATION,
+    types.TEXT_DOCUMENT_REFERENCES: Feature.NAVIGATION,
+    types.TEXT_DOCUMENT_DOCUMENT_SYMBOL: Feature.NAVIGATION,
+    types.WORKSPACE_SYMBOL: Feature.NAVIGATION,
+    # The code action list is always answered (editors ask on every cursor move), cut to the
+    # actions the identity may use on that file.
+    types.TEXT_DOCUMENT_CODE_ACTION: Feature.ACTIONS,
+    types.CODE_ACTION_RESOLVE: Feature.ACTIONS,  # the action's own name, from its data
+    types.TEXT_DOCUMENT_RENAME: Feature.NEXTEDIT,
+    types.TEXT_DOCUMENT_PREPARE_RENAME: Feature.NEXTEDIT,
+    STATS: Feature.STATS,
 }
 
 
@@ -180,29 +180,19 @@ def guarded(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
 @contextlib.contextmanager
 def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Row]:
     feature, uri = _feature_and_uri(method, params)
-    repository, path = file_of(ls, uri)
-    row = audit.new_row(ls.identity, feature, repository, path)
-    row.model_sha256 = ls.assistant.model_sha256
-    refusal = ls.audit.refusal()  # fail closed: nothing is served unaudited
-    decision = Decision(False, refusal) if refusal else _decide(ls, feature, repository, path)
-    if not decision.allowed:
-        audit.deny(ls.audit, row, decision.reason)
-        raise PolicyDenied(f"codeagent: denied: {decision.reason}")
-    with audit.recording(ls.audit, row):
-        yield row
-
-
-def _decide(ls: CodeagentServer, feature: str, repository: str | None, path: str | None):
-    if feature == ACTIONS:  # the list sends nothing to the model; it is cut to what may be used
-        return Decision(True)
-    return ls.policy.decide(ls.identity, feature, repository, path)
+    file, sha256 = file_of(ls, uri), ls.assistant.model_sha256
+    try:
+        with enforced(ls.policy, ls.audit, ls.identity, feature, file, sha256) as row:
+            yield row
+    except Refused as refused:
+        raise PolicyDenied(f"codeagent: denied: {refused}") from None
 
 
 def _feature_and_uri(method: str, params: Any) -> tuple[str, str | None]:
     feature = FEATURE_OF[method]
     if method == types.CODE_ACTION_RESOLVE:
         data = params.data._asdict() if hasattr(params.data, "_asdict") else params.data or {}
-        return str(data.get("action", ACTIONS)), data.get("uri")
+        return str(data.get("action", Feature.ACTIONS)), data.get("uri")
     document = getattr(params, "text_document", None)
     return feature, getattr(document, "uri", None)
 
@@ -224,7 +214,7 @@ def _cut_to_policy(ls: CodeagentServer, method: str, result: Any) -> Any:
 def _may_use(ls: CodeagentServer, action: types.CodeAction) -> Decision:
     data = action.data or {}
     repository, path = file_of(ls, data.get("uri"))
-    return ls.policy.decide(ls.identity, data.get("action", ACTIONS), repository, path)
+    return ls.policy.decide(ls.identity, data.get("action", Feature.ACTIONS), repository, path)
 
 
 class CodeagentServer(LanguageServer):

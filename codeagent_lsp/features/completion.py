@@ -15,6 +15,7 @@ from codeagent_lsp.codegraph import words
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.server import (
     CodeagentServer,
     document_path,
@@ -103,7 +104,7 @@ def _background_target(
     if ls.document_refusal(uri):
         return None
     repo, path = prompt_location(ls, document)
-    if not ls.policy.decide(ls.identity, "completion", repo, path).allowed:
+    if not ls.policy.decide(ls.identity, Feature.COMPLETION, repo, path).allowed:
         return None
     return document, PromptFile(repo, path, document_path(document))
 

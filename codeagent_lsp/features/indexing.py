@@ -19,6 +19,7 @@ from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import audit, fileuri
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.server import CodeagentServer
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,11 @@ class IndexingFeature:
     def _may_index(self) -> bool:
         """The identity's role must allow indexing; a refusal is audited and logged."""
         ls = self.server
-        decision = ls.policy.decide(ls.identity, "index")
+        decision = ls.policy.decide(ls.identity, Feature.INDEX)
         if not decision.allowed:
-            audit.deny(ls.audit, audit.new_row(ls.identity, "index", None, None), decision.reason)
+            audit.deny(
+                ls.audit, audit.new_row(ls.identity, Feature.INDEX, None, None), decision.reason
+            )
             log.warning("not indexing: %s", decision.reason)
         return decision.allowed
 
@@ -130,7 +133,7 @@ class IndexingFeature:
                 pct = int(done * 100 / total) if total else 100
                 loop.call_soon_threadsafe(self._report, token, f"{done}/{total} files", pct)
 
-        row = audit.new_row(self.server.identity, "index", None, None)
+        row = audit.new_row(self.server.identity, Feature.INDEX, None, None)
         started = time.perf_counter()
         try:
             summary = await self.server.off_loop(

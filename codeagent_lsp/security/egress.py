@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from codeagent_lsp.security import audit
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.security.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,6 @@ def guard_process(
         log.warning("codeagent: %s refused (no egress)", what)
         if not opened:
             opened.append(open_log())
-        audit.deny(opened[0], audit.new_row(identity, "network", None, None), what)
+        audit.deny(opened[0], audit.new_row(identity, Feature.NETWORK, None, None), what)
 
     install(EgressGuard(allowed_urls, refused))
