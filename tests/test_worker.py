@@ -33,7 +33,8 @@ from codeagent_lsp.engine.supervisor import (
 from codeagent_lsp.settings import EngineSettings
 from tests.conftest import accept_registrations
 from tests.test_engine import CODE
-from tests.test_server import inline, open_doc, stats
+from tests.test_server import inline, model_loaded, open_doc, stats
+from tests.test_shutdown import children
 
 WAIT = 60.0  # seconds: a ceiling, never reached when the worker works
 
@@ -101,6 +102,43 @@ def test_requests_run_in_a_child_process_and_report_the_boundary_cost(
     assert worker["state"] == "ready" and worker["pid"] not in (None, os.getpid())
     assert worker["config"] == {"repack": True, "threads": 1, "gpuLayers": -1}
     assert [s["cachedTokens"] for s in supervisor.stats()["slots"]] == [len(prompt) + 3]
+
+
+VOCABULARY_CLOSED_WHILE_IN_USE = """
+import sys, threading, time
+from pathlib import Path
+from codeagent_lsp.engine.llama import EngineError, VocabularyOnly
+vocab = VocabularyOnly(Path(sys.argv[1]))
+started, counted = threading.Event(), []
+def count():
+    started.set()
+    counted.append(len(vocab.tokenize("def area(w, h):\\n    return w * h\\n" * 200_000)))
+thread = threading.Thread(target=count)
+thread.start()
+started.wait()
+time.sleep(0.05)  # into the tokenization (seconds long), as a request is when settings change
+vocab.close()
+thread.join()
+try:
+    vocab.tokenize("x")
+except EngineError as exc:
+    print(counted, exc)
+"""
+
+
+def test_the_servers_vocabulary_closes_safely_while_a_request_tokenizes(
+    tiny_model: Path,
+) -> None:
+    """In a child: freed under a tokenizing thread, llama.cpp aborts the whole process."""
+    out = subprocess.run(
+        [sys.executable, "-c", VOCABULARY_CLOSED_WHILE_IN_USE, str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    counted, _, error = out.stdout.partition("] ")
+    assert int(counted.strip("[")) > 0 and error.strip() == "the engine was closed"
 
 
 def test_cancel_reaches_the_worker_during_prompt_evaluation(
@@ -400,6 +438,10 @@ async def navigation_still_answers(client: LanguageClient) -> None:
         types.HoverParams(where.text_document, where.position)
     )
     assert hover and "def area(width: float, height: float)" in hover.contents.value  # type: ignore[union-attr]
+    symbols = await client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(where.text_document)
+    )
+    assert [s.name for s in symbols or []] == ["total"]
 
 
 @pytest.mark.parametrize("fault_env", ["SIGILL@decode#repack"], indirect=True)
@@ -457,3 +499,39 @@ async def test_a_crash_loop_is_told_and_other_features_keep_working(
 
 async def _already_shut() -> None:
     return None
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+)
+async def loading(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
+    """A server whose model is loading: `initialized` starts the load (about a second)."""
+    params = types.InitializeParams(
+        capabilities=types.ClientCapabilities(),  # settings are pushed, never pulled
+        initialization_options={"model": str(tiny_model), "engine": {"threads": 1}},
+        workspace_folders=[types.WorkspaceFolder(tmp_path.as_uri(), "project")],
+    )
+    await lsp_client.initialize_session(params)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_engine_settings_changed_while_the_model_loads_leave_one_worker(
+    loading: LanguageClient,
+) -> None:
+    """The load in progress is replaced: its worker is stopped once it has started, not left
+    holding a model for the server's lifetime."""
+    client = loading
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"codeagent": {"engine": {"threads": 2}}})
+    )
+    await model_loaded(client)
+    worker = (await stats(client))["worker"]
+    assert worker["config"]["threads"] == 2
+    stat = Path(f"/proc/{worker['pid']}/stat").read_text()
+    server = int(stat.rsplit(")", 1)[1].split()[1])  # the worker's parent
+    for _ in range(600):
+        if children(server) == {worker["pid"]}:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"workers of the server: {children(server)}, in use: {worker['pid']}")

@@ -6,11 +6,14 @@ sequences, so this module talks to the C API directly. Not thread-safe: one engi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import mmap
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +126,9 @@ class Vocabulary:
 
 class VocabularyOnly(Vocabulary):
     """A GGUF's vocabulary without its weights (milliseconds, a few MB): token counts for a
-    model that runs elsewhere."""
+    model that runs elsewhere. Thread-safe, close() included: requests tokenize on their own
+    threads while settings change or a client leaves, and llama.cpp reading a freed vocabulary
+    would kill the language server."""
 
     def __init__(self, path: Path) -> None:
         _init_backend()
@@ -133,8 +138,41 @@ class VocabularyOnly(Vocabulary):
         if not self.model:
             raise EngineError(f"llama.cpp could not read the vocabulary of {path}")
         self.vocab = C.llama_model_get_vocab(self.model)
+        self._users = 0
+        self._closed = False
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        # Readers count themselves (tokenizing stays parallel); close() waits for none left.
+        with self._idle:
+            if self._closed:
+                raise EngineError("the engine was closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._users -= 1
+                self._idle.notify_all()
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """Raises EngineError once closed."""
+        with self._in_use():
+            return super().tokenize(text, special=special)
+
+    def token_id(self, text: str) -> int | None:
+        """Raises EngineError once closed."""
+        with self._in_use():
+            return super().token_id(text)
 
     def close(self) -> None:
+        """Frees the vocabulary once no thread uses it; later calls raise EngineError."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            self._idle.wait_for(lambda: self._users == 0)
         C.llama_model_free(self.model)
 
 
