@@ -1,5 +1,6 @@
 """The project's code rules, run as tests so that CI enforces them (`.ci/run` runs pytest only):
-ruff's lint and format, mypy over the package, and no import circles between its modules.
+ruff's lint and format, mypy over the package, no import circles between its modules, and
+each layer below the LSP importing only the layers the package docstrings allow.
 
 ruff's banned-API rule (TID251, configured in pyproject.toml) keeps pygls and lsprotocol inside
 the LSP layer: features/, server.py, transport.py, node.py, documents.py and the tests.
@@ -106,3 +107,35 @@ def test_the_import_graph_sees_a_circle(tmp_path: Path) -> None:
     assert [sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1] == [
         ["pkg.a", "pkg.b"]
     ]
+
+
+BELOW = {"security", "settings"}
+LAYERS: dict[str, set[str]] = {
+    "security": set(),
+    "settings": set(),
+    "lines": set(),
+    "codegraph": BELOW,
+    "engine": BELOW | {"metrics"},
+    "metrics": {"engine"},  # the request record's type only
+    "context": BELOW | {"codegraph", "engine"},
+    "assistant": BELOW | {"context", "codegraph", "engine", "metrics"},
+    "actions": BELOW | {"assistant", "context", "codegraph", "engine"},
+    "nextedits": BELOW | {"actions", "assistant", "context", "codegraph", "engine"},
+    "headless": BELOW | {"actions", "assistant", "context", "codegraph", "engine"},
+    "bench": BELOW | {"nextedits", "assistant", "context", "codegraph", "engine", "metrics"},
+    "doctor": BELOW | {"context", "codegraph", "engine"},
+}
+"""Each layer below the LSP one (by its first name under codeagent_lsp) and the layers it may
+import besides itself and the package's root, as the package docstrings say."""
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    def layer(module: str) -> str:
+        return module.split(".")[1] if "." in module else ""
+
+    wrong = sorted(
+        f"{a} imports {b}"
+        for a, b in import_graph(ROOT / "codeagent_lsp").edges
+        if layer(a) in LAYERS and layer(b) not in {layer(a), "", *LAYERS[layer(a)]}
+    )
+    assert not wrong, wrong

@@ -6,6 +6,9 @@ One module per group of checks: `engine` (the llama.cpp build, the CPU, a short 
 worker process, the model), `security` (policy, audit), `network` (egress guard, interfaces,
 inference replicas), `workspace` (roots, extra repositories, their index). Nothing here
 changes what it checks: the audit log, the index and the model are only read.
+
+Entry point: `run` (with `table` or `to_json`), from `cli`. May import `codegraph`, `context`,
+`engine`, `security` and `settings`; never `features/`, `server`, pygls or lsprotocol.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """LSP features, one module each, with `register(server)`; each translates LSP to calls on the
-Assistant (completion pipeline) and back, and nothing below this package imports pygls.
-`build_server` makes the server with every feature registered.
+Assistant (completion pipeline), `actions/`, `nextedits` and the CodeGraph, and back. Nothing
+below this package (and `server`, `transport`, `node`, `documents`) imports pygls.
+
+Entry point: `build_server` makes the server with every feature registered (`cli` calls it).
+May import every layer below; features reach each other's state through
+`CodeagentServer.part`, never through `server` importing a feature.
 """
 
 from __future__ import annotations
