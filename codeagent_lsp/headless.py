@@ -8,10 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from codeagent_lsp import actions as pipeline
+from codeagent_lsp.actions import pipeline
 from codeagent_lsp.assistant import Assistant, ModelUnavailable, PromptFile
+from codeagent_lsp.codegraph.extract import definition_line
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
-from codeagent_lsp.context.instruct import definition_line
 from codeagent_lsp.settings import Settings
 
 

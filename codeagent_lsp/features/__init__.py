@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.features import (
-    actions,
+    code_actions,
     completion,
     hover,
     indexing,
@@ -25,7 +25,7 @@ def build_server(
     node: NodeConfig | None = None,
 ) -> CodeagentServer:
     server = CodeagentServer(log_level, backends, node)
-    features = (lifecycle, completion, stats, indexing, navigation, hover, actions, next_edits)
+    features = (lifecycle, completion, stats, indexing, navigation, hover, code_actions, next_edits)
     for feature in features:
         feature.register(server)
     return server

@@ -19,11 +19,10 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidRequest
 from pygls.workspace import TextDocument
 
-from codeagent_lsp import actions as pipeline
 from codeagent_lsp import lines
+from codeagent_lsp.actions import pipeline, testgen
 from codeagent_lsp.assistant import ModelUnavailable
-from codeagent_lsp.context import testgen
-from codeagent_lsp.context.instruct import code_at, code_key
+from codeagent_lsp.codegraph.extract import code_at, code_key
 from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
 from codeagent_lsp.security.feature import Feature
