@@ -535,6 +535,22 @@ async def test_a_vocabulary_that_aborts_llama_cpp_costs_a_worker_not_the_server(
     assert (await stats(client))["model"] is None
 
 
+def test_a_tokenizer_vocabulary_that_aborts_llama_cpp_is_a_clear_error(
+    duplicate_token_model: Path, tmp_path: Path
+) -> None:
+    """The remote backend counts tokens with a local GGUF: read first in a child process."""
+    source = tmp_path / "app.py"
+    source.write_text("def area(w, h):\n    return \n")
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "complete", f"{source}:2:11",
+         "--set", "engine.backend=remote", "--set", 'remote.urls=["http://127.0.0.1:9"]',
+         "--set", f"remote.tokenizer={duplicate_token_model}"],
+        capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert f"llama.cpp could not read the vocabulary of {duplicate_token_model}" in out.stderr
+
+
 async def _already_shut() -> None:
     return None
 
