@@ -389,6 +389,35 @@ def fault_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
 )
 async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
+    await _start(lsp_client, tiny_model, tmp_path)
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.fixture
+def duplicate_token_model(tiny_model: Path, tmp_path: Path) -> Path:
+    """The tiny model with two tokens spelled alike: its header and sizes check out, and
+    llama.cpp's vocabulary loader aborts the process (GGML_ASSERT) that reads it."""
+    data = tiny_model.read_bytes()
+    assert data.count(b"<|fim_suffix|>") == 1
+    path = tmp_path / "duplicate-token.gguf"
+    path.write_bytes(data.replace(b"<|fim_suffix|>", b"<|fim_prefix|>"))
+    return path
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+)
+async def hostile_vocabulary(
+    lsp_client: LanguageClient, duplicate_token_model: Path, tmp_path: Path
+):
+    await _start(lsp_client, duplicate_token_model, tmp_path)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def _start(lsp_client: LanguageClient, model: Path, tmp_path: Path) -> None:
+    """A session on `model` over a project whose CodeGraph is ready, main.py open."""
     root = tmp_path / "project"
     root.mkdir()
     (root / "shapes.py").write_text(SHAPES)
@@ -396,7 +425,7 @@ async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
     params = types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         initialization_options={
-            "model": str(tiny_model),
+            "model": str(model),
             "engine": {"threads": 1},
             # No warm-up: the first decode is the test's own request.
             "completion": {"reuseSuggestion": False, "warm": False},
@@ -412,8 +441,6 @@ async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
             break
         await asyncio.sleep(0.1)
     lsp_client.main_uri = open_doc(lsp_client, root, "main.py", MAIN)  # type: ignore[attr-defined]
-    yield
-    await lsp_client.shutdown_session()
 
 
 async def until_told(client: LanguageClient, words: str) -> str:
@@ -495,6 +522,33 @@ async def test_a_crash_loop_is_told_and_other_features_keep_working(
     await navigation_still_answers(client)
     assert (await stats(client))["model"] is None
     assert len([m for m in client.messages if "Completions are off" in m.message]) == 1
+
+
+async def test_a_vocabulary_that_aborts_llama_cpp_costs_a_worker_not_the_server(
+    hostile_vocabulary: LanguageClient,
+) -> None:
+    client = hostile_vocabulary
+    told = await until_told(client, "Completions are off")
+    assert "llama.cpp aborted" in told
+    assert not (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
+    await navigation_still_answers(client)
+    assert (await stats(client))["model"] is None
+
+
+def test_a_tokenizer_vocabulary_that_aborts_llama_cpp_is_a_clear_error(
+    duplicate_token_model: Path, tmp_path: Path
+) -> None:
+    """The remote backend counts tokens with a local GGUF: read first in a child process."""
+    source = tmp_path / "app.py"
+    source.write_text("def area(w, h):\n    return \n")
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "complete", f"{source}:2:11",
+         "--set", "engine.backend=remote", "--set", 'remote.urls=["http://127.0.0.1:9"]',
+         "--set", f"remote.tokenizer={duplicate_token_model}"],
+        capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert f"llama.cpp could not read the vocabulary of {duplicate_token_model}" in out.stderr
 
 
 async def _already_shut() -> None:

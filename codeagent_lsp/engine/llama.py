@@ -12,6 +12,8 @@ import ctypes.util
 import logging
 import mmap
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +124,33 @@ class Vocabulary:
         if len(ids) == 1 and C.llama_vocab_get_attr(self.vocab, ids[0]) & _SPECIAL_ATTRS:
             return ids[0]
         return None
+
+
+_READ_VOCABULARY = (
+    "import sys, llama_cpp.llama_cpp as C\n"
+    "C.llama_backend_init()\n"
+    "params = C.llama_model_default_params()\n"
+    "params.vocab_only = True\n"
+    "sys.exit(0 if C.llama_model_load_from_file(sys.argv[1].encode(), params) else 3)\n"
+)
+
+
+def vocabulary_read_in_a_child(path: Path) -> VocabularyOnly:
+    """The vocabulary of `path` for this process, once a child process has read it: llama.cpp's
+    loader ends the process that reads a malformed vocabulary (GGML_ASSERT aborts), which
+    must be a throwaway child, not the language server. Raises EngineError."""
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _READ_VOCABULARY, str(path)], capture_output=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"llama.cpp could not read the vocabulary of {path} in 120 s") from None
+    if child.returncode != 0:
+        raise EngineError(
+            f"llama.cpp could not read the vocabulary of {path} (its reader ended with status "
+            f"{child.returncode}: the file is damaged or not a model llama.cpp knows)"
+        )
+    return VocabularyOnly(path)
 
 
 class VocabularyOnly(Vocabulary):
