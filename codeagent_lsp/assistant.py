@@ -19,9 +19,8 @@ from codeagent_lsp.context import budget, postprocess
 from codeagent_lsp.context.chat import chat_template
 from codeagent_lsp.context.templates import FimTemplate, detect_template
 from codeagent_lsp.engine import models
-from codeagent_lsp.engine.backend import Backend, FimParts, Request
+from codeagent_lsp.engine.backend import Backend, FimParts, Generation, Request, RequestRecord
 from codeagent_lsp.engine.embedded import EmbeddedBackend
-from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
 from codeagent_lsp.engine.pool import BackendPool
 from codeagent_lsp.engine.remote import open_remote
@@ -219,9 +218,10 @@ class Assistant:
     def close(self) -> None:
         if self._loaded is not None:
             self._loaded.backend.close()
-        elif self._loading is not None and self.backends is not None:
-            # A node's client left while its model loaded: give its share back once loaded
-            # (a share given back refuses work, so a request still in flight gets an error).
+        elif self._loading is not None:
+            # Closed while the model loads (settings changed, a node's client left): close it
+            # once loaded, else its worker holds a model for the server's lifetime (a backend
+            # closed refuses work, so a request still in flight gets an error).
             self._loading.add_done_callback(_close_loaded)
         self._loaded = None
         self._loading = None

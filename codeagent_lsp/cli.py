@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("location", metavar=metavar)
         _add_model_options(command)
         command.add_argument("--json", action="store_true", help="print one JSON object")
-        command.set_defaults(run=functools.partial(_audited, HEADLESS_FEATURES[name], run))
+        command.set_defaults(run=functools.partial(_audited, name, run))
     headless["explain"].add_argument("--root", type=Path, help="repository to index")
     headless["fix"].add_argument("--message", required=True, help="the diagnostic's text")
     headless["tests"].add_argument("--write", action="store_true", help="add to the test file")
@@ -381,8 +381,8 @@ def _setup_logging(log_file: Path | None, level: str | None) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from codeagent_lsp import transport
+    from codeagent_lsp.features import build_server
     from codeagent_lsp.security.identity import os_identity
-    from codeagent_lsp.server import build_server
 
     limits = transport.Limits(
         max_message_bytes=args.max_message_bytes,
@@ -427,12 +427,13 @@ def _guard_egress(transport: str) -> None:
     """From here on the process connects only to this machine and the policy's inference
     services, whichever code (a library included) tries."""
     from codeagent_lsp.security import egress
+    from codeagent_lsp.security.enforce import open_audit_log
     from codeagent_lsp.security.identity import os_identity
     from codeagent_lsp.security.policy import policy_in_force
 
     policy = policy_in_force()
     identity = dataclasses.replace(os_identity(), transport=transport)
-    egress.guard_process(policy.inference_urls, identity, policy.audit)
+    egress.guard_process(policy.inference_urls, identity, functools.partial(open_audit_log, policy))
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -639,41 +640,31 @@ def _settings_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-HEADLESS_FEATURES = {"complete": "completion", "explain": "explain", "fix": "fix",
-                     "tests": "tests"}  # fmt: skip
-
-
-def _audited(feature: str, run: Callable[[argparse.Namespace], int], args: Any) -> int:
+def _audited(command: str, run: Callable[[argparse.Namespace], int], args: Any) -> int:
     """A headless command, decided by the policy for the OS user like an LSP request and
     written to the audit log (transport "cli")."""
     from codeagent_lsp.headless import repository_root
-    from codeagent_lsp.security import audit
+    from codeagent_lsp.security.enforce import Refused, enforced, open_audit_log
+    from codeagent_lsp.security.feature import Feature
     from codeagent_lsp.security.identity import os_identity
-    from codeagent_lsp.security.policy import Decision, policy_in_force
+    from codeagent_lsp.security.policy import policy_in_force
 
+    feature = Feature.COMPLETION if command == "complete" else Feature(command)
     policy = policy_in_force()
     _guard_egress("cli")
     identity = dataclasses.replace(os_identity(), transport="cli")
-    file = Path(args.location.rsplit(":", 2 if feature == "completion" else 1)[0]).resolve()
+    file = Path(args.location.rsplit(":", 2 if feature == Feature.COMPLETION else 1)[0]).resolve()
     root = repository_root(file)
-    repository, path = root.name, file.relative_to(root).as_posix()
-    row = audit.new_row(identity, feature, repository, path)
-    log = audit.AuditLog.of(policy.audit)
+    in_repository = (root.name, file.relative_to(root).as_posix())
+    log = open_audit_log(policy)
     try:
-        refusal = log.refusal()  # fail closed: nothing runs unaudited
-        decision = (
-            Decision(False, refusal)
-            if refusal
-            else policy.decide(identity, feature, repository, path)
-        )
-        if not decision.allowed:
-            audit.deny(log, row, decision.reason)
-            print(f"codeagent-lsp: denied: {decision.reason}", file=sys.stderr)
-            return 3
-        with audit.recording(log, row):
+        with enforced(policy, log, identity, feature, in_repository) as row:
             code = run(args)
             row.reason = f"exit status {code}" if code else None
         return code
+    except Refused as refused:
+        print(f"codeagent-lsp: denied: {refused}", file=sys.stderr)
+        return 3
     finally:
         log.close()
 
@@ -734,7 +725,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from codeagent_lsp.codegraph.indexer import index_command
+    from codeagent_lsp.headless import index_command
 
     return index_command(args.path, args.db, progress_to_stderr=True)
 

@@ -1,4 +1,5 @@
-"""Headless jobs on the server's own pipeline (the Assistant), for scripts and CI."""
+"""Headless jobs on the server's own pipeline (the Assistant), for scripts and CI, and
+`codeagent-lsp index` with its progress bar (codegraph/ itself prints nothing)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import asyncio
 import difflib
 import json
 import sys
+import time
 from pathlib import Path
 
-from codeagent_lsp import actions as pipeline
+from codeagent_lsp.actions import pipeline
 from codeagent_lsp.assistant import Assistant, ModelUnavailable, PromptFile
+from codeagent_lsp.codegraph.extract import definition_line
+from codeagent_lsp.codegraph.indexer import Indexer, default_workers
+from codeagent_lsp.codegraph.store import default_db_path, open_store
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
-from codeagent_lsp.context.instruct import definition_line
 from codeagent_lsp.settings import Settings
 
 
@@ -169,3 +173,53 @@ def repository_root(path: Path) -> Path:
         if (folder / ".git").exists():
             return folder
     return path.parent
+
+
+def index_command(path: Path, db: Path | None, progress_to_stderr: bool) -> int:
+    """`codeagent-lsp index PATH`: index one folder into its workspace database (or `db`),
+    a progress bar on stderr, a summary line on stdout."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        print(f"codeagent-lsp index: not a folder: {path}", file=sys.stderr)
+        return 2
+    store = open_store(db if db is not None else default_db_path(root))
+    if store.status.state in ("rebuilt", "memory"):
+        print(f"codeagent-lsp index: {store.status.reason}", file=sys.stderr)
+    try:
+        bar = _ProgressBar() if progress_to_stderr else None
+        indexer = Indexer(store, [(root.name, root)], workers=default_workers())
+        summary = indexer.index_all(progress=bar)
+        if bar is not None:
+            bar.finish()
+    finally:
+        store.close()
+    print(
+        f"{summary.files} files, {summary.symbols} symbols, {summary.references} references"
+        f" in {summary.seconds:.1f}s ({summary.parsed} parsed, {summary.unchanged} unchanged,"
+        f" {summary.removed} removed, {summary.skipped} skipped)"
+    )
+    return 0
+
+
+class _ProgressBar:
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return  # redrawing every file would cost more than some files take to parse
+        self._last = now
+        filled = self.WIDTH * done // max(total, 1)
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {path[-40:]}"
+        sys.stderr.write(f"\r{line:<90}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

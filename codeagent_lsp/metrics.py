@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from codeagent_lsp.engine.engine import RequestRecord
+    from codeagent_lsp.engine.backend import RequestRecord
 
 REGISTRY = CollectorRegistry()
 

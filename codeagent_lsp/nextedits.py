@@ -19,14 +19,14 @@ from pathlib import Path
 
 import tree_sitter
 
+from codeagent_lsp.actions import testgen
+from codeagent_lsp.actions.prompts import SYSTEM, fenced_code
 from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.codegraph.changes import Change, Param, Signature
 from codeagent_lsp.codegraph.extract import parse
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.store import StoredReference
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
-from codeagent_lsp.context import testgen
-from codeagent_lsp.context.instruct import SYSTEM, fenced_code
 
 Point = tuple[int, int]
 """(row, code-point column)."""

@@ -1,17 +1,25 @@
-"""The language server: pygls plumbing, settings and the shared Assistant. Features live in
-`features/`, one module each, registered by `build_server`."""
+"""The language server: pygls plumbing, settings, the shared Assistant, and the gate. Features
+live in `features/`, one module each, registered by `features.build_server`.
+
+The gate (`guarded`) is the one place the policy is enforced on LSP requests:
+`CodeagentServer.feature` wraps every handler of a method in FEATURE_OF with it, so each request
+is decided for the server's identity, feature and file before the handler runs, answered with a
+RequestFailed error when denied, and written to the audit log either way (with its prompt and
+response hashes, which the pipeline notes on the request's audit row).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
@@ -25,18 +33,15 @@ from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.builder import ContextBuilder
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.pool import BackendPool
-from codeagent_lsp.features import FEATURE_OF, guarded
 from codeagent_lsp.security import audit, fileuri, guard
 from codeagent_lsp.security.audit import AuditLog
+from codeagent_lsp.security.enforce import Refused, enforced, open_audit_log
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.nodepaths import FolderMap
-from codeagent_lsp.security.policy import MODEL_FEATURES, policy_in_force
+from codeagent_lsp.security.policy import MODEL_FEATURES, Decision, policy_in_force
 from codeagent_lsp.security.roots import Root, link_names
 from codeagent_lsp.transport import HeavyWork
-
-if TYPE_CHECKING:
-    from codeagent_lsp.features.indexing import IndexingFeature
-    from codeagent_lsp.features.next_edits import NextEdits
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +128,95 @@ def reply_error(error: BaseException, what: str) -> types.ResponseError:
     )
 
 
+# --- the gate: policy and audit log around every governed feature ----------------------------
+
+STATS = "codeagent/stats"
+
+FEATURE_OF: dict[str, Feature] = {
+    types.TEXT_DOCUMENT_INLINE_COMPLETION: Feature.COMPLETION,
+    types.TEXT_DOCUMENT_COMPLETION: Feature.COMPLETION,
+    types.TEXT_DOCUMENT_HOVER: Feature.HOVER,
+    types.TEXT_DOCUMENT_DEFINITION: Feature.NAVIGATION,
+    types.TEXT_DOCUMENT_REFERENCES: Feature.NAVIGATION,
+    types.TEXT_DOCUMENT_DOCUMENT_SYMBOL: Feature.NAVIGATION,
+    types.WORKSPACE_SYMBOL: Feature.NAVIGATION,
+    # The code action list is always answered (editors ask on every cursor move), cut to the
+    # actions the identity may use on that file.
+    types.TEXT_DOCUMENT_CODE_ACTION: Feature.ACTIONS,
+    types.CODE_ACTION_RESOLVE: Feature.ACTIONS,  # the action's own name, from its data
+    types.TEXT_DOCUMENT_RENAME: Feature.NEXTEDIT,
+    types.TEXT_DOCUMENT_PREPARE_RENAME: Feature.NEXTEDIT,
+    STATS: Feature.STATS,
+}
+
+
+class PolicyDenied(JsonRpcException):
+    """LSP's RequestFailed: the request was understood and the policy refuses it."""
+
+    CODE = -32803
+
+
+def guarded(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` behind the policy and the audit log when `method` is a governed feature."""
+    if method not in FEATURE_OF:
+        return handler
+    if asyncio.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def run_async(ls: CodeagentServer, params: Any) -> Any:
+            with _request(ls, method, params):
+                return _cut_to_policy(ls, method, await handler(ls, params))
+
+        return run_async
+
+    @functools.wraps(handler)
+    def run(ls: CodeagentServer, params: Any) -> Any:
+        with _request(ls, method, params):
+            return _cut_to_policy(ls, method, handler(ls, params))
+
+    return run
+
+
+@contextlib.contextmanager
+def _request(ls: CodeagentServer, method: str, params: Any) -> Iterator[audit.Row]:
+    feature, uri = _feature_and_uri(method, params)
+    file, sha256 = file_of(ls, uri), ls.assistant.model_sha256
+    try:
+        with enforced(ls.policy, ls.audit, ls.identity, feature, file, sha256) as row:
+            yield row
+    except Refused as refused:
+        raise PolicyDenied(f"codeagent: denied: {refused}") from None
+
+
+def _feature_and_uri(method: str, params: Any) -> tuple[str, str | None]:
+    feature = FEATURE_OF[method]
+    if method == types.CODE_ACTION_RESOLVE:
+        data = params.data._asdict() if hasattr(params.data, "_asdict") else params.data or {}
+        return str(data.get("action", Feature.ACTIONS)), data.get("uri")
+    document = getattr(params, "text_document", None)
+    return feature, getattr(document, "uri", None)
+
+
+def file_of(ls: CodeagentServer, uri: str | None) -> tuple[str | None, str | None]:
+    """(repository, path relative to it) of a document: the workspace folder's name and the
+    posix path inside it; (None, file name) outside the folders; (None, None) without a file."""
+    path = fileuri.path_of(uri) if isinstance(uri, str) else None
+    return path_location(ls, str(path)) if path else (None, None)
+
+
+def _cut_to_policy(ls: CodeagentServer, method: str, result: Any) -> Any:
+    """Code actions the identity may not use on that file are left out of the list."""
+    if method != types.TEXT_DOCUMENT_CODE_ACTION or not result:
+        return result
+    return [a for a in result if _may_use(ls, a).allowed]
+
+
+def _may_use(ls: CodeagentServer, action: types.CodeAction) -> Decision:
+    data = action.data or {}
+    repository, path = file_of(ls, data.get("uri"))
+    return ls.policy.decide(ls.identity, data.get("action", Feature.ACTIONS), repository, path)
+
+
 class CodeagentServer(LanguageServer):
     def __init__(
         self,
@@ -150,8 +244,8 @@ class CodeagentServer(LanguageServer):
         """Kept so the loop's weak reference is not the only one while the model loads."""
         self.codegraph: WorkspaceIndex | None = None
         """The workspace's CodeGraph once opened (features answer empty until then)."""
-        self.indexing: IndexingFeature | None = None
-        self.next_edits: NextEdits | None = None
+        self._parts: dict[type, object] = {}
+        """Feature objects other features call (the indexer, next edits), by class: `part`."""
         self.explanations: dict[tuple[str, str], str] = {}
         """Model explanations by (file, hash of the explained code): hover shows one while the
         code it explains is unchanged."""
@@ -186,6 +280,15 @@ class CodeagentServer(LanguageServer):
         loads no engine."""
         return any(self.policy.decide(self.identity, f).allowed for f in MODEL_FEATURES)
 
+    def attach(self, part: object) -> None:
+        """Keep a feature's object for the other features (one per class)."""
+        self._parts[type(part)] = part
+
+    def part(self, kind: type[T]) -> T | None:
+        """The attached object of class `kind`; None when that feature is not registered."""
+        found = self._parts.get(kind)
+        return found if isinstance(found, kind) else None
+
     def feature(self, feature_name: str, options: Any | None = None) -> Any:
         """pygls's registration, with every governed feature behind the policy and audit log."""
         register = super().feature(feature_name, options)
@@ -195,7 +298,7 @@ class CodeagentServer(LanguageServer):
     def audit(self) -> AuditLog:
         """The audit log, opened on first use where the policy says."""
         if self._audit is None:
-            self._audit = AuditLog.of(self.policy.audit)
+            self._audit = open_audit_log(self.policy)
         return self._audit
 
     def audit_refusal(self, who: Identity, method: str, reason: str) -> None:
@@ -449,26 +552,3 @@ def position_of(document: TextDocument, offset: int) -> types.Position:
 
 def _set_log_level(level: str) -> None:
     logging.getLogger("codeagent_lsp").setLevel(level.upper())
-
-
-def build_server(
-    log_level: str | None = None,
-    backends: BackendPool | None = None,
-    node: NodeConfig | None = None,
-) -> CodeagentServer:
-    from codeagent_lsp.features import (
-        actions,
-        completion,
-        hover,
-        indexing,
-        lifecycle,
-        navigation,
-        next_edits,
-        stats,
-    )
-
-    server = CodeagentServer(log_level, backends, node)
-    features = (lifecycle, completion, stats, indexing, navigation, hover, actions, next_edits)
-    for feature in features:
-        feature.register(server)
-    return server

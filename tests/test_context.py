@@ -15,10 +15,10 @@ from codeagent_lsp.context.budget import PREFIX_FILL, CountTokens, Excerpt, Wind
 from codeagent_lsp.context.templates import (
     TEMPLATES,
     FimTemplate,
-    Special,
     TemplateError,
     detect_template,
 )
+from codeagent_lsp.engine.backend import Special
 from codeagent_lsp.engine.llama import LlamaRuntime
 from codeagent_lsp.settings import EngineSettings
 

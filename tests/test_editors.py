@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from codeagent_lsp import settings
-from codeagent_lsp.features import actions
+from codeagent_lsp.security.feature import Feature
 from tests.conftest import REPO
 
 EDITORS = REPO / "editors"
@@ -65,7 +65,7 @@ def test_schema_types_match_what_the_server_accepts():
 
 def test_vscode_commands_pick_the_servers_action_tags():
     source = (EDITORS / "vscode" / "src" / "extension.ts").read_text()
-    for tag in (actions.EXPLAIN, actions.DOCSTRING, actions.TESTS, actions.FIX):
+    for tag in (Feature.EXPLAIN, Feature.DOCSTRING, Feature.TESTS, Feature.FIX):
         assert f'tag: "{tag}"' in source
     manifest = json.loads((EDITORS / "vscode" / "package.json").read_text())
     for command in manifest["contributes"]["commands"]:

@@ -56,9 +56,10 @@ import json, socket, sys, urllib.request
 from pathlib import Path
 from codeagent_lsp.security.egress import guard_process
 from codeagent_lsp.security.identity import os_identity
-from codeagent_lsp.security.policy import AuditRules
+from codeagent_lsp.security.enforce import open_audit_log
+from codeagent_lsp.security.policy import AuditRules, Policy
 
-guard_process((), os_identity(), AuditRules(db=sys.argv[1]))
+guard_process((), os_identity(), lambda: open_audit_log(Policy(audit=AuditRules(db=sys.argv[1]))))
 outcomes = {}
 listener = socket.create_server(("127.0.0.1", 0))
 with socket.create_connection(listener.getsockname(), timeout=5):

@@ -17,11 +17,11 @@ from pathlib import Path
 import llama_cpp.llama_cpp as C
 import pytest
 
+from codeagent_lsp.engine.backend import Generation
 from codeagent_lsp.engine.engine import (
     MAX_SHIFT_DRIFT,
     MIN_SHIFT_CHUNK,
     Engine,
-    Generation,
     GenerationJob,
 )
 from codeagent_lsp.engine.llama import EngineError

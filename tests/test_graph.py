@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import networkx as nx
 import pytest
 
@@ -66,3 +73,52 @@ def test_related_respects_the_budget(python_index):
     for budget in (0, 10, 40, 200):
         snippets = index.related(root / "app.py", text, 5, budget, count)
         assert sum(count(s.text) for s in snippets) <= budget
+
+
+RANKINGS = """
+import json, sys
+from pathlib import Path
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.settings import CodegraphSettings
+
+root, cache = Path(sys.argv[1]), sys.argv[2]
+index = WorkspaceIndex([("asyncio", root)], CodegraphSettings(cacheDir=cache))
+index.index_all()
+files = sorted(root.glob("*.py"))
+
+
+def rankings():
+    found = {}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        snippets = index.related(path, text, 0, 2000, len, reasons=("ranked",))
+        found[path.name] = [(s.path, s.line) for s in snippets]
+    return found
+
+
+first = rankings()
+for path in reversed(files):  # each file indexed again: its rows get new ids
+    index.document_changed(path, path.read_text(encoding="utf-8") + "\\n")
+    index.document_closed(path)
+print(json.dumps([first, rankings()]))
+index.close()
+"""
+
+
+def test_the_ranking_does_not_depend_on_the_index_s_history_or_the_process(tmp_path):
+    """The same files rank the same symbols in the same order after every file was indexed
+    again (new row ids) and in another process (another string hash seed): bench quality's
+    prompts were not reproducible across runs."""
+    root = Path(asyncio.__file__).parent
+    runs = []
+    for seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", RANKINGS, str(root), str(tmp_path / "cache")],
+            capture_output=True, text=True, check=True, timeout=600,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )  # fmt: skip
+        runs.extend(json.loads(out.stdout))
+    assert any(runs[0].values())  # something is ranked
+    assert runs[1] == runs[0]  # after every file was indexed again
+    assert runs[2] == runs[0]  # in another process, on the database the first one left
+    assert runs[3] == runs[0]

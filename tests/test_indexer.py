@@ -12,8 +12,9 @@ import pytest
 
 from codeagent_lsp.codegraph import indexer as indexer_module
 from codeagent_lsp.codegraph.extract import extract as real_extract
-from codeagent_lsp.codegraph.indexer import Indexer, index_command
+from codeagent_lsp.codegraph.indexer import Indexer
 from codeagent_lsp.codegraph.store import GraphStore, open_store
+from codeagent_lsp.headless import index_command
 
 SHAPES = '''"""Shapes."""
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from codeagent_lsp.actions.prompts import explain_request, fix_replacement
 from codeagent_lsp.assistant import Assistant
+from codeagent_lsp.codegraph.extract import code_at
 from codeagent_lsp.context.chat import CHAT_TEMPLATES, chat_template
-from codeagent_lsp.context.instruct import (
-    code_at,
-    explain_request,
-    fix_replacement,
-)
-from codeagent_lsp.context.templates import TEMPLATES, Special
+from codeagent_lsp.context.templates import TEMPLATES
+from codeagent_lsp.engine.backend import Special
 from codeagent_lsp.settings import Settings, merge
 
 APP = Path(__file__).parent / "fixtures" / "projects" / "python" / "app.py"

@@ -15,7 +15,7 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from codeagent_lsp.context import testgen
+from codeagent_lsp.actions import testgen
 from tests.test_actions import actions_params
 from tests.test_policy import governed, policy_env
 from tests.test_repository_rules import indexed

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from codeagent_lsp.assistant import Assistant, Suggestion
-from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
+from codeagent_lsp.engine.backend import Generation
+from codeagent_lsp.engine.engine import Engine, GenerationJob
 from codeagent_lsp.engine.parking import MAGIC, SlotPark, Speeds, fingerprint
 from codeagent_lsp.security.policy import parse
 from codeagent_lsp.settings import EngineSettings, Settings, merge

@@ -16,7 +16,7 @@ from lsprotocol import types
 from pygls import uris
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from codeagent_lsp.context import testgen
+from codeagent_lsp.actions import testgen
 from tests.conftest import REAL_MODEL, REPO, accept_registrations
 from tests.test_actions import actions_params
 from tests.test_next_edits import flagged

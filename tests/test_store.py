@@ -16,8 +16,8 @@ import pytest
 
 from codeagent_lsp.codegraph import store as store_module
 from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Reference, Span
+from codeagent_lsp.codegraph.schema import SCHEMA_VERSION
 from codeagent_lsp.codegraph.store import (
-    SCHEMA_VERSION,
     GraphStore,
     default_db_path,
     open_store,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from codeagent_lsp.actions import example_tests, project_files
-from codeagent_lsp.context import testgen
+from codeagent_lsp.actions import testgen
+from codeagent_lsp.actions.pipeline import example_tests, project_files
 
 PROJECTS = Path(__file__).parent / "fixtures" / "projects"
 

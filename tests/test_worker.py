@@ -21,7 +21,8 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from codeagent_lsp.engine import faults
-from codeagent_lsp.engine.engine import Generation, GenerationJob
+from codeagent_lsp.engine.backend import Generation
+from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.supervisor import (
     MAX_CRASHES,
@@ -32,7 +33,8 @@ from codeagent_lsp.engine.supervisor import (
 from codeagent_lsp.settings import EngineSettings
 from tests.conftest import accept_registrations
 from tests.test_engine import CODE
-from tests.test_server import inline, open_doc, stats
+from tests.test_server import inline, model_loaded, open_doc, stats
+from tests.test_shutdown import children
 
 WAIT = 60.0  # seconds: a ceiling, never reached when the worker works
 
@@ -100,6 +102,43 @@ def test_requests_run_in_a_child_process_and_report_the_boundary_cost(
     assert worker["state"] == "ready" and worker["pid"] not in (None, os.getpid())
     assert worker["config"] == {"repack": True, "threads": 1, "gpuLayers": -1}
     assert [s["cachedTokens"] for s in supervisor.stats()["slots"]] == [len(prompt) + 3]
+
+
+VOCABULARY_CLOSED_WHILE_IN_USE = """
+import sys, threading, time
+from pathlib import Path
+from codeagent_lsp.engine.llama import EngineError, VocabularyOnly
+vocab = VocabularyOnly(Path(sys.argv[1]))
+started, counted = threading.Event(), []
+def count():
+    started.set()
+    counted.append(len(vocab.tokenize("def area(w, h):\\n    return w * h\\n" * 200_000)))
+thread = threading.Thread(target=count)
+thread.start()
+started.wait()
+time.sleep(0.05)  # into the tokenization (seconds long), as a request is when settings change
+vocab.close()
+thread.join()
+try:
+    vocab.tokenize("x")
+except EngineError as exc:
+    print(counted, exc)
+"""
+
+
+def test_the_servers_vocabulary_closes_safely_while_a_request_tokenizes(
+    tiny_model: Path,
+) -> None:
+    """In a child: freed under a tokenizing thread, llama.cpp aborts the whole process."""
+    out = subprocess.run(
+        [sys.executable, "-c", VOCABULARY_CLOSED_WHILE_IN_USE, str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    counted, _, error = out.stdout.partition("] ")
+    assert int(counted.strip("[")) > 0 and error.strip() == "the engine was closed"
 
 
 def test_cancel_reaches_the_worker_during_prompt_evaluation(
@@ -350,6 +389,35 @@ def fault_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
 )
 async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
+    await _start(lsp_client, tiny_model, tmp_path)
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.fixture
+def duplicate_token_model(tiny_model: Path, tmp_path: Path) -> Path:
+    """The tiny model with two tokens spelled alike: its header and sizes check out, and
+    llama.cpp's vocabulary loader aborts the process (GGML_ASSERT) that reads it."""
+    data = tiny_model.read_bytes()
+    assert data.count(b"<|fim_suffix|>") == 1
+    path = tmp_path / "duplicate-token.gguf"
+    path.write_bytes(data.replace(b"<|fim_suffix|>", b"<|fim_prefix|>"))
+    return path
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+)
+async def hostile_vocabulary(
+    lsp_client: LanguageClient, duplicate_token_model: Path, tmp_path: Path
+):
+    await _start(lsp_client, duplicate_token_model, tmp_path)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def _start(lsp_client: LanguageClient, model: Path, tmp_path: Path) -> None:
+    """A session on `model` over a project whose CodeGraph is ready, main.py open."""
     root = tmp_path / "project"
     root.mkdir()
     (root / "shapes.py").write_text(SHAPES)
@@ -357,7 +425,7 @@ async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
     params = types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         initialization_options={
-            "model": str(tiny_model),
+            "model": str(model),
             "engine": {"threads": 1},
             # No warm-up: the first decode is the test's own request.
             "completion": {"reuseSuggestion": False, "warm": False},
@@ -373,8 +441,6 @@ async def crashy(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
             break
         await asyncio.sleep(0.1)
     lsp_client.main_uri = open_doc(lsp_client, root, "main.py", MAIN)  # type: ignore[attr-defined]
-    yield
-    await lsp_client.shutdown_session()
 
 
 async def until_told(client: LanguageClient, words: str) -> str:
@@ -399,6 +465,10 @@ async def navigation_still_answers(client: LanguageClient) -> None:
         types.HoverParams(where.text_document, where.position)
     )
     assert hover and "def area(width: float, height: float)" in hover.contents.value  # type: ignore[union-attr]
+    symbols = await client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(where.text_document)
+    )
+    assert [s.name for s in symbols or []] == ["total"]
 
 
 @pytest.mark.parametrize("fault_env", ["SIGILL@decode#repack"], indirect=True)
@@ -454,5 +524,68 @@ async def test_a_crash_loop_is_told_and_other_features_keep_working(
     assert len([m for m in client.messages if "Completions are off" in m.message]) == 1
 
 
+async def test_a_vocabulary_that_aborts_llama_cpp_costs_a_worker_not_the_server(
+    hostile_vocabulary: LanguageClient,
+) -> None:
+    client = hostile_vocabulary
+    told = await until_told(client, "Completions are off")
+    assert "llama.cpp aborted" in told
+    assert not (await inline(client, client.main_uri, CURSOR)).items  # type: ignore[attr-defined]
+    await navigation_still_answers(client)
+    assert (await stats(client))["model"] is None
+
+
+def test_a_tokenizer_vocabulary_that_aborts_llama_cpp_is_a_clear_error(
+    duplicate_token_model: Path, tmp_path: Path
+) -> None:
+    """The remote backend counts tokens with a local GGUF: read first in a child process."""
+    source = tmp_path / "app.py"
+    source.write_text("def area(w, h):\n    return \n")
+    out = subprocess.run(
+        [sys.executable, "-m", "codeagent_lsp", "complete", f"{source}:2:11",
+         "--set", "engine.backend=remote", "--set", 'remote.urls=["http://127.0.0.1:9"]',
+         "--set", f"remote.tokenizer={duplicate_token_model}"],
+        capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert f"llama.cpp could not read the vocabulary of {duplicate_token_model}" in out.stderr
+
+
 async def _already_shut() -> None:
     return None
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+)
+async def loading(lsp_client: LanguageClient, tiny_model: Path, tmp_path: Path):
+    """A server whose model is loading: `initialized` starts the load (about a second)."""
+    params = types.InitializeParams(
+        capabilities=types.ClientCapabilities(),  # settings are pushed, never pulled
+        initialization_options={"model": str(tiny_model), "engine": {"threads": 1}},
+        workspace_folders=[types.WorkspaceFolder(tmp_path.as_uri(), "project")],
+    )
+    await lsp_client.initialize_session(params)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_engine_settings_changed_while_the_model_loads_leave_one_worker(
+    loading: LanguageClient,
+) -> None:
+    """The load in progress is replaced: its worker is stopped once it has started, not left
+    holding a model for the server's lifetime."""
+    client = loading
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"codeagent": {"engine": {"threads": 2}}})
+    )
+    await model_loaded(client)
+    worker = (await stats(client))["worker"]
+    assert worker["config"]["threads"] == 2
+    stat = Path(f"/proc/{worker['pid']}/stat").read_text()
+    server = int(stat.rsplit(")", 1)[1].split()[1])  # the worker's parent
+    for _ in range(600):
+        if children(server) == {worker["pid"]}:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"workers of the server: {children(server)}, in use: {worker['pid']}")

@@ -24,7 +24,7 @@ from pathlib import Path
 from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.bench.replica import LocalReplica
 from codeagent_lsp.engine import models
-from codeagent_lsp.engine.engine import RequestRecord
+from codeagent_lsp.engine.backend import RequestRecord
 from codeagent_lsp.settings import Settings
 
 DEFAULT_FILES = ("asyncio/base_events.py", "email/message.py", "json/encoder.py")

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import platformdirs
 
-from codeagent_lsp.context.templates import Segment, Special
-from codeagent_lsp.engine.backend import Request
+from codeagent_lsp.engine.backend import Request, Segment, Special
 from codeagent_lsp.engine.models import APP_NAME
 
 

@@ -35,6 +35,8 @@ _KEYWORDS = (
 )
 KEYWORDS = frozenset(_KEYWORDS.split())
 REASONS = ("definition", "import", "ranked")
+Node = tuple[str, int]
+"""A graph node: ("file", file id) or ("symbol", symbol id)."""
 """What a snippet is there for, in the order `related()` tries them (Snippet.reason)."""
 
 
@@ -54,15 +56,34 @@ class CodeGraph:
         self.store = store
         self._graph: nx.DiGraph | None = None
         self._ranks: OrderedDict[int, list[int]] = OrderedDict()
+        self._order: dict[Node, tuple[str, str, str, int]] = {}
 
     def invalidate(self) -> None:
         """Files changed: rebuild the graph on next use."""
         self._graph = None
         self._ranks.clear()
 
+    def _stable_order(self, graph: nx.DiGraph) -> dict[Node, tuple[str, str, str, int]]:
+        """Each node's place in an order that the index's history does not change.
+
+        Row ids are not stable: a file indexed again (opened, edited, closed) gets new ones,
+        and set order of the nodes changes from process to process (string hashing). Ranked by
+        either, equal and near-equal PageRank scores came out in another order, and the same
+        cursor got another prompt. Files sort by (repo, path); a file's symbols by id, whose
+        order within one file is the extraction order and does not change."""
+        files = {f.id: (f.repo, f.path) for f in self.store.files()}
+        owners = self.store.symbol_owners()
+        order = {}
+        for node in graph:
+            kind, number = node
+            owner = files.get(owners.get(number, -1) if kind == "symbol" else number, ("", ""))
+            order[node] = (*owner, kind, number if kind == "symbol" else 0)
+        return order
+
     def graph(self) -> nx.DiGraph:
         if self._graph is None:
             self._graph = self._build()
+            self._order = self._stable_order(self._graph)
         return self._graph
 
     def _build(self) -> nx.DiGraph:
@@ -160,11 +181,12 @@ class CodeGraph:
         seed = ("file", file_id)
         ranked: list[int] = []
         if seed in graph:
-            nodes = list(_neighbourhood(graph, seed, MAX_NEIGHBOURHOOD))
+            order = self._order.__getitem__
+            nodes = sorted(_neighbourhood(graph, seed, MAX_NEIGHBOURHOOD, order), key=order)
             scores = personalized_pagerank(graph, nodes, seed)
             ranked = [
                 node[1]
-                for node, _ in sorted(scores.items(), key=lambda item: -item[1])
+                for node, _ in sorted(scores.items(), key=lambda item: (-item[1], order(item[0])))
                 if node[0] == "symbol"
             ][:50]
         self._ranks[file_id] = ranked
@@ -198,15 +220,19 @@ def personalized_pagerank(
     (about 450 ms for 2,000 nodes of the standard library's graph, against ~5 ms here).
     """
     index = {node: i for i, node in enumerate(nodes)}
-    src, dst, weight = [], [], []
+    edges = []
     for node in nodes:
         i = index[node]
         for neighbour, data in graph.adj[node].items():
             j = index.get(neighbour)
             if j is not None:
-                src.append(i)
-                dst.append(j)
-                weight.append(data.get("weight", 1.0))
+                edges.append((i, j, data.get("weight", 1.0)))
+    # Summed in the nodes' order, not the graph's insertion order: the same scores, to the
+    # last bit, for the same nodes.
+    edges.sort()
+    src = [e[0] for e in edges]
+    dst = [e[1] for e in edges]
+    weight = [e[2] for e in edges]
     size = len(nodes)
     src_a, dst_a, w = np.array(src, dtype=int), np.array(dst, dtype=int), np.array(weight)
     out = np.bincount(src_a, weights=w, minlength=size)
@@ -225,14 +251,18 @@ def personalized_pagerank(
     return dict(zip(nodes, rank.tolist(), strict=True))
 
 
-def _neighbourhood(graph: nx.DiGraph, seed: tuple[str, int], limit: int) -> set:
-    """Breadth-first over edges in both directions from `seed`, at most `limit` nodes."""
+def _neighbourhood(
+    graph: nx.DiGraph, seed: Node, limit: int, order: Callable[[Node], tuple] = lambda n: n
+) -> set[Node]:
+    """Breadth-first over edges in both directions from `seed`, at most `limit` nodes; the
+    neighbours of a node are taken in `order`, so the limit cuts the same ones every time."""
     seen = {seed}
     frontier = [seed]
     while frontier and len(seen) < limit:
         following = []
         for node in frontier:
-            for neighbour in (*graph.successors(node), *graph.predecessors(node)):
+            neighbours = sorted({*graph.successors(node), *graph.predecessors(node)}, key=order)
+            for neighbour in neighbours:
                 if neighbour not in seen:
                     seen.add(neighbour)
                     following.append(neighbour)

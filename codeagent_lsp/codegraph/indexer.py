@@ -11,13 +11,13 @@ is the secret, whatever it is called).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import multiprocessing
 import os
 import re
 import stat
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -37,10 +37,9 @@ from codeagent_lsp.codegraph.store import (
     FileRecord,
     FileRows,
     GraphStore,
-    default_db_path,
     file_rows,
-    open_store,
 )
+from codeagent_lsp.codegraph.walk import GitIgnores, walk
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.security.roots import Root, locate
 
@@ -171,7 +170,7 @@ class Indexer:
         self.roots = [Root.of(repo, path) for repo, path in roots]
         self.max_file_bytes = max_file_bytes
         self._excludes = GitIgnoreSpec.from_lines(list(exclude_globs)) if exclude_globs else None
-        self._ignore_files: dict[Path, GitIgnoreSpec | None] = {}
+        self._ignores = GitIgnores()
         self._open_texts: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         """Serialises "is it open in an editor?" with storing: index_all runs in a worker."""
@@ -202,29 +201,11 @@ class Indexer:
             yield from self._walk(root, "", skipped)
 
     def _walk(self, root: Root, start: str, skipped: Counter[str]) -> Iterator[Candidate]:
-        nested = {r.path for r in self.roots if r.path != root.path}
-        pending = [start]
-        while pending:
-            rel_dir = pending.pop()
-            directory = root.path / rel_dir if rel_dir else root.path
-            try:
-                entries = sorted(os.scandir(directory), key=lambda e: e.name)
-            except OSError as exc:
-                log.debug("codegraph: cannot list %s: %s", directory, exc)
-                continue
-            subdirs = []
-            for entry in entries:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    if not self._dir_excluded(root, rel) and Path(entry.path) not in nested:
-                        subdirs.append(rel)
-                    continue
-                if entry.is_symlink() and Path(entry.path).is_dir():
-                    continue  # symlinked folders are never followed
-                candidate = self._candidate(root, rel, skipped)
-                if candidate is not None:
-                    yield candidate
-            pending.extend(reversed(subdirs))
+        excluded = functools.partial(self._dir_excluded, root)
+        for rel in walk(root, start, roots=self.roots, dir_excluded=excluded, file_links=True):
+            candidate = self._candidate(root, rel, skipped)
+            if candidate is not None:
+                yield candidate
 
     def _candidate(self, root: Root, rel: str, skipped: Counter[str]) -> Candidate | None:
         language = language_for(rel)
@@ -260,41 +241,12 @@ class Indexer:
         return self._file_excluded(root, rel)
 
     def _ignored(self, root: Root, rel: str, *, is_dir: bool) -> bool:
-        """Git's rules: the deepest .gitignore with a matching pattern decides, a `!` pattern
-        re-includes; .git/info/exclude ranks below every .gitignore."""
-        probe = rel + "/" if is_dir else rel
+        """The policy's denials, then the exclude globs, then git's rules."""
         if not (self.denied.allowed_dir(rel) if is_dir else self.denied.allowed(rel)):
             return True
-        if self._excludes is not None and self._excludes.match_file(probe):
+        if self._excludes is not None and self._excludes.match_file(rel + "/" if is_dir else rel):
             return True
-        decision: bool | None = None
-        parts = rel.split("/")
-        specs = [(root.path / ".git" / "info" / "exclude", "")]
-        specs += [
-            (root.path.joinpath(*parts[:depth], ".gitignore"), "/".join(parts[:depth]))
-            for depth in range(len(parts))
-        ]
-        for ignore_file, base in specs:
-            spec = self._ignore_spec(ignore_file)
-            if spec is None:
-                continue
-            relative = probe[len(base) + 1 :] if base else probe
-            include = spec.check_file(relative).include
-            if include is not None:
-                decision = include
-        return bool(decision)
-
-    def _ignore_spec(self, ignore_file: Path) -> GitIgnoreSpec | None:
-        if ignore_file in self._ignore_files:
-            return self._ignore_files[ignore_file]
-        spec = None
-        try:
-            lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
-            spec = GitIgnoreSpec.from_lines(lines)
-        except OSError:
-            pass  # no such file, mostly
-        self._ignore_files[ignore_file] = spec
-        return spec
+        return self._ignores.ignored(root.path, rel, is_dir=is_dir)
 
     # --- indexing -----------------------------------------------------------------------------
 
@@ -315,7 +267,7 @@ class Indexer:
         self, progress: Progress | None, cancelled: Cancelled | None, started: float
     ) -> IndexSummary:
         tally = _Tally(seen=set(self._open_texts))
-        self._ignore_files.clear()  # a full pass rereads them: they may have changed unwatched
+        self._ignores.clear()  # a full pass rereads them: they may have changed unwatched
         candidates = list(self.scan(tally.skipped))
         modules_changed = self._record_go_modules()
         known = {(f.repo, f.path): f for f in self.store.files()}
@@ -544,7 +496,7 @@ class Indexer:
         assert root is not None
         absolute = root.path / rel
         if PurePosixPath(rel).name == ".gitignore" or rel == ".git/info/exclude":
-            self._ignore_files.clear()
+            self._ignores.clear()
             return False  # what it changes is seen by the next index_all
         if not os.path.lexists(absolute):
             return self.remove_path(absolute)
@@ -677,56 +629,3 @@ def _go_module_name(go_mod: Path) -> str:
         return ""
     match = re.search(r"^\s*module\s+\"?([^\s\"]+)", text, re.MULTILINE)
     return match.group(1) if match else ""
-
-
-# --- headless command -------------------------------------------------------------------------
-
-
-def index_command(path: Path, db: Path | None, progress_to_stderr: bool) -> int:
-    """`codeagent-lsp index PATH`: index one folder into its workspace database (or `db`),
-    a progress bar on stderr, a summary line on stdout."""
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        print(f"codeagent-lsp index: not a folder: {path}", file=sys.stderr)
-        return 2
-    store = open_store(db if db is not None else default_db_path(root))
-    if store.status.state in ("rebuilt", "memory"):
-        print(f"codeagent-lsp index: {store.status.reason}", file=sys.stderr)
-    try:
-        bar = _ProgressBar() if progress_to_stderr else None
-        indexer = Indexer(store, [(root.name, root)], workers=default_workers())
-        summary = indexer.index_all(progress=bar)
-        if bar is not None:
-            bar.finish()
-    finally:
-        store.close()
-    print(
-        f"{summary.files} files, {summary.symbols} symbols, {summary.references} references"
-        f" in {summary.seconds:.1f}s ({summary.parsed} parsed, {summary.unchanged} unchanged,"
-        f" {summary.removed} removed, {summary.skipped} skipped)"
-    )
-    return 0
-
-
-class _ProgressBar:
-    WIDTH = 30
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, done: int, total: int, path: str) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return  # redrawing every file would cost more than some files take to parse
-        self._last = now
-        filled = self.WIDTH * done // max(total, 1)
-        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {path[-40:]}"
-        sys.stderr.write(f"\r{line:<90}")
-        sys.stderr.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

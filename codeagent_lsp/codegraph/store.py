@@ -1,4 +1,5 @@
-"""GraphStore: the CodeGraph's facts in one SQLite database per workspace (sqlite-utils, FTS5).
+"""GraphStore: the CodeGraph's facts in one SQLite database per workspace (sqlite-utils, FTS5);
+its schema and the opening checks are in `schema`, import resolution in `imports`.
 
 The schema is described in docs/codegraph-schema.md. The database is a cache of what the source
 files say, so anything wrong with it (another schema version, a corrupt file, a file deleted while
@@ -22,19 +23,33 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar, cast
 
 from sqlite_utils import Database
 
+from codeagent_lsp.codegraph.imports import PathIndex
 from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Reference, Span
+from codeagent_lsp.codegraph.schema import (
+    CONTENTION,
+    CORRUPTION,
+    FTS_COLUMNS,
+    LOCK_TIMEOUT_S,
+    UNWRITABLE,
+    State,
+    connect_checked,
+    create_schema,
+    error_code,
+    file_db,
+    memory_db,
+    move_aside,
+    unlink_db,
+)
 from codeagent_lsp.codegraph.words import IDENTIFIER
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-"""2: the FTS tables are written per file by the store, no longer by per-row triggers."""
 WINDOW_LINES = 20
 """Lines per code window (non-overlapping), the unit of similar-code retrieval."""
 MAX_REFERENCE_CANDIDATES = 8
@@ -48,29 +63,6 @@ MAX_SYMBOL_QUERY_CHARS = 256
 MAX_SYMBOL_RESULTS = 500
 """Most symbols one query returns, whatever limit is asked."""
 OPEN_ATTEMPTS = 3
-LOCK_TIMEOUT_S = 0.5
-"""Busy timeout per attempt: a second editor on the same workspace writes in short transactions."""
-
-# SQLite primary result codes (exc.sqlite_errorcode & 0xFF).
-_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 14, 26
-_CORRUPTION = {_CORRUPT, _NOTADB}
-_UNWRITABLE = {_READONLY, _IOERR, _CANTOPEN}
-_CONTENTION = {_BUSY, _LOCKED}
-
-PYTHON = {"python"}
-JS_FAMILY = {"javascript", "typescript", "tsx", "jsx"}
-C_FAMILY = {"c", "cpp"}
-_FTS_COLUMNS = {
-    "symbols": ("words", "qualified_name", "signature", "doc"),
-    "windows": ("text",),
-}
-"""Each table's FTS5 index (`<table>_fts`), kept by one statement per file and table rather than
-by row triggers: measured on the standard library, the triggers made FTS5 cost about seven times
-as much for the same terms (more than tree-sitter's parsing)."""
-_JS_EXTENSIONS = (".ts", ".tsx", ".d.ts", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
-
-
-State = Literal["opened", "created", "rebuilt", "memory"]
 
 
 @dataclass(frozen=True)
@@ -154,47 +146,6 @@ class Stats:
     windows: int = 0
 
 
-@dataclass
-class _PathIndex:
-    """The workspace's files as import resolution needs them; rebuilt when files come or go."""
-
-    by_key: dict[tuple[str, str], int] = field(default_factory=dict)
-    by_basename: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
-    dirs: set[tuple[str, str]] = field(default_factory=set)
-    files_in_dir: dict[tuple[str, str], list[tuple[str, int, str]]] = field(default_factory=dict)
-    packages: set[int] = field(default_factory=set)
-    """Python __init__ files."""
-    suffix_cache: dict[tuple[str, str], int | None] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, files: Iterable[tuple[int, str, str, str]]) -> _PathIndex:
-        index = cls()
-        for file_id, repo, path, language in files:
-            index.by_key[(repo, path)] = file_id
-            name = posixpath.basename(path)
-            index.by_basename.setdefault(name, []).append((repo, path, file_id))
-            if name in ("__init__.py", "__init__.pyi"):
-                index.packages.add(file_id)
-            directory = posixpath.dirname(path)
-            index.files_in_dir.setdefault((repo, directory), []).append((path, file_id, language))
-            while directory:
-                index.dirs.add((repo, directory))
-                directory = posixpath.dirname(directory)
-        return index
-
-    def resolve(
-        self,
-        go_modules: Mapping[str, tuple[str, str]],
-        repo: str,
-        path: str,
-        language: str,
-        module: str,
-        first_name: str | None,
-    ) -> int | None:
-        names = [first_name] if first_name else []
-        return _resolve(self, go_modules, repo, path, language, module, names)
-
-
 def default_db_path(workspace_root: Path) -> Path:
     """$XDG_CACHE_HOME/codeagent-lsp/codegraph/<name>-<hash of the resolved root>.db."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -208,7 +159,7 @@ def open_store(path: Path | str | None, *, lock_timeout: float = LOCK_TIMEOUT_S)
     """Open (creating, rebuilding or falling back to memory as needed) the store at `path`;
     None or ":memory:" opens an in-memory store. Never raises for database trouble."""
     if path is None or str(path) == ":memory:":
-        return GraphStore(_memory_db(), None, OpenStatus("memory", "requested"))
+        return GraphStore(memory_db(), None, OpenStatus("memory", "requested"))
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,10 +168,10 @@ def open_store(path: Path | str | None, *, lock_timeout: float = LOCK_TIMEOUT_S)
     try:
         return _open_file(path, lock_timeout)
     except sqlite3.DatabaseError as exc:
-        code = _code(exc)
-        if code in _CONTENTION:
+        code = error_code(exc)
+        if code in CONTENTION:
             return _fallback(path, f"database is locked by another process ({exc})")
-        if code in _UNWRITABLE:
+        if code in UNWRITABLE:
             return _fallback(path, f"cannot write the database ({exc})")
         return _fallback(path, f"unexpected database error ({exc})")
     except OSError as exc:
@@ -231,234 +182,26 @@ def _open_file(path: Path, lock_timeout: float) -> GraphStore:
     moved: Path | None = None
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            db, state, reason = _connect_checked(path, lock_timeout)
+            db, state, reason = connect_checked(path, lock_timeout)
             if moved is not None:
                 state, reason = "rebuilt", f"corrupt database moved to {moved}, rebuilt"
             return GraphStore(db, path, OpenStatus(state, reason, moved))
         except sqlite3.DatabaseError as exc:
-            code = _code(exc)
-            if code in _CORRUPTION and moved is None:
-                moved = _move_aside(path)
+            code = error_code(exc)
+            if code in CORRUPTION and moved is None:
+                moved = move_aside(path)
                 log.warning("codegraph: %s is corrupt (%s), moved to %s", path, exc, moved)
                 continue
-            if code in _CONTENTION and attempt + 1 < OPEN_ATTEMPTS:
+            if code in CONTENTION and attempt + 1 < OPEN_ATTEMPTS:
                 time.sleep(lock_timeout / 2)
                 continue
             raise
     raise sqlite3.OperationalError("database is locked")
 
 
-def _connect_checked(path: Path, lock_timeout: float) -> tuple[Database, State, str]:
-    """Connect, check the schema version (dropping the file on a mismatch) and make sure we can
-    write; returns the database, its OpenStatus state and reason."""
-    existed = path.exists() and path.stat().st_size > 0
-    db = _file_db(path, lock_timeout)
-    try:
-        version = _schema_version(db)
-        if existed and version == SCHEMA_VERSION:
-            _probe_write(db)
-            return db, "opened", ""
-        if existed and (version is not None or db.table_names()):
-            db.close()
-            _unlink_db(path)
-            db = _file_db(path, lock_timeout)
-            _create_schema(db)
-            reason = f"schema version {version} != {SCHEMA_VERSION}, rebuilt"
-            log.warning("codegraph: %s: %s", path, reason)
-            return db, "rebuilt", reason
-        _create_schema(db)
-        return db, "created", ""
-    except BaseException:
-        db.close()
-        raise
-
-
-def _file_db(path: Path, lock_timeout: float) -> Database:
-    # check_same_thread=False: the indexer writes from a worker thread; GraphStore's lock
-    # serialises every use of the connection.
-    conn = sqlite3.connect(str(path), timeout=lock_timeout, check_same_thread=False)
-    db = Database(conn, execute_plugins=False)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        # The refs indexes take random inserts: with the default 2 MB page cache, indexing the
-        # standard library spent more time in SQLite than in tree-sitter.
-        db.execute("PRAGMA cache_size=-65536")
-    except BaseException:
-        conn.close()
-        raise
-    return db
-
-
-def _memory_db() -> Database:
-    conn = sqlite3.connect(":memory:", check_same_thread=False)
-    db = Database(conn, execute_plugins=False)
-    _create_schema(db)
-    return db
-
-
 def _fallback(path: Path, reason: str) -> GraphStore:
     log.warning("codegraph: %s; using an in-memory index", reason)
-    return GraphStore(_memory_db(), None, OpenStatus("memory", reason))
-
-
-def _schema_version(db: Database) -> int | None:
-    if "meta" not in db.table_names():
-        return None
-    rows = list(db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
-    try:
-        return int(rows[0]["value"]) if rows else None
-    except ValueError:
-        return None
-
-
-def _probe_write(db: Database) -> None:
-    # Takes the write lock now, so a locked or read-only database is found at open time
-    # rather than at the first indexed file.
-    db.execute("BEGIN IMMEDIATE")
-    db.execute("COMMIT")
-
-
-def _code(exc: sqlite3.Error) -> int:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF
-    message = str(exc).lower()
-    if "not a database" in message:
-        return _NOTADB
-    if "malformed" in message:
-        return _CORRUPT
-    if "locked" in message:
-        return _BUSY
-    if "readonly" in message or "unable to open" in message:
-        return _READONLY
-    return 0
-
-
-def _db_files(path: Path) -> list[Path]:
-    return [path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")]
-
-
-def _move_aside(path: Path) -> Path:
-    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    for source in _db_files(path):
-        if source.exists():
-            os.replace(source, Path(str(target) + source.name[len(path.name) :]))
-    return target
-
-
-def _unlink_db(path: Path) -> None:
-    for source in _db_files(path):
-        source.unlink(missing_ok=True)
-
-
-def _create_schema(db: Database) -> None:
-    """The tables of docs/codegraph-schema.md (version SCHEMA_VERSION)."""
-    db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
-    db.table("files").create(
-        {
-            "id": int,
-            "repo": str,
-            "path": str,
-            "language": str,
-            "sha256": str,
-            "mtime": float,
-            "size": int,
-            "indexed_at": float,
-            "has_errors": int,
-        },
-        pk="id",
-        not_null={"repo", "path", "language", "sha256", "mtime", "size", "indexed_at"},
-        defaults={"has_errors": 0},
-    )
-    db.table("files").create_index(["repo", "path"], unique=True)
-    db.table("symbols").create(
-        {
-            "id": int,
-            "file_id": int,
-            "name": str,
-            "qualified_name": str,
-            "kind": str,
-            "signature": str,
-            "doc": str,
-            "scope": str,
-            "start_line": int,
-            "start_col": int,
-            "end_line": int,
-            "end_col": int,
-            "name_line": int,
-            "name_col": int,
-            "name_end_col": int,
-            "words": str,
-        },
-        pk="id",
-        foreign_keys=[("file_id", "files", "id")],
-    )
-    db.table("symbols").create_index(["name"])
-    db.table("symbols").create_index(["qualified_name"])
-    db.table("symbols").create_index(["file_id"])
-    db.table("refs").create(
-        {
-            "id": int,
-            "file_id": int,
-            "name": str,
-            "kind": str,
-            "scope": str,
-            "line": int,
-            "col": int,
-            "end_col": int,
-        },
-        pk="id",
-        foreign_keys=[("file_id", "files", "id")],
-    )
-    db.table("refs").create_index(["name"])
-    db.table("refs").create_index(["file_id", "name"])
-    db.table("imports").create(
-        {
-            "id": int,
-            "file_id": int,
-            "module": str,
-            "names": str,
-            "alias": str,
-            "line": int,
-            "resolved_file_id": int,
-        },
-        pk="id",
-        foreign_keys=[("file_id", "files", "id")],
-    )
-    db.table("imports").create_index(["file_id"])
-    db.table("imports").create_index(["resolved_file_id"])
-    db.table("edges").create(
-        {
-            "id": int,
-            "src_kind": str,
-            "src_id": int,
-            "dst_kind": str,
-            "dst_id": int,
-            "type": str,
-            "weight": float,
-        },
-        pk="id",
-    )
-    db.table("edges").create_index(["src_kind", "src_id"])
-    db.table("edges").create_index(["dst_kind", "dst_id"])
-    db.table("windows").create(
-        {"id": int, "file_id": int, "start_line": int, "end_line": int, "text": str},
-        pk="id",
-        foreign_keys=[("file_id", "files", "id")],
-    )
-    db.table("windows").create_index(["file_id"])
-    # External-content FTS5 tables, written by _insert_contents and _delete_contents.
-    for table, columns in _FTS_COLUMNS.items():
-        db.table(table).enable_fts(list(columns))
-    db.execute("CREATE VIRTUAL TABLE windows_vocab USING fts5vocab(windows_fts, 'row')")
-    db.table("meta").insert_all(
-        [
-            {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-            {"key": "created_at", "value": str(time.time())},
-            {"key": "edges_dirty", "value": "0"},
-        ]
-    )
+    return GraphStore(memory_db(), None, OpenStatus("memory", reason))
 
 
 P = ParamSpec("P")
@@ -485,7 +228,7 @@ def _guarded(
                         return method(self, *args, **kwargs)
                     except sqlite3.DatabaseError as exc:
                         if attempt or not self._recover(exc, method.__name__):
-                            if _code(exc) in _CONTENTION:
+                            if error_code(exc) in CONTENTION:
                                 log.warning("codegraph: %s skipped: %s", method.__name__, exc)
                                 return default()
                             raise
@@ -508,7 +251,7 @@ class GraphStore:
         gone and a full index is due."""
         self._lock = threading.RLock()
         self._identity = self._file_identity()
-        self._paths: _PathIndex | None = None
+        self._paths: PathIndex | None = None
         self._dirty: tuple[set[int], set[str]] | None = None
         """Files and definition names whose edges are stale; None: unknown, rebuild them all
         (a database left dirty by an earlier process)."""
@@ -542,13 +285,13 @@ class GraphStore:
         self._rebuild(f"{self.path} was deleted or replaced while open", moved=None)
 
     def _recover(self, exc: sqlite3.DatabaseError, operation: str) -> bool:
-        code = _code(exc)
-        if code in _CORRUPTION and self.path is not None:
+        code = error_code(exc)
+        if code in CORRUPTION and self.path is not None:
             self.db.close()
-            moved = _move_aside(self.path)
+            moved = move_aside(self.path)
             self._rebuild(f"database corrupt during {operation} ({exc})", moved=moved)
             return True
-        if code in _UNWRITABLE and self.path is not None:
+        if code in UNWRITABLE and self.path is not None:
             self._to_memory(f"cannot write the database during {operation} ({exc})")
             return True
         return False
@@ -559,10 +302,10 @@ class GraphStore:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
         try:
-            _unlink_db(self.path)
+            unlink_db(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = _file_db(self.path, LOCK_TIMEOUT_S)
-            _create_schema(self.db)
+            self.db = file_db(self.path, LOCK_TIMEOUT_S)
+            create_schema(self.db)
             self.db.execute("PRAGMA foreign_keys=ON")
             self.status = OpenStatus("rebuilt", reason, moved)
             self._identity = self._file_identity()
@@ -576,7 +319,7 @@ class GraphStore:
         log.warning("codegraph: %s; using an in-memory index", reason)
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
-        self.db = _memory_db()
+        self.db = memory_db()
         self.db.execute("PRAGMA foreign_keys=ON")
         self.path = None
         self._identity = None
@@ -734,7 +477,7 @@ class GraphStore:
     def _index_text(self, file_id: int, *, delete: bool = False) -> None:
         """Add a file's symbols and windows to the FTS tables, or (before deleting the rows)
         take them out."""
-        for table, columns in _FTS_COLUMNS.items():
+        for table, columns in FTS_COLUMNS.items():
             names = ", ".join(columns)
             command, value = (f"{table}_fts, ", "'delete', ") if delete else ("", "")
             self.db.execute(
@@ -842,7 +585,7 @@ class GraphStore:
             " -bm25(windows_fts) AS score FROM windows_fts"
             " JOIN windows w ON w.id = windows_fts.rowid JOIN files f ON f.id = w.file_id"
             " WHERE windows_fts MATCH ? AND NOT (f.repo = ? AND f.path = ?)"
-            " ORDER BY bm25(windows_fts) LIMIT ?",
+            " ORDER BY bm25(windows_fts), f.repo, f.path, w.start_line LIMIT ?",
             [match, repo, path, limit],
         )
         return [WindowHit(**row) for row in rows]
@@ -1007,14 +750,14 @@ class GraphStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'go_modules'").fetchone()
         return {k: (v[0], v[1]) for k, v in json.loads(row[0]).items()} if row else {}
 
-    def _path_index(self) -> _PathIndex:
+    def _path_index(self) -> PathIndex:
         if self._paths is None:
-            self._paths = _PathIndex.build(
+            self._paths = PathIndex.build(
                 self.db.execute("SELECT id, repo, path, language FROM files")
             )
         return self._paths
 
-    def _rebuild_edges(self, paths: _PathIndex, scope: tuple[set[int], set[str]] | None) -> None:
+    def _rebuild_edges(self, paths: PathIndex, scope: tuple[set[int], set[str]] | None) -> None:
         """All edges (scope None), or those from the scope's files and to its names' symbols:
         nothing else can have changed, since a reference edge depends only on its file's
         imports and on which files define the name."""
@@ -1049,7 +792,7 @@ class GraphStore:
         ).fetchall()
         self.db.conn.executemany(insert, self._reference_edges(uses))
 
-    def _import_edges(self, paths: _PathIndex, files: str | None) -> list[tuple[Any, ...]]:
+    def _import_edges(self, paths: PathIndex, files: str | None) -> list[tuple[Any, ...]]:
         where = "" if files is None else " AND i.file_id IN (SELECT value FROM json_each(?))"
         rows = self.db.execute(
             "SELECT i.file_id, i.resolved_file_id, t.repo, t.path, t.language FROM imports i"
@@ -1238,226 +981,3 @@ def _stored_reference(row: Mapping[str, Any]) -> StoredReference:
     span = Span(row["line"], row["col"], row["line"], row["end_col"])
     reference = Reference(row["name"], row["kind"], span, row["scope"])
     return StoredReference(row["file_id"], row["repo"], row["path"], reference)
-
-
-# --- import resolution --------------------------------------------------------------------------
-
-
-def _resolve(
-    paths: _PathIndex,
-    go_modules: Mapping[str, tuple[str, str]],
-    repo: str,
-    path: str,
-    language: str,
-    module: str,
-    names: list[str],
-) -> int | None:
-    """The id of the workspace file an import names, or None (external, or not understood)."""
-    module = module.strip().strip("\"'<>")
-    if not module:
-        return None
-    here = posixpath.dirname(path)
-    if language in PYTHON:
-        return _resolve_python(paths, repo, here, module, names)
-    if language in JS_FAMILY:
-        return _resolve_js(paths, repo, here, module)
-    if language == "go":
-        return _resolve_go(paths, go_modules, repo, module)
-    if language == "rust":
-        return _resolve_rust(paths, repo, path, module, names)
-    if language == "java":
-        return _resolve_java(paths, repo, module, names)
-    if language in C_FAMILY:
-        return _resolve_include(paths, repo, here, module)
-    return None
-
-
-def _first(paths: _PathIndex, repo: str, candidates: Iterable[str]) -> int | None:
-    for candidate in candidates:
-        normal = posixpath.normpath(candidate).lstrip("/")
-        if normal.startswith("../"):
-            continue  # above the repo root
-        file_id = paths.by_key.get((repo, normal))
-        if file_id is not None:
-            return file_id
-    return None
-
-
-def _by_suffix(paths: _PathIndex, repo: str, suffixes: Iterable[str]) -> int | None:
-    """A file whose path ends with one of `suffixes` (in order), this repo first, then the
-    shortest path: an import names a file below some source root we do not know."""
-    for suffix in suffixes:
-        key = (repo, suffix)
-        if key not in paths.suffix_cache:
-            matches = [
-                (other != repo, len(p), p, fid)
-                for other, p, fid in paths.by_basename.get(posixpath.basename(suffix), [])
-                if p == suffix or p.endswith("/" + suffix)
-            ]
-            paths.suffix_cache[key] = min(matches)[3] if matches else None
-        found = paths.suffix_cache[key]
-        if found is not None:
-            return found
-    return None
-
-
-def _join(directory: str, relative: str) -> str:
-    return posixpath.normpath(posixpath.join(directory, relative)) if directory else relative
-
-
-def _resolve_python(
-    paths: _PathIndex, repo: str, here: str, module: str, names: list[str]
-) -> int | None:
-    dots = len(module) - len(module.lstrip("."))
-    parts = [p for p in module[dots:].split(".") if p]
-
-    def candidates(base: list[str]) -> list[str]:
-        stem = "/".join(base)
-        return [f"{stem}.py", f"{stem}.pyi", f"{stem}/__init__.py", f"{stem}/__init__.pyi"]
-
-    if dots:
-        directory = here
-        for _ in range(dots - 1):
-            directory = posixpath.dirname(directory)
-        prefix = directory.split("/") if directory else []
-        found = _first(paths, repo, candidates(prefix + parts)) if parts else None
-        package = found if found is not None else _first(paths, repo, candidates(prefix))
-        # `from . import util` means the submodule util.py, not the package.
-        submodule = _first(paths, repo, candidates([*prefix, *parts, names[0]])) if names else None
-        if found is None or _is_package(paths, found):
-            return submodule if submodule is not None else (found or package)
-        return found
-    found = _by_suffix(paths, repo, candidates(parts))
-    if found is None and len(parts) > 1 and parts[0] == repo:
-        # The workspace folder is the package itself (`email/`): its files' paths lack it.
-        parts = parts[1:]
-        found = _by_suffix(paths, repo, candidates(parts))
-    if names and (found is None or _is_package(paths, found)):
-        submodule = _by_suffix(paths, repo, candidates([*parts, names[0]]))
-        if submodule is not None:
-            return submodule
-    return found
-
-
-def _is_package(paths: _PathIndex, file_id: int) -> bool:
-    return file_id in paths.packages
-
-
-def _resolve_js(paths: _PathIndex, repo: str, here: str, module: str) -> int | None:
-    if not module.startswith((".", "/")):
-        return None  # a package: node_modules is not indexed
-    base = _join(here, module) if module.startswith(".") else module.lstrip("/")
-    stems = [base]
-    stem, extension = posixpath.splitext(base)
-    if extension in {".js", ".jsx", ".mjs", ".cjs"}:
-        stems.append(stem)  # TypeScript's ESM convention: "./util.js" names util.ts
-    candidates = [base]
-    for current in stems:
-        candidates += [current + ext for ext in _JS_EXTENSIONS]
-        candidates += [f"{current}/index{ext}" for ext in _JS_EXTENSIONS]
-    return _first(paths, repo, candidates)
-
-
-def _resolve_go(
-    paths: _PathIndex, go_modules: Mapping[str, tuple[str, str]], repo: str, module: str
-) -> int | None:
-    for name, (module_repo, directory) in sorted(go_modules.items(), key=lambda m: -len(m[0])):
-        if module == name or module.startswith(name + "/"):
-            return _go_package(paths, module_repo, _join(directory, module[len(name) + 1 :]))
-    # No go.mod says where it lives: the longest tail of the path (two segments at least, so
-    # "fmt" or ".../log" never lands on a local folder by chance) that is a workspace folder.
-    segments = module.split("/")
-    for start in range(len(segments) - 1):
-        directory = "/".join(segments[start:])
-        for other in sorted({r for r, d in paths.dirs if d == directory}, key=lambda r: r != repo):
-            found = _go_package(paths, other, directory)
-            if found is not None:
-                return found
-    return None
-
-
-def _go_package(paths: _PathIndex, repo: str, directory: str) -> int | None:
-    files = sorted(
-        (p.endswith("_test.go"), p, fid)
-        for p, fid, language in paths.files_in_dir.get((repo, directory.strip("/")), [])
-        if language == "go"
-    )
-    return files[0][2] if files else None
-
-
-def _resolve_rust(
-    paths: _PathIndex, repo: str, path: str, module: str, names: list[str]
-) -> int | None:
-    # `use a::b::{C, d}` arrives as module "a::b" with names; the first name may be a module.
-    segments = [s for s in module.split("{")[0].split("::") if s and s != "*"]
-    segments += [n for n in names[:1] if n not in {"*", "self"}]
-    if not segments:
-        return None
-    if segments[0] == "crate":
-        directory, rest = _crate_root(paths, repo, path), segments[1:]
-    else:
-        # self::, super::, or (Rust 2018) a submodule of the current module; another crate's
-        # path simply finds no file.
-        directory, rest = _module_dir(path), segments[segments[0] == "self" :]
-        while rest and rest[0] == "super":
-            directory, rest = posixpath.dirname(directory), rest[1:]
-    # The longest prefix of the path that is a module file; the rest names items in it.
-    for end in range(len(rest), 0, -1):
-        stem = "/".join([directory, *rest[:end]] if directory else rest[:end])
-        found = _first(paths, repo, [f"{stem}.rs", f"{stem}/mod.rs"])
-        if found is not None:
-            return found
-    return None
-
-
-def _module_dir(path: str) -> str:
-    """Where a Rust file's submodules live: next to mod.rs/lib.rs/main.rs, else in foo/."""
-    directory, name = posixpath.split(path)
-    if name in {"mod.rs", "lib.rs", "main.rs"}:
-        return directory
-    return posixpath.join(directory, name[: -len(".rs")]) if directory else name[: -len(".rs")]
-
-
-def _crate_root(paths: _PathIndex, repo: str, path: str) -> str:
-    directory = posixpath.dirname(path)
-    while True:
-        if any((repo, _join(directory, root)) in paths.by_key for root in ("lib.rs", "main.rs")):
-            return directory
-        if not directory:
-            return posixpath.dirname(path)
-        directory = posixpath.dirname(directory)
-
-
-def _resolve_java(paths: _PathIndex, repo: str, module: str, names: list[str]) -> int | None:
-    # `import a.b.C;` arrives as module "a.b" with names ("C",), `import a.b.*;` with ("*",).
-    parts = [p for p in module.removeprefix("static ").split(".") if p and p != "*"]
-    if module.endswith(".*") or names[:1] == ["*"]:
-        return _java_package(paths, repo, "/".join(parts)) if parts else None
-    parts += names[:1]
-    # The longest prefix naming a class file; the rest are members (static imports). Two
-    # segments at least: no import names a class in the default package.
-    for end in range(len(parts), 1, -1):
-        found = _by_suffix(paths, repo, ["/".join(parts[:end]) + ".java"])
-        if found is not None:
-            return found
-    return None
-
-
-def _java_package(paths: _PathIndex, repo: str, directory: str) -> int | None:
-    """A whole package: its first class stands for it."""
-    key = (repo, directory + "/*")
-    if key not in paths.suffix_cache:
-        found = sorted(
-            (other != repo, folder, path, fid)
-            for (other, folder), files in paths.files_in_dir.items()
-            if folder == directory or folder.endswith("/" + directory)
-            for path, fid, language in files
-            if language == "java"
-        )
-        paths.suffix_cache[key] = found[0][3] if found else None
-    return paths.suffix_cache[key]
-
-
-def _resolve_include(paths: _PathIndex, repo: str, here: str, module: str) -> int | None:
-    found = _first(paths, repo, [_join(here, module)])
-    return found if found is not None else _by_suffix(paths, repo, [posixpath.normpath(module)])

@@ -25,6 +25,7 @@ a search library would be a dependency for a few thousand short documents, and t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -39,9 +40,8 @@ from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pathspec import GitIgnoreSpec
-
 from codeagent_lsp.codegraph.indexer import SKIP_DIRS
+from codeagent_lsp.codegraph.walk import GitIgnores, walk
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.security.redact import redact
 from codeagent_lsp.security.roots import Root, locate
@@ -139,7 +139,7 @@ class AssetIndex:
         self.policy = policy
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files
-        self._ignores: dict[Path, GitIgnoreSpec | None] = {}
+        self._ignores = GitIgnores()
         self._corpus = _Corpus()
         self._lock = threading.RLock()
         """Guards _corpus: refreshes run in a worker while completions query."""
@@ -274,27 +274,11 @@ class AssetIndex:
 
     def _walk(self, root: Root, start: str) -> Iterator[str]:
         """Asset files under `start` (relative, posix; "" for the root), sorted, folders that
-        hold other roots left to those."""
-        nested = {r.path for r in self.roots if r.path != root.path}
-        pending = [start]
-        while pending:
-            rel_dir = pending.pop()
-            try:
-                entries = sorted(os.scandir(root.path / rel_dir), key=lambda e: e.name)
-            except OSError as exc:
-                log.debug("assets: cannot list %s: %s", root.path / rel_dir, exc)
-                continue
-            subdirs = []
-            for entry in entries:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if entry.is_symlink():
-                    continue  # never followed: see the module's docstring
-                if entry.is_dir():
-                    if Path(entry.path) not in nested and not self._dir_excluded(root, rel):
-                        subdirs.append(rel)
-                elif not self._file_excluded(root, rel):
-                    yield rel
-            pending.extend(reversed(subdirs))
+        hold other roots left to those; links are never followed (see the module's docstring)."""
+        excluded = functools.partial(self._dir_excluded, root)
+        for rel in walk(root, start, roots=self.roots, dir_excluded=excluded, file_links=False):
+            if not self._file_excluded(root, rel):
+                yield rel
 
     def _dir_excluded(self, root: Root, rel: str) -> bool:
         name = PurePosixPath(rel).name
@@ -330,33 +314,7 @@ class AssetIndex:
         )
 
     def _ignored(self, root: Root, rel: str, *, is_dir: bool) -> bool:
-        """Git's rules: the deepest .gitignore with a matching pattern decides, a `!` pattern
-        re-includes; .git/info/exclude ranks below every .gitignore."""
-        probe = rel + "/" if is_dir else rel
-        parts = rel.split("/")
-        specs = [(root.path / ".git" / "info" / "exclude", "")]
-        specs += [
-            (root.path.joinpath(*parts[:depth], ".gitignore"), "/".join(parts[:depth]))
-            for depth in range(len(parts))
-        ]
-        decision: bool | None = None
-        for ignore_file, base in specs:
-            spec = self._ignore_spec(ignore_file)
-            if spec is None:
-                continue
-            include = spec.check_file(probe[len(base) + 1 :] if base else probe).include
-            if include is not None:
-                decision = include
-        return bool(decision)
-
-    def _ignore_spec(self, ignore_file: Path) -> GitIgnoreSpec | None:
-        if ignore_file not in self._ignores:
-            try:
-                lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
-                self._ignores[ignore_file] = GitIgnoreSpec.from_lines(lines)
-            except OSError:  # no such file, mostly
-                self._ignores[ignore_file] = None
-        return self._ignores[ignore_file]
+        return self._ignores.ignored(root.path, rel, is_dir=is_dir)
 
     # --- reading --------------------------------------------------------------------------------
 

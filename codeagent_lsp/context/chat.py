@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codeagent_lsp.context.templates import Segment, Special
+from codeagent_lsp.engine.backend import Segment, Special
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Special:
-    """A control token of the model, named by its text in the vocabulary."""
-
-    text: str
-
-
-Segment = Special | str
+from codeagent_lsp.engine.backend import Segment, Special
 
 
 @dataclass(frozen=True)

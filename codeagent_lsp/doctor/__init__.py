@@ -6,61 +6,23 @@ One module per group of checks: `engine` (the llama.cpp build, the CPU, a short 
 worker process, the model), `security` (policy, audit), `network` (egress guard, interfaces,
 inference replicas), `workspace` (roots, extra repositories, their index). Nothing here
 changes what it checks: the audit log, the index and the model are only read.
+
+Entry point: `run` (with `table` or `to_json`), from `cli`. May import `codegraph`, `context`,
+`engine`, `security` and `settings`; never `features/`, `server`, pygls or lsprotocol.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from collections.abc import Callable, Iterable
 
-from codeagent_lsp.security.policy import Policy
-from codeagent_lsp.settings import Settings
-
-Status = Literal["ok", "warn", "fail"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the report: `group` (engine, model, policy, audit, network, workspace),
-    `name`, `status`, one sentence, the fix (empty when there is nothing to do) and the
-    figures behind it for --json (`data`)."""
-
-    group: str
-    name: str
-    status: Status
-    message: str
-    fix: str = ""
-    data: Mapping[str, object] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "group": self.group,
-            "name": self.name,
-            "status": self.status,
-            "message": self.message,
-            "fix": self.fix,
-            "data": self.data,
-        }
-
-
-@dataclass(frozen=True)
-class Options:
-    settings: Settings
-    policy: Policy
-    remote_urls: tuple[str, ...] = ()
-    """Inference replicas to check besides codeagent.remote.urls."""
-    roots: tuple[Path, ...] = ()
-    """The editor's workspace folders; codeagent.codegraph.extraRepositories are added."""
+from codeagent_lsp.doctor import engine, network, security, workspace
+from codeagent_lsp.doctor.check import Check, Options
 
 
 def run(options: Options, progress: Callable[[str], None] | None = None) -> list[Check]:
     """Every check, in the order of the checklist. Never raises for what it checks: a check
     that cannot run reports why."""
-    from codeagent_lsp.doctor import engine, network, security, workspace
-
     groups: list[tuple[str, Callable[[Options], Iterable[Check]]]] = [
         ("engine", engine.engine_checks),
         ("model", engine.model_checks),

@@ -20,10 +20,10 @@ import llama_cpp
 import llama_cpp.llama_cpp as C
 
 from codeagent_lsp.context.templates import TemplateError, detect_template
-from codeagent_lsp.doctor import Check, Options, Status
+from codeagent_lsp.doctor.check import Check, Options, Status
 from codeagent_lsp.engine import models, parking
 from codeagent_lsp.engine.engine import GenerationJob
-from codeagent_lsp.engine.llama import EngineError, VocabularyOnly
+from codeagent_lsp.engine.llama import EngineError, VocabularyOnly, vocabulary_read_in_a_child
 from codeagent_lsp.engine.supervisor import Supervisor, WorkerConfig
 from codeagent_lsp.security.policy import CacheRules
 from codeagent_lsp.settings import EngineSettings
@@ -391,7 +391,7 @@ def model_checks(options: Options) -> Iterator[Check]:
     )  # fmt: skip
     yield sha256_check(resolved, options)
     try:
-        vocabulary = VocabularyOnly(resolved.path)
+        vocabulary = vocabulary_read_in_a_child(resolved.path)
     except EngineError as exc:
         yield Check("model", "template", "fail", str(exc), "codeagent-lsp model pull (again)")
         return

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from codeagent_lsp.doctor import Check, Options
+from codeagent_lsp.doctor.check import Check, Options
 from codeagent_lsp.engine import models
 from codeagent_lsp.engine.backend import Request
 from codeagent_lsp.engine.remote import RemoteBackend, RemoteError, open_remote

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from codeagent_lsp.doctor import Check, Options
+from codeagent_lsp.doctor.check import Check, Options
 from codeagent_lsp.security import audit
 from codeagent_lsp.security.identity import os_identity
 from codeagent_lsp.security.paths import DEFAULT_DENY

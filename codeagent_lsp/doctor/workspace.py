@@ -9,8 +9,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from codeagent_lsp.codegraph.store import SCHEMA_VERSION, default_db_path
-from codeagent_lsp.doctor import Check, Options
+from codeagent_lsp.codegraph.schema import SCHEMA_VERSION
+from codeagent_lsp.codegraph.store import default_db_path
+from codeagent_lsp.doctor.check import Check, Options
 
 INDEX_FIX = "the server indexes at start; to index ahead: codeagent-lsp index ROOT"
 

@@ -7,9 +7,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from codeagent_lsp.context.templates import Special
-from codeagent_lsp.engine.backend import Request
-from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
+from codeagent_lsp.engine.backend import Generation, Request, RequestRecord, Special
+from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
 from codeagent_lsp.engine.models import OpenModel
 from codeagent_lsp.engine.supervisor import Supervisor

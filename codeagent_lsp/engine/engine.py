@@ -16,9 +16,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from codeagent_lsp.engine.backend import Generation, RequestRecord
 from codeagent_lsp.engine.llama import (
     Aborted,
     AbortFlag,
@@ -74,49 +75,6 @@ class _Release:
     """Queued by `Engine.release`: clear a closed document's slot on the engine thread."""
 
     key: str
-
-
-@dataclass
-class RequestRecord:
-    document: str
-    slot: int
-    prompt_tokens: int
-    reused_tokens: int
-    shifted_tokens: int
-    evaluated_tokens: int
-    generated_tokens: int
-    ttft_ms: float
-    total_ms: float
-    outcome: str
-    """ok, cancelled, superseded, preempted (a warm-up or prefetch a real request overtook),
-    error, typeahead (answered from the last suggestion) or prefetched (answered from the
-    suggestion computed in the background after an accept)."""
-    replica: str = ""
-    """The inference replica that answered (remote backend); empty when embedded."""
-    restored_tokens: int = 0
-    """Tokens whose KV cache came back from a parked slot on disk (counted in reused too)."""
-    boundary_ms: float = 0.0
-    """Milliseconds spent crossing to the model worker process and back (serialising, pipes,
-    scheduling): the round trip less the worker's own time; 0 when no worker is involved."""
-
-    def to_json(self) -> dict[str, object]:
-        data = asdict(self)
-        return {_camel(k): v for k, v in data.items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.capitalize() for p in rest)
-
-
-@dataclass
-class Generation:
-    text: str
-    record: RequestRecord
-
-    @property
-    def cancelled(self) -> bool:
-        return self.record.outcome in ("cancelled", "superseded")
 
 
 class Engine:

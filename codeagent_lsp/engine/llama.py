@@ -6,11 +6,16 @@ sequences, so this module talks to the C API directly. Not thread-safe: one engi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import mmap
 import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +126,38 @@ class Vocabulary:
         return None
 
 
+_READ_VOCABULARY = (
+    "import sys, llama_cpp.llama_cpp as C\n"
+    "C.llama_backend_init()\n"
+    "params = C.llama_model_default_params()\n"
+    "params.vocab_only = True\n"
+    "sys.exit(0 if C.llama_model_load_from_file(sys.argv[1].encode(), params) else 3)\n"
+)
+
+
+def vocabulary_read_in_a_child(path: Path) -> VocabularyOnly:
+    """The vocabulary of `path` for this process, once a child process has read it: llama.cpp's
+    loader ends the process that reads a malformed vocabulary (GGML_ASSERT aborts), which
+    must be a throwaway child, not the language server. Raises EngineError."""
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _READ_VOCABULARY, str(path)], capture_output=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"llama.cpp could not read the vocabulary of {path} in 120 s") from None
+    if child.returncode != 0:
+        raise EngineError(
+            f"llama.cpp could not read the vocabulary of {path} (its reader ended with status "
+            f"{child.returncode}: the file is damaged or not a model llama.cpp knows)"
+        )
+    return VocabularyOnly(path)
+
+
 class VocabularyOnly(Vocabulary):
     """A GGUF's vocabulary without its weights (milliseconds, a few MB): token counts for a
-    model that runs elsewhere."""
+    model that runs elsewhere. Thread-safe, close() included: requests tokenize on their own
+    threads while settings change or a client leaves, and llama.cpp reading a freed vocabulary
+    would kill the language server."""
 
     def __init__(self, path: Path) -> None:
         _init_backend()
@@ -133,8 +167,41 @@ class VocabularyOnly(Vocabulary):
         if not self.model:
             raise EngineError(f"llama.cpp could not read the vocabulary of {path}")
         self.vocab = C.llama_model_get_vocab(self.model)
+        self._users = 0
+        self._closed = False
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        # Readers count themselves (tokenizing stays parallel); close() waits for none left.
+        with self._idle:
+            if self._closed:
+                raise EngineError("the engine was closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._users -= 1
+                self._idle.notify_all()
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """Raises EngineError once closed."""
+        with self._in_use():
+            return super().tokenize(text, special=special)
+
+    def token_id(self, text: str) -> int | None:
+        """Raises EngineError once closed."""
+        with self._in_use():
+            return super().token_id(text)
 
     def close(self) -> None:
+        """Frees the vocabulary once no thread uses it; later calls raise EngineError."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            self._idle.wait_for(lambda: self._users == 0)
         C.llama_model_free(self.model)
 
 

@@ -15,9 +15,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from codeagent_lsp.engine.backend import Request
+from codeagent_lsp.engine.backend import Generation, Request, RequestRecord
 from codeagent_lsp.engine.embedded import EmbeddedBackend
-from codeagent_lsp.engine.engine import Generation, RequestRecord
 from codeagent_lsp.engine.llama import EngineError, ModelInfo
 from codeagent_lsp.engine.models import OpenModel
 from codeagent_lsp.settings import EngineSettings

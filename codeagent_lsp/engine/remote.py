@@ -27,11 +27,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from codeagent_lsp.context.templates import Special
 from codeagent_lsp.engine import models
-from codeagent_lsp.engine.backend import Request
-from codeagent_lsp.engine.engine import Generation, RequestRecord
-from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
+from codeagent_lsp.engine.backend import Generation, Request, RequestRecord, Special
+from codeagent_lsp.engine.llama import (
+    EngineError,
+    ModelInfo,
+    VocabularyOnly,
+    vocabulary_read_in_a_child,
+)
 from codeagent_lsp.engine.replicas import Replica, ReplicaPool
 from codeagent_lsp.engine.slots import short_name
 from codeagent_lsp.metrics import count_generation
@@ -75,7 +78,7 @@ def open_remote(
             "without a tokenizer model the FIM template cannot be detected: set "
             "codeagent.remote.tokenizer to the served model's GGUF or codeagent.completion.template"
         )
-    vocabulary = VocabularyOnly(resolved.path) if resolved else None
+    vocabulary = vocabulary_read_in_a_child(resolved.path) if resolved else None
     pool = ReplicaPool(urls, remote.slots, remote.retrySeconds, remote.maxRetrySeconds, notify)
     backend = RemoteBackend(remote, pool, vocabulary, token, tls)
     return backend, resolved.family if resolved else None

@@ -2,7 +2,9 @@
 
 `Supervisor` offers what `Engine` offers (submit, cancel, release, records, stats), but the model
 runs in a child process (`engine/worker.py`). Tokens are counted here with a vocabulary-only
-load, so the budgets never wait on the worker. When the worker dies:
+load, so the budgets never wait on the worker; it is made once a worker has loaded the model,
+so llama.cpp's parser has read the file without failing first (a GGUF that trips its checks,
+which abort the process, costs a worker, never the server). When the worker dies:
 
 - every request in flight gets an `EngineError` at once, naming the cause in words;
 - the user is told once (`notify`), and the worker restarts after a backoff;
@@ -36,7 +38,8 @@ import llama_cpp.llama_cpp as C
 
 import codeagent_lsp
 from codeagent_lsp.engine import faults, models, parking
-from codeagent_lsp.engine.engine import Generation, GenerationJob, RequestRecord
+from codeagent_lsp.engine.backend import Generation, RequestRecord
+from codeagent_lsp.engine.engine import GenerationJob
 from codeagent_lsp.engine.llama import EngineError, ModelInfo, VocabularyOnly
 from codeagent_lsp.engine.protocol import (
     Message,
@@ -184,11 +187,7 @@ class Supervisor:
             self._model_fd = os.dup(model.fd)
             self.model_path = models.fd_path(self._model_fd)
         self.settings, self.notify = settings, notify
-        try:
-            self.vocab = VocabularyOnly(self.model_path)
-        except BaseException:
-            self._close_model_fd()
-            raise
+        self._vocab: VocabularyOnly | None = None
         self.config = WorkerConfig(settings.repack, settings.threads, settings.nGpuLayers)
         self.records: collections.deque[tuple[str, RequestRecord]] = collections.deque(
             maxlen=record_limit
@@ -219,13 +218,19 @@ class Supervisor:
         return self._loaded.result(timeout)
 
     def tokenize(self, text: str) -> list[int]:
-        return self.vocab.tokenize(text)
+        """Raises EngineError when no worker could load the model, or after close()."""
+        return self._vocabulary().tokenize(text)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.vocab.tokenize(text))
+        return len(self.tokenize(text))
 
     def token_id(self, text: str) -> int | None:
-        return self.vocab.token_id(text)
+        return self._vocabulary().token_id(text)
+
+    def _vocabulary(self) -> VocabularyOnly:
+        self.wait_loaded()  # the vocabulary is loaded before the load is settled
+        assert self._vocab is not None
+        return self._vocab
 
     def submit(self, job: GenerationJob) -> concurrent.futures.Future[Generation]:
         """Send `job` to the worker (or hold it while the worker restarts); the worker
@@ -306,7 +311,8 @@ class Supervisor:
         if proc is not None:
             self._stop_process(proc)
         self._flags.close()
-        self.vocab.close()
+        if self._vocab is not None:
+            self._vocab.close()
         self._close_model_fd()
 
     def _close_model_fd(self) -> None:
@@ -412,6 +418,14 @@ class Supervisor:
                 self._on_answer(m)
 
     def _on_loaded(self, proc: _Process, info: ModelInfo) -> None:
+        if self._state in ("closed", "stopped"):
+            return
+        if self._vocab is None:
+            try:
+                self._vocab = VocabularyOnly(self.model_path)
+            except EngineError as exc:
+                self._give_up(str(exc), tell=False, final=False)
+                return
         self._state, self._info = "ready", info
         log.info("model worker %d ready: %s on %s", proc.start, info.name, info.device)
         self._settle_loaded(info)

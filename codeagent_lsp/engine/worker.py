@@ -29,7 +29,8 @@ import llama_cpp
 import llama_cpp.llama_cpp as C
 
 from codeagent_lsp.engine import faults, parking
-from codeagent_lsp.engine.engine import Engine, Generation, GenerationJob
+from codeagent_lsp.engine.backend import Generation
+from codeagent_lsp.engine.engine import Engine, GenerationJob
 from codeagent_lsp.engine.llama import EngineError
 from codeagent_lsp.engine.parking import SlotPark
 from codeagent_lsp.engine.protocol import Message, SharedFlags, read_message, write_message

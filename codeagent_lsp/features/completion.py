@@ -13,7 +13,9 @@ from pygls.workspace import TextDocument
 from codeagent_lsp.assistant import ModelUnavailable, PromptFile, Suggestion
 from codeagent_lsp.codegraph import words
 from codeagent_lsp.engine.llama import EngineError
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.server import (
     CodeagentServer,
     document_path,
@@ -102,7 +104,7 @@ def _background_target(
     if ls.document_refusal(uri):
         return None
     repo, path = prompt_location(ls, document)
-    if not ls.policy.decide(ls.identity, "completion", repo, path).allowed:
+    if not ls.policy.decide(ls.identity, Feature.COMPLETION, repo, path).allowed:
         return None
     return document, PromptFile(repo, path, document_path(document))
 
@@ -150,8 +152,9 @@ def register(server: CodeagentServer) -> None:
         ls: CodeagentServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
         uri = params.text_document.uri
-        if ls.next_edits is not None and ls.settings.completion.enabled:
-            edit = await ls.next_edits.inline_item(uri, params.position)
+        edits = ls.part(NextEdits)
+        if edits is not None and ls.settings.completion.enabled:
+            edit = await edits.inline_item(uri, params.position)
             if edit is not None:  # a flagged line: its next edit, replacing the old text
                 return types.InlineCompletionList(items=[edit])
         suggestion, offset = await _suggest(ls, params.text_document.uri, params.position)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from codeagent_lsp.codegraph.extract import code_at, code_key
 from codeagent_lsp.codegraph.store import StoredSymbol
-from codeagent_lsp.context.instruct import code_at, code_key
 from codeagent_lsp.features.navigation import name_at
 from codeagent_lsp.server import CodeagentServer
 

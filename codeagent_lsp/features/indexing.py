@@ -17,7 +17,9 @@ from lsprotocol import types
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import audit, fileuri
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.server import CodeagentServer
 
 log = logging.getLogger(__name__)
@@ -110,9 +112,11 @@ class IndexingFeature:
     def _may_index(self) -> bool:
         """The identity's role must allow indexing; a refusal is audited and logged."""
         ls = self.server
-        decision = ls.policy.decide(ls.identity, "index")
+        decision = ls.policy.decide(ls.identity, Feature.INDEX)
         if not decision.allowed:
-            audit.deny(ls.audit, audit.new_row(ls.identity, "index", None, None), decision.reason)
+            audit.deny(
+                ls.audit, audit.new_row(ls.identity, Feature.INDEX, None, None), decision.reason
+            )
             log.warning("not indexing: %s", decision.reason)
         return decision.allowed
 
@@ -129,7 +133,7 @@ class IndexingFeature:
                 pct = int(done * 100 / total) if total else 100
                 loop.call_soon_threadsafe(self._report, token, f"{done}/{total} files", pct)
 
-        row = audit.new_row(self.server.identity, "index", None, None)
+        row = audit.new_row(self.server.identity, Feature.INDEX, None, None)
         started = time.perf_counter()
         try:
             summary = await self.server.off_loop(
@@ -216,8 +220,9 @@ class IndexingFeature:
 
     async def _update_open(self, index: WorkspaceIndex, uri: str, path: Path, text: str) -> None:
         await self._update(index.document_changed, path, text)
-        if self.server.next_edits is not None:  # the text's changes to definitions, if any
-            await self.server.next_edits.document_indexed(uri, text)
+        edits = self.server.part(NextEdits)
+        if edits is not None:  # the text's changes to definitions, if any
+            await edits.document_indexed(uri, text)
 
     async def _update(self, update, *args) -> None:
         """Apply one change off the event loop; index everything again when the database had
@@ -254,7 +259,7 @@ class IndexingFeature:
 
 def register(server: CodeagentServer) -> None:
     feature = IndexingFeature(server)
-    server.indexing = feature
+    server.attach(feature)
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     def cancel_progress(_ls: CodeagentServer, params: types.WorkDoneProgressCancelParams) -> None:

@@ -6,6 +6,8 @@ from lsprotocol import types
 
 from codeagent_lsp.documents import use_lsp_workspace
 from codeagent_lsp.features import completion
+from codeagent_lsp.features.indexing import IndexingFeature
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
 from codeagent_lsp.server import CodeagentServer
 
@@ -28,8 +30,8 @@ def register(server: CodeagentServer) -> None:
             )
         await ls.pull_configuration()
         ls.start_loading()
-        if ls.indexing is not None:
-            ls.indexing.background(ls.indexing.start())
+        if (indexing := ls.part(IndexingFeature)) is not None:
+            indexing.background(indexing.start())
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(
@@ -54,10 +56,10 @@ def register(server: CodeagentServer) -> None:
         ls.assistant.forget(key)
         if ls.context_builder is not None:
             ls.context_builder.forget(key)
-        if ls.indexing is not None:
-            ls.indexing.document_closed(uri)
-            if ls.next_edits is not None:  # its changes' flags go with it
-                ls.indexing.background(ls.next_edits.document_closed(uri))
+        if (indexing := ls.part(IndexingFeature)) is not None:
+            indexing.document_closed(uri)
+            if (edits := ls.part(NextEdits)) is not None:  # its changes' flags go with it
+                indexing.background(edits.document_closed(uri))
 
     def text_changed(
         ls: CodeagentServer,
@@ -66,13 +68,13 @@ def register(server: CodeagentServer) -> None:
         | types.DidSaveTextDocumentParams,
     ) -> None:
         ls.tell_refusal(params.text_document.uri)
-        if ls.indexing is not None:
-            ls.indexing.document_changed(params.text_document.uri)
+        if (indexing := ls.part(IndexingFeature)) is not None:
+            indexing.document_changed(params.text_document.uri)
 
     @server.feature(DID_OPEN)
     def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
-        if ls.next_edits is not None:
-            ls.next_edits.document_opened(params.text_document.uri, params.text_document.text)
+        if (edits := ls.part(NextEdits)) is not None:
+            edits.document_opened(params.text_document.uri, params.text_document.text)
         text_changed(ls, params)
         completion.warm(ls, params.text_document.uri)
 

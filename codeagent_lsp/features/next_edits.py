@@ -29,9 +29,9 @@ from codeagent_lsp.codegraph.workspace import Location, WorkspaceIndex
 from codeagent_lsp.features.navigation import Locations
 from codeagent_lsp.nextedits import Finder, Site
 from codeagent_lsp.security import audit, fileuri
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.server import CodeagentServer, document_path, offset_of, position_of
 
-ACTION = "nextedit"
 """The policy feature and the code action's name."""
 ANNOTATION = "codeagent-next-edits"
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][\w$]*$")
@@ -79,7 +79,7 @@ class NextEdits:
         ls = self.server
         located = ls.codegraph.locate(path) if ls.codegraph is not None else None
         repository, relative = located or (None, path.name)
-        ls.audit.record(audit.new_row(ls.identity, ACTION, repository, relative))
+        ls.audit.record(audit.new_row(ls.identity, Feature.NEXTEDIT, repository, relative))
 
     async def refresh(self) -> None:
         """Find the places of every open document's changes and publish them; places no
@@ -98,7 +98,7 @@ class NextEdits:
 
     def _allowed(self, repository: str, path: str) -> bool:
         ls = self.server
-        return ls.policy.decide(ls.identity, ACTION, repository, path).allowed
+        return ls.policy.decide(ls.identity, Feature.NEXTEDIT, repository, path).allowed
 
     def _all_sites(self, index: WorkspaceIndex) -> list[tuple[Site, types.Location]]:
         finder = self.finder(index)
@@ -146,7 +146,7 @@ class NextEdits:
                     types.CodeAction(
                         title=f"Update all {count} uses of `{change.name}`",
                         kind=types.CodeActionKind.Source,
-                        data={"action": ACTION, "uri": uri, "change": _change_id(change)},
+                        data={"action": Feature.NEXTEDIT, "uri": uri, "change": _change_id(change)},
                     )
                 )
         return found
@@ -159,7 +159,7 @@ class NextEdits:
             diagnostics=[_diagnostic(site, where)],
             is_preferred=True,
             data={
-                "action": ACTION,
+                "action": Feature.NEXTEDIT,
                 "uri": uri,
                 "line": where.start.line,
                 "col": where.start.character,
@@ -286,7 +286,7 @@ def _diagnostic(site: Site, where: types.Range) -> types.Diagnostic:
         message=site.message,
         severity=types.DiagnosticSeverity.Hint,
         source="codeagent",
-        code=ACTION,
+        code=Feature.NEXTEDIT,
     )
 
 
@@ -351,7 +351,7 @@ def _read(path: Path) -> str | None:
 
 def register(server: CodeagentServer) -> None:
     feature = NextEdits(server)
-    server.next_edits = feature
+    server.attach(feature)
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     async def prepare_rename(

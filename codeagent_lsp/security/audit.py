@@ -29,12 +29,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from codeagent_lsp.security.identity import Identity
-
-if TYPE_CHECKING:
-    from codeagent_lsp.security.policy import AuditRules
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +196,6 @@ class AuditLog:
         self._writer = threading.Thread(target=self._write_loop, name="audit", daemon=True)
         self._writer.start()
         atexit.register(self.close)  # rows queued by the last requests are written, not lost
-
-    @classmethod
-    def of(cls, rules: AuditRules) -> AuditLog:
-        """The log the policy's [audit] table describes."""
-        return cls(
-            rules.db_path(),
-            store_prompts=rules.store_prompts,
-            store_code=rules.store_code,
-            fail_closed=rules.on_failure == "refuse",
-        )
 
     def record(self, row: Row) -> None:
         """Queue a row (never blocks on the disk). Prompt and response text are dropped here

@@ -19,14 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from codeagent_lsp.security import audit
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.security.identity import Identity
-
-if TYPE_CHECKING:
-    from codeagent_lsp.security.policy import AuditRules
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +185,17 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def guard_process(allowed_urls: tuple[str, ...], identity: Identity, rules: AuditRules) -> None:
-    """Guard this process for `identity`: a refused connection is logged and audited (the audit
-    log is opened on the first refusal: most processes never have one)."""
+def guard_process(
+    allowed_urls: tuple[str, ...], identity: Identity, open_log: Callable[[], audit.AuditLog]
+) -> None:
+    """Guard this process for `identity`: a refused connection is logged and audited in the log
+    `open_log` opens, on the first refusal (most processes never have one)."""
     opened: list[audit.AuditLog] = []
 
     def refused(what: str) -> None:
         log.warning("codeagent: %s refused (no egress)", what)
         if not opened:
-            opened.append(audit.AuditLog.of(rules))
-        audit.deny(opened[0], audit.new_row(identity, "network", None, None), what)
+            opened.append(open_log())
+        audit.deny(opened[0], audit.new_row(identity, Feature.NETWORK, None, None), what)
 
     install(EgressGuard(allowed_urls, refused))

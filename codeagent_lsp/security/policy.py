@@ -20,31 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from codeagent_lsp.security.egress import endpoint_of
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.security.identity import Identity
 from codeagent_lsp.security.paths import PathPolicy
 
 ENV_VAR = "CODEAGENT_POLICY"
 SYSTEM_PATH = Path("/etc/codeagent-lsp/policy.toml")
 
-FEATURES = (
-    "completion",
-    "hover",
-    "navigation",
-    "explain",
-    "tests",
-    "fix",
-    "docstring",
-    "nextedit",
-    "index",
-    "stats",
+
+FEATURES = tuple(f.value for f in Feature if f not in (Feature.ACTIONS, Feature.NETWORK))
+"""The features a role may be granted."""
+MODEL_FEATURES = frozenset(
+    {
+        Feature.COMPLETION,
+        Feature.EXPLAIN,
+        Feature.TESTS,
+        Feature.FIX,
+        Feature.DOCSTRING,
+        Feature.NEXTEDIT,
+    }
 )
-MODEL_FEATURES = frozenset({"completion", "explain", "tests", "fix", "docstring", "nextedit"})
 """Features that send a file's text to the model: the prompt path rules apply to them."""
 BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "member": FEATURES,
-    "viewer": ("hover", "navigation", "index", "stats"),
-    "auditor": ("stats",),
+    "viewer": (Feature.HOVER, Feature.NAVIGATION, Feature.INDEX, Feature.STATS),
+    "auditor": (Feature.STATS,),
 }
 DEFAULT_ROLE = "member"
 """The role of everyone when there is no policy file (one developer on their own machine)."""

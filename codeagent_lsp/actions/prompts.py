@@ -1,75 +1,15 @@
-"""Instruct requests (explain, and the code actions to come) built from the code at a line and
-what the CodeGraph knows around it."""
+"""The code actions' prompts (explain, docstring, fix; tests in `testgen`), each beside the
+parsing of its answer, built from the code at a line (`codegraph.extract.code_at`) and what
+the CodeGraph knows around it."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-
-from codeagent_lsp.codegraph import extract, languages
-from codeagent_lsp.codegraph.model import Definition
+from codeagent_lsp.codegraph.extract import CodeAtLine
 
 SYSTEM = (
     "You are a senior software engineer explaining code to a colleague who is reading it for "
     "the first time. Be precise and brief. Answer in Markdown."
 )
-NEARBY_LINES = 10
-"""Lines around the cursor explained when no definition encloses it."""
-WINDOW_LINES = 5000
-"""Lines parsed on either side of the line asked about: what encloses a line of real code
-starts within them, and one request on a document of 100,000 functions does not parse it
-whole (20 s of a core on a 2-core machine; 5,000 lines take about half a second)."""
-
-
-@dataclass(frozen=True)
-class CodeAtLine:
-    code: str
-    language: str
-    name: str
-    """The enclosing definition's qualified name, "" for module-level code."""
-    first_line: int
-
-
-def code_key(code: str) -> str:
-    """Identifies a piece of code by its text, so a cached answer dies with an edit."""
-    return hashlib.sha256(code.encode("utf-8", errors="replace")).hexdigest()[:16]
-
-
-def code_at(text: str, path: str, line: int) -> CodeAtLine:
-    """The innermost function, method or class around `line` (0-based), else nearby lines."""
-    language = languages.language_for(path) or ""
-    lines = text.split("\n")
-    first = max(0, line - WINDOW_LINES)
-    window = "\n".join(lines[first : line + WINDOW_LINES + 1])
-    inner = _innermost(window, language, line - first) if language else None
-    if inner is not None:
-        start, end = first + inner.span.start_line, first + inner.span.end_line
-        return CodeAtLine("\n".join(lines[start : end + 1]), language, inner.qualified_name, start)
-    start = max(0, line - NEARBY_LINES)
-    code = "\n".join(lines[start : line + NEARBY_LINES + 1])
-    return CodeAtLine(code, language, "", start)
-
-
-def definition_line(text: str, path: str, name: str) -> int | None:
-    """The first line of the definition called `name` (or qualified `Class.method`)."""
-    language = languages.language_for(path)
-    if language is None:
-        return None
-    facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
-    for definition in facts.definitions:
-        if name in (definition.name, definition.qualified_name):
-            return definition.span.start_line
-    return None
-
-
-def _innermost(text: str, language: str, line: int) -> Definition | None:
-    facts = extract.extract(text.encode("utf-8", errors="surrogatepass"), language)
-    holding = [
-        d
-        for d in facts.definitions
-        if d.span.start_line <= line <= d.span.end_line and d.span.end_line > d.span.start_line
-    ]
-    return max(holding, key=lambda d: d.span.start_line, default=None)
 
 
 def explain_request(

@@ -19,16 +19,14 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidRequest
 from pygls.workspace import TextDocument
 
-from codeagent_lsp import actions as pipeline
 from codeagent_lsp import lines
+from codeagent_lsp.actions import pipeline, testgen
 from codeagent_lsp.assistant import ModelUnavailable
-from codeagent_lsp.context import testgen
-from codeagent_lsp.context.instruct import CodeAtLine, code_at, code_key
+from codeagent_lsp.codegraph.extract import CodeAtLine, code_at, code_key
+from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
+from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.server import CodeagentServer, document_path, prompt_location
-
-EXPLAIN, DOCSTRING, FIX, TESTS = "explain", "docstring", "fix", "tests"
-NEXT_EDIT = "nextedit"  # features/next_edits.ACTION (which imports this module's neighbours)
 
 
 def register(server: CodeagentServer) -> None:
@@ -62,16 +60,16 @@ def register(server: CodeagentServer) -> None:
         data: dict[str, Any] = _plain(action.data)
         token = await _begin(ls, action.title)
         try:
-            if data["action"] == EXPLAIN:
+            if data["action"] == Feature.EXPLAIN:
                 await _explain(ls, data)
-            elif data["action"] == DOCSTRING:
+            elif data["action"] == Feature.DOCSTRING:
                 action.edit = await _docstring(ls, data)
-            elif data["action"] == FIX:
+            elif data["action"] == Feature.FIX:
                 action.edit = await _fix(ls, data)
-            elif data["action"] == TESTS:
+            elif data["action"] == Feature.TESTS:
                 action.edit = await _tests(ls, data)
-            elif data["action"] == NEXT_EDIT and ls.next_edits is not None:
-                action.edit = await ls.next_edits.resolve(data)
+            elif data["action"] == Feature.NEXTEDIT and (edits := ls.part(NextEdits)) is not None:
+                action.edit = await edits.resolve(data)
         except ModelUnavailable as exc:
             ls.tell_problem(str(exc))
         finally:
@@ -90,22 +88,27 @@ def _code_actions(
         "line": line,
         "end": _row(source, params.range.end.line),
     }
-    actions = [_action("Explain this code", types.CodeActionKind.Refactor, EXPLAIN, data)]
+    actions = [_action("Explain this code", types.CodeActionKind.Refactor, Feature.EXPLAIN, data)]
     if target.name:
         actions.append(
             _action(
                 f"Add docstring to {target.name}",
                 types.CodeActionKind.RefactorRewrite,
-                DOCSTRING,
+                Feature.DOCSTRING,
                 data,
             )
         )
     if target.name and target.language in testgen.STYLES:
         actions.append(
-            _action(f"Generate tests for {target.name}", types.CodeActionKind.Source, TESTS, data)
+            _action(
+                f"Generate tests for {target.name}",
+                types.CodeActionKind.Source,
+                Feature.TESTS,
+                data,
+            )
         )
-    if ls.next_edits is not None:
-        actions += ls.next_edits.actions(params.text_document.uri, params.range)
+    if (edits := ls.part(NextEdits)) is not None:
+        actions += edits.actions(params.text_document.uri, params.range)
     for diagnostic in params.context.diagnostics:
         if diagnostic.source == "codeagent":
             continue  # a next edit: its quickfix is above
@@ -116,7 +119,12 @@ def _code_actions(
             "message": diagnostic.message,
         }
         actions.append(
-            _action(f"Fix: {diagnostic.message[:80]}", types.CodeActionKind.QuickFix, FIX, fix)
+            _action(
+                f"Fix: {diagnostic.message[:80]}",
+                types.CodeActionKind.QuickFix,
+                Feature.FIX,
+                fix,
+            )
         )
     return actions
 

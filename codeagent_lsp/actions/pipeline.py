@@ -9,19 +9,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from codeagent_lsp.assistant import Assistant
-from codeagent_lsp.codegraph import languages
-from codeagent_lsp.codegraph.workspace import WorkspaceIndex
-from codeagent_lsp.context import testgen
-from codeagent_lsp.context.instruct import (
-    CodeAtLine,
-    code_at,
+from codeagent_lsp.actions import testgen
+from codeagent_lsp.actions.prompts import (
     docstring_request,
     explain_request,
     fix_replacement,
     fix_request,
     format_docstring,
 )
+from codeagent_lsp.assistant import Assistant
+from codeagent_lsp.codegraph import languages
+from codeagent_lsp.codegraph.extract import CodeAtLine, code_at
+from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 
 EXAMPLE_LINES = 60
 """Lines of an existing test file shown to the model as the project's style."""
