@@ -22,7 +22,7 @@ from pygls.workspace import TextDocument
 from codeagent_lsp import lines
 from codeagent_lsp.actions import pipeline, testgen
 from codeagent_lsp.assistant import ModelUnavailable
-from codeagent_lsp.codegraph.extract import code_at, code_key
+from codeagent_lsp.codegraph.extract import CodeAtLine, code_at, code_key
 from codeagent_lsp.features.next_edits import NextEdits
 from codeagent_lsp.security import fileuri
 from codeagent_lsp.security.feature import Feature
@@ -42,61 +42,18 @@ def register(server: CodeagentServer) -> None:
             resolve_provider=True,
         ),
     )
-    def code_action(ls: CodeagentServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    async def code_action(
+        ls: CodeagentServer, params: types.CodeActionParams
+    ) -> list[types.CodeAction]:
         document = ls.open_document(params.text_document.uri)
         if ls.workspace.folders and prompt_location(ls, document)[0] is None:
             # Actions send the file and its neighbours to the model: workspace files only.
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
-        source = document.source
-        line = _row(source, params.range.start.line)
-        target = code_at(source, str(document_path(document)), line)
-        # The action's data is ours: it holds rows as the pipeline counts them.
-        data = {
-            "uri": params.text_document.uri,
-            "line": line,
-            "end": _row(source, params.range.end.line),
-        }
-        actions = [
-            _action("Explain this code", types.CodeActionKind.Refactor, Feature.EXPLAIN, data)
-        ]
-        if target.name:
-            actions.append(
-                _action(
-                    f"Add docstring to {target.name}",
-                    types.CodeActionKind.RefactorRewrite,
-                    Feature.DOCSTRING,
-                    data,
-                )
-            )
-        if target.name and target.language in testgen.STYLES:
-            actions.append(
-                _action(
-                    f"Generate tests for {target.name}",
-                    types.CodeActionKind.Source,
-                    Feature.TESTS,
-                    data,
-                )
-            )
-        if (edits := ls.part(NextEdits)) is not None:
-            actions += edits.actions(params.text_document.uri, params.range)
-        for diagnostic in params.context.diagnostics:
-            if diagnostic.source == "codeagent":
-                continue  # a next edit: its quickfix is above
-            fix = {
-                **data,
-                "line": _row(source, diagnostic.range.start.line),
-                "end": _row(source, diagnostic.range.end.line),
-                "message": diagnostic.message,
-            }
-            actions.append(
-                _action(
-                    f"Fix: {diagnostic.message[:80]}",
-                    types.CodeActionKind.QuickFix,
-                    Feature.FIX,
-                    fix,
-                )
-            )
-        return actions
+        line = _row(document.source, params.range.start.line)
+        # Finding the code at the line parses the document: off the loop other clients share.
+        path = str(document_path(document))
+        target = await ls.off_loop(code_at, document.source, path, line)
+        return _code_actions(ls, params, document.source, line, target)
 
     @server.feature(types.CODE_ACTION_RESOLVE)
     async def resolve(ls: CodeagentServer, action: types.CodeAction) -> types.CodeAction:
@@ -119,6 +76,57 @@ def register(server: CodeagentServer) -> None:
             if token:
                 ls.work_done_progress.end(token, types.WorkDoneProgressEnd())
         return action
+
+
+def _code_actions(
+    ls: CodeagentServer, params: types.CodeActionParams, source: str, line: int, target: CodeAtLine
+) -> list[types.CodeAction]:
+    """The actions on offer at the request's range, `target` the code at its first line."""
+    # The action's data is ours: it holds rows as the pipeline counts them.
+    data = {
+        "uri": params.text_document.uri,
+        "line": line,
+        "end": _row(source, params.range.end.line),
+    }
+    actions = [_action("Explain this code", types.CodeActionKind.Refactor, Feature.EXPLAIN, data)]
+    if target.name:
+        actions.append(
+            _action(
+                f"Add docstring to {target.name}",
+                types.CodeActionKind.RefactorRewrite,
+                Feature.DOCSTRING,
+                data,
+            )
+        )
+    if target.name and target.language in testgen.STYLES:
+        actions.append(
+            _action(
+                f"Generate tests for {target.name}",
+                types.CodeActionKind.Source,
+                Feature.TESTS,
+                data,
+            )
+        )
+    if (edits := ls.part(NextEdits)) is not None:
+        actions += edits.actions(params.text_document.uri, params.range)
+    for diagnostic in params.context.diagnostics:
+        if diagnostic.source == "codeagent":
+            continue  # a next edit: its quickfix is above
+        fix = {
+            **data,
+            "line": _row(source, diagnostic.range.start.line),
+            "end": _row(source, diagnostic.range.end.line),
+            "message": diagnostic.message,
+        }
+        actions.append(
+            _action(
+                f"Fix: {diagnostic.message[:80]}",
+                types.CodeActionKind.QuickFix,
+                Feature.FIX,
+                fix,
+            )
+        )
+    return actions
 
 
 def _action(title: str, kind: str, name: str, data: dict[str, Any]) -> types.CodeAction:

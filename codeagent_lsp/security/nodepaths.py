@@ -101,6 +101,8 @@ class FolderMap:
         uri, name = folder.get("uri"), folder.get("name")
         path = fileuri.path_of(uri) if isinstance(uri, str) else None
         if path is None:
+            why = fileuri.refusal(uri) if isinstance(uri, str) else "it has no URI"
+            self.tell(f"workspace folder {str(name or uri)[:200]} is not served: {why}")
             return None
         repository = PurePosixPath(str(name or "")).name or path.name
         folder_on_node = find(self.roots, repository)

@@ -132,6 +132,7 @@ async def test_workspace_folders_select_the_nodes_repositories_by_name_and_role(
         folder(folders["own"]),  # a folder of the node's own, named like a public repository
         folder(CLIENT_ROOT / "secret-b"),  # a repository of the node the role may not use
         folder(CLIENT_ROOT / "anything", "../secret-b"),  # a name that is a path
+        {"uri": (CLIENT_ROOT / "public-a").as_uri() + "/../x", "name": "climbing"},
     ]
     client = await session(port, tls_files[0], "contractor", chosen)
     await client.ready()
@@ -141,6 +142,7 @@ async def test_workspace_folders_select_the_nodes_repositories_by_name_and_role(
     told = "\n".join(client.told)
     assert "public-x is not served: this node has no repository 'public-x'" in told
     assert "secret-b is not served: repository 'secret-b' is not open" in told
+    assert "climbing is not served: the path climbs out of its folder (..)" in told
     assert str(folders["repos"]) not in told and str(folders["own"]) not in told
 
     # A document under the client's folder arrives as text; navigation answers in its paths.
@@ -316,3 +318,67 @@ async def test_one_clients_huge_document_and_edits_do_not_stall_another(node, tl
     # The edits were all applied, in order: the first line is now 30,000 y's longer.
     outline = await hostile.request("textDocument/documentSymbol", {"textDocument": {"uri": burst}})
     assert outline["result"][0]["name"] == "y" * 30_000 + "value", outline
+
+
+async def test_one_clients_code_actions_on_a_huge_document_do_not_stall_another(
+    node, tls_files
+) -> None:
+    """25 code actions on a document of 100,000 functions: finding the code at each range
+    parses around it (not the whole document) off the event loop, so another client's hover,
+    sent once the first is answered, is answered before the last of them. On a node that
+    parsed the whole document on the shared loop (20 s each on 2 cores), the hover waited for
+    all."""
+    port, _ = node
+    public = CLIENT_ROOT / "public-a"
+    calm = await session(port, tls_files[0], "contractor", [folder(public)])
+    hostile = await session(
+        port, tls_files[0], "admin", [folder(public)], completion={"warm": False}
+    )
+    await calm.ready()
+    use = (public / "use.py").as_uri()
+    text = "from app import public_function\npublic_function()\n"
+    calm.notify("textDocument/didOpen", {"textDocument": {"uri": use, "languageId": "python",
+                                                          "version": 1, "text": text}})  # fmt: skip
+    position = {"textDocument": {"uri": use}, "position": {"line": 1, "character": 3}}
+    assert "Public words." in str((await calm.request("textDocument/hover", position))["result"])
+
+    many = (public / "many.py").as_uri()
+    source = "".join(f"def f{i}():\n    pass\n" for i in range(100_000))
+    document = {"uri": many, "languageId": "python", "version": 1, "text": source}
+    hostile.notify("textDocument/didOpen", {"textDocument": document})
+    ids = []
+    for line in range(0, 200_000, 8_000):
+        at = {"line": line, "character": 0}
+        params = {"textDocument": {"uri": many}, "range": {"start": at, "end": at},
+                  "context": {"diagnostics": []}}  # fmt: skip
+        ids.append(next(hostile.ids))
+        request = {"jsonrpc": "2.0", "id": ids[-1], "method": "textDocument/codeAction",
+                   "params": params}  # fmt: skip
+        hostile.writer.write(frame(request))
+    await hostile.writer.drain()
+
+    order: list[str] = []
+
+    started = asyncio.Event()
+
+    async def actions() -> list[dict[str, Any]]:
+        answers: dict[int, dict[str, Any]] = {}
+        while len(answers) < len(ids):  # in any order: they run side by side
+            message = await hostile.read()
+            if message.get("id") in ids and "method" not in message:
+                answers[message["id"]] = message
+                started.set()
+        order.append("actions")
+        return [answers[i] for i in ids]
+
+    async def hover() -> dict[str, Any]:
+        await started.wait()  # the node works on the actions now
+        answer = await calm.request("textDocument/hover", position)
+        order.append("hover")
+        return answer
+
+    hovered, answers = await asyncio.wait_for(asyncio.gather(hover(), actions()), 600)
+    assert order == ["hover", "actions"]
+    assert "Public words." in str(hovered["result"])
+    titles = [[a["title"] for a in answer["result"]] for answer in answers]
+    assert [t for t in titles[19] if t.startswith("Add docstring")] == ["Add docstring to f76000"]
