@@ -222,7 +222,10 @@ class Assistant:
             # Closed while the model loads (settings changed, a node's client left): close it
             # once loaded, else its worker holds a model for the server's lifetime (a backend
             # closed refuses work, so a request still in flight gets an error).
-            self._loading.add_done_callback(_close_loaded)
+            if self._loading.done():  # a headless run's loop may be closed already
+                _close_loaded(self._loading)
+            else:
+                self._loading.add_done_callback(_close_loaded)
         self._loaded = None
         self._loading = None
 
