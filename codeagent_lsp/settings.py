@@ -45,7 +45,9 @@ class EngineSettings:
     llama-server's --no-repack). Turned off by itself when the worker crashes at first decode."""
     memoryLimitMB: int = 0
     """Cap on the model worker's private memory (RLIMIT_DATA, MiB; the mapped model file is not
-    counted); 0 = no cap. Past it llama.cpp fails to allocate and the worker is restarted."""
+    counted); 0 = no cap. The worker needs about 150 MiB of its own (Python, llama.cpp) before
+    the context and KV cache. Past the cap an allocation fails, the worker stops or is
+    restarted, and the message names the cap."""
     parkSlots: bool = True
     """Write an evicted, closed or shut-down document's KV cache to disk (parkDir) and restore
     it when the document comes back, also after a restart; the policy can turn this off."""
