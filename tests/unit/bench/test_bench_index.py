@@ -68,23 +68,29 @@ def test_without_ctags_the_other_figures_stay_and_ctags_is_named(
     assert result["samples"] == 4
     for key in ("reindex_p50_ms", "reindex_p95_ms", "related_p50_ms", "database_bytes"):
         assert result[key] > 0, key
-    assert result["ctags_seconds"] is None and result["ratio"] is None
+    for key in ("ctags_seconds", "ctags_list_seconds", "ratio", "ratio_same_files"):
+        assert result[key] is None, key
     assert why in result["ctags_error"] and "universal-ctags" in result["ctags_error"]
     assert why in stderr and "indexing" in stderr  # progress and the reason, on stderr
     assert _contents(root) == before  # the re-indexes change the index, never the files
 
 
 @pytest.mark.skipif(not _universal_ctags(), reason="universal-ctags is not installed")
-def test_ctags_indexes_the_same_files_in_the_same_run(tree: tuple[Path, int, int]):
+def test_ctags_indexes_the_tree_and_the_same_files_in_the_same_run(tree: tuple[Path, int, int]):
+    """`ctags -R` walks the whole tree (also the vendored and binary files the indexer leaves
+    out); `ctags -L` reads exactly the indexer's files."""
     root, files, _ = tree
     tsx = list((root / "tsx").iterdir())  # a language ctags 5.9 does not read: it skips them
     shutil.rmtree(root / "tsx")
     files -= len(tsx)
-    result, _ = _bench(root)
+    result, stderr = _bench(root)
     assert result["ctags_error"] is None and "Universal Ctags" in result["ctags_version"]
-    assert result["ctags_files"] == result["files"] == files
-    assert result["ctags_seconds"] > 0
-    assert result["ratio"] == pytest.approx(result["seconds"] / result["ctags_seconds"], rel=0.05)
+    assert result["ctags_list_files"] == result["files"] == files
+    assert result["ctags_files"] >= files + 2  # also node_modules/dep/index.js and blob.py
+    assert "-R over" in stderr and "-L on the same" in stderr
+    for ctags, ratio in (("ctags_seconds", "ratio"), ("ctags_list_seconds", "ratio_same_files")):
+        assert result[ctags] > 0
+        assert result[ratio] == pytest.approx(result["seconds"] / result[ctags], rel=0.05)
 
 
 def test_a_path_that_is_not_a_folder_is_refused(tmp_path: Path):
