@@ -27,6 +27,7 @@ from codeagent_lsp.codegraph.extract import parse
 from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.store import StoredReference
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.lines import parser_source, split_lines, to_offset
 
 Point = tuple[int, int]
 """(row, code-point column)."""
@@ -232,7 +233,7 @@ class SourceFile:
         self.language = language_for(file) or ""
         self.source = text.encode("utf-8", errors="surrogatepass")
         self.tree = parse(self.source, self.language)
-        self._rows = self.source.split(b"\n")
+        self._rows = parser_source(self.source).split(b"\n")  # the parser's rows: LSP lines
 
     def point(self, node_point: tree_sitter.Point | tuple[int, int]) -> Point:
         row, byte = node_point
@@ -246,7 +247,7 @@ class SourceFile:
         return self.tree.root_node.named_descendant_for_point_range((row, byte), (row, byte))
 
     def lines_around(self, row: int, radius: int = 2) -> str:
-        rows = self.text.split("\n")
+        rows = split_lines(self.text)
         return "\n".join(rows[max(0, row - radius) : row + radius + 1])
 
     def call_site(self, change: Change, repo: str, path: str, at: Point) -> Site | None:
@@ -535,18 +536,12 @@ def _renamed_params(old: tuple[Param, ...], new: tuple[Param, ...]) -> dict[str,
 
 
 def text_between(text: str, start: Point, end: Point) -> str:
-    rows = text.split("\n")
-    if start[0] == end[0]:
-        return rows[start[0]][start[1] : end[1]]
-    middle = rows[start[0] + 1 : end[0]]
-    return "\n".join([rows[start[0]][start[1] :], *middle, rows[end[0]][: end[1]]])
+    """The text between two points (LSP lines, code-point columns)."""
+    return text[to_offset(text, *start) : to_offset(text, *end)]
 
 
 def replace_between(text: str, start: Point, end: Point, new: str) -> str:
-    rows = text.split("\n")
-    head = "\n".join([*rows[: start[0]], rows[start[0]][: start[1]]])
-    tail = "\n".join([rows[end[0]][end[1] :], *rows[end[0] + 1 :]])
-    return head + new + tail
+    return text[: to_offset(text, *start)] + new + text[to_offset(text, *end) :]
 
 
 # --- writing the edits --------------------------------------------------------------------------

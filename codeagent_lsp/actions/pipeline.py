@@ -21,6 +21,7 @@ from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.codegraph import languages
 from codeagent_lsp.codegraph.extract import CodeAtLine, code_at
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.lines import split_lines
 
 EXAMPLE_LINES = 60
 """Lines of an existing test file shown to the model as the project's style."""
@@ -68,7 +69,7 @@ async def explain(
     else the definition around `line`."""
     target = code_at(text, str(path), line)
     if selection_end is not None and selection_end > line:
-        selected = "\n".join(text.split("\n")[line : selection_end + 1])
+        selected = "\n".join(split_lines(text)[line : selection_end + 1])
         target = CodeAtLine(selected, target.language, "", line)
     related: list[tuple[str, str]] = []
     if index is not None:
@@ -93,7 +94,7 @@ async def docstring(
     target = code_at(text, str(path), line)
     system, user = docstring_request(target, path.name)
     answer = await assistant.instruct(key, system, user, max_tokens=160)
-    lines = text.split("\n")
+    lines = split_lines(text)
     placed = format_docstring(answer.text, target, lines)
     if placed is None:
         return None
@@ -109,7 +110,7 @@ async def fix(
 ) -> LineEdit | None:
     """A minimal edit: only lines first..last are replaced, and only when the result parses
     (or, in a file with several errors, has at least one fewer)."""
-    lines = text.split("\n")
+    lines = split_lines(text)
     last = min(last, len(lines) - 1)
     target = code_at(text, str(path), first)
     system, user = fix_request(lines[first : last + 1], first, target, path.name, message)
@@ -213,8 +214,12 @@ def _read(path: Path) -> str | None:
 
 
 def apply(text: str, edit: LineEdit) -> str:
-    lines = text.split("\n")
-    return "\n".join([*lines[: edit.first], *edit.text.split("\n"), *lines[edit.last + 1 :]])
+    """`text` with the edit made on LSP's lines; the lines kept keep their line ends."""
+    rows = split_lines(text, keepends=True)
+    head, tail = rows[: edit.first], rows[edit.last + 1 :]
+    if head and not head[-1].endswith(("\n", "\r")):
+        head[-1] += "\n"  # an insertion after the last line
+    return "".join(head) + edit.text + ("\n" if tail else "") + "".join(tail)
 
 
 def syntax_errors(text: str, path: Path) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
+from codeagent_lsp import lines
 from codeagent_lsp.codegraph.languages import extraction_query, language_for, parser_for, spec
 from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Reference, Span
 
@@ -50,8 +51,9 @@ def parse(
     """Parse `source`; pass the previous tree, already edited with `Tree.edit`, to reparse
     only what changed (open documents). tree-sitter holds the GIL while it parses (seconds for
     a dense megabyte): it reads the source in slices here, and each read lets other threads,
-    the event loop among them, run."""
+    the event loop among them, run. Rows are LSP's lines (`lines.parser_source`)."""
     parser = parser_for(language)
+    source = lines.parser_source(source)
 
     def read(offset: int, _point: tuple[int, int]) -> bytes:
         time.sleep(0)  # releases the GIL for a moment
@@ -354,15 +356,15 @@ def _last_row(node: tree_sitter.Node) -> int:
 
 
 def _strip_comments(comments: Iterable[str]) -> str:
-    lines: list[str] = []
+    kept: list[str] = []
     for comment in comments:
         comment = comment.strip()
         if comment.startswith("/*"):
             body = comment[2:].removesuffix("*/").lstrip("*!")
-            lines.extend(_BLOCK_LINE_MARKER.sub("", line) for line in body.splitlines())
+            kept.extend(_BLOCK_LINE_MARKER.sub("", line) for line in body.splitlines())
         else:
-            lines.extend(_LINE_MARKER.sub("", line) for line in comment.splitlines())
-    return textwrap.dedent("\n".join(line.rstrip() for line in lines)).strip()
+            kept.extend(_LINE_MARKER.sub("", line) for line in comment.splitlines())
+    return textwrap.dedent("\n".join(line.rstrip() for line in kept)).strip()
 
 
 def _references(
@@ -471,15 +473,15 @@ def code_key(code: str) -> str:
 def code_at(text: str, path: str, line: int) -> CodeAtLine:
     """The innermost function, method or class around `line` (0-based), else nearby lines."""
     language = language_for(path) or ""
-    lines = text.split("\n")
+    rows = lines.split_lines(text)
     first = max(0, line - AROUND_LINES)
-    around = "\n".join(lines[first : line + AROUND_LINES + 1])
+    around = "\n".join(rows[first : line + AROUND_LINES + 1])
     inner = _innermost(around, language, line - first) if language else None
     if inner is not None:
         start, end = first + inner.span.start_line, first + inner.span.end_line
-        return CodeAtLine("\n".join(lines[start : end + 1]), language, inner.qualified_name, start)
+        return CodeAtLine("\n".join(rows[start : end + 1]), language, inner.qualified_name, start)
     start = max(0, line - NEARBY_LINES)
-    code = "\n".join(lines[start : line + NEARBY_LINES + 1])
+    code = "\n".join(rows[start : line + NEARBY_LINES + 1])
     return CodeAtLine(code, language, "", start)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import tree_sitter
 
+from codeagent_lsp import lines
 from codeagent_lsp.codegraph.extract import parse
 
 
@@ -30,6 +31,7 @@ class LiveTrees:
 
     def update(self, key: str, source: bytes, language: str) -> tuple[tree_sitter.Tree, bool]:
         """The tree of `source`, and whether it was parsed incrementally from the last one."""
+        source = lines.parser_source(source)  # the edit's points count rows as the parser does
         with self._lock:
             live = self._documents.get(key)
         old_tree = None

@@ -47,6 +47,7 @@ from codeagent_lsp.codegraph.schema import (
     unlink_db,
 )
 from codeagent_lsp.codegraph.words import IDENTIFIER
+from codeagent_lsp.lines import split_lines
 
 log = logging.getLogger(__name__)
 
@@ -932,9 +933,11 @@ def _import_row(item: Import) -> Row:
 
 
 def _windows(text: str) -> Iterator[Row]:
-    # Rows as tree-sitter counts them (at "\n" only, like every other row of the CodeGraph):
-    # splitlines() would also split at form feeds and U+2028, and the rows would drift.
-    lines = text.removesuffix("\n").split("\n")
+    # Rows on LSP's lines, like every other row of the CodeGraph: splitlines() would also
+    # split at form feeds and U+2028, and the rows would drift.
+    lines = split_lines(text)
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()  # the empty line after a final line break
     for start in range(0, len(lines), WINDOW_LINES):
         chunk = "\n".join(lines[start : start + WINDOW_LINES])
         if chunk.strip():

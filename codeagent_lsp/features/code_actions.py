@@ -49,7 +49,7 @@ def register(server: CodeagentServer) -> None:
         if ls.workspace.folders and prompt_location(ls, document)[0] is None:
             # Actions send the file and its neighbours to the model: workspace files only.
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
-        line = _row(document.source, params.range.start.line)
+        line = _line(document.source, params.range.start.line)
         # Finding the code at the line parses the document: off the loop other clients share.
         path = str(document_path(document))
         target = await ls.off_loop(code_at, document.source, path, line)
@@ -82,11 +82,11 @@ def _code_actions(
     ls: CodeagentServer, params: types.CodeActionParams, source: str, line: int, target: CodeAtLine
 ) -> list[types.CodeAction]:
     """The actions on offer at the request's range, `target` the code at its first line."""
-    # The action's data is ours: it holds rows as the pipeline counts them.
+    # The action's data is ours: it holds LSP lines, as the pipeline counts them.
     data = {
         "uri": params.text_document.uri,
         "line": line,
-        "end": _row(source, params.range.end.line),
+        "end": _line(source, params.range.end.line),
     }
     actions = [_action("Explain this code", types.CodeActionKind.Refactor, Feature.EXPLAIN, data)]
     if target.name:
@@ -114,8 +114,8 @@ def _code_actions(
             continue  # a next edit: its quickfix is above
         fix = {
             **data,
-            "line": _row(source, diagnostic.range.start.line),
-            "end": _row(source, diagnostic.range.end.line),
+            "line": _line(source, diagnostic.range.start.line),
+            "end": _line(source, diagnostic.range.end.line),
             "message": diagnostic.message,
         }
         actions.append(
@@ -254,11 +254,10 @@ def _text_edit(uri: str, edits: list[types.TextEdit]) -> types.TextDocumentEdit:
     )
 
 
-def _row(text: str, line: int) -> int:
-    """The row (lines ended by `\\n` only, as the pipeline and tree-sitter count them) that an
-    LSP line starts on; LSP also ends lines at a lone `\\r`."""
-    starts = lines.line_starts(text)
-    return text.count("\n", 0, starts[min(max(line, 0), len(starts) - 1)])
+def _line(text: str, line: int) -> int:
+    """An LSP line of the request, clamped to the document's lines (the pipeline, the
+    CodeGraph and `code_at` count rows on LSP's line model too)."""
+    return min(max(line, 0), lines.line_count(text) - 1)
 
 
 def _workspace_edit(
