@@ -49,11 +49,11 @@ def register(server: CodeagentServer) -> None:
         if ls.workspace.folders and prompt_location(ls, document)[0] is None:
             # Actions send the file and its neighbours to the model: workspace files only.
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
-        line = _row(document.source, params.range.start.line)
-        # Finding the code at the line parses the document: off the loop other clients share.
-        path = str(document_path(document))
-        target = await ls.off_loop(code_at, document.source, path, line)
-        return _code_actions(ls, params, document.source, line, target)
+        # Rows and the code at the line grow with the document: off the loop every client
+        # shares, on this client's heavy lane.
+        path, wanted = str(document_path(document)), _lines_of(params)
+        rows, target = await ls.off_loop(_rows_and_code, document.source, path, wanted, heavy=True)
+        return _code_actions(ls, params, rows, target)
 
     @server.feature(types.CODE_ACTION_RESOLVE)
     async def resolve(ls: CodeagentServer, action: types.CodeAction) -> types.CodeAction:
@@ -78,15 +78,33 @@ def register(server: CodeagentServer) -> None:
         return action
 
 
+def _lines_of(params: types.CodeActionParams) -> list[int]:
+    """The LSP lines an action list names: its range's, then each diagnostic's."""
+    ranges = [params.range, *(d.range for d in params.context.diagnostics)]
+    return [line for r in ranges for line in (r.start.line, r.end.line)]
+
+
+def _rows_and_code(source: str, path: str, wanted: list[int]) -> tuple[dict[int, int], CodeAtLine]:
+    """The row of each LSP line in `wanted` and the code at the first one's row."""
+    starts = lines.line_starts(source)
+    rows = {line: _row(source, line, starts) for line in wanted}
+    return rows, code_at(source, path, rows[wanted[0]])
+
+
 def _code_actions(
-    ls: CodeagentServer, params: types.CodeActionParams, source: str, line: int, target: CodeAtLine
+    ls: CodeagentServer,
+    params: types.CodeActionParams,
+    rows: dict[int, int],
+    target: CodeAtLine,
 ) -> list[types.CodeAction]:
-    """The actions on offer at the request's range, `target` the code at its first line."""
+    """The actions on offer at the request's range, `rows` by LSP line (`_rows_and_code`),
+    `target` the code at its first line."""
+    line = rows[params.range.start.line]
     # The action's data is ours: it holds rows as the pipeline counts them.
     data = {
         "uri": params.text_document.uri,
         "line": line,
-        "end": _row(source, params.range.end.line),
+        "end": rows[params.range.end.line],
     }
     actions = [_action("Explain this code", types.CodeActionKind.Refactor, Feature.EXPLAIN, data)]
     if target.name:
@@ -114,8 +132,8 @@ def _code_actions(
             continue  # a next edit: its quickfix is above
         fix = {
             **data,
-            "line": _row(source, diagnostic.range.start.line),
-            "end": _row(source, diagnostic.range.end.line),
+            "line": rows[diagnostic.range.start.line],
+            "end": rows[diagnostic.range.end.line],
             "message": diagnostic.message,
         }
         actions.append(
@@ -254,10 +272,10 @@ def _text_edit(uri: str, edits: list[types.TextEdit]) -> types.TextDocumentEdit:
     )
 
 
-def _row(text: str, line: int) -> int:
+def _row(text: str, line: int, starts: list[int]) -> int:
     """The row (lines ended by `\\n` only, as the pipeline and tree-sitter count them) that an
-    LSP line starts on; LSP also ends lines at a lone `\\r`."""
-    starts = lines.line_starts(text)
+    LSP line starts on, `starts` the text's `lines.line_starts`; LSP also ends lines at a lone
+    `\\r`."""
     return text.count("\n", 0, starts[min(max(line, 0), len(starts) - 1)])
 
 
