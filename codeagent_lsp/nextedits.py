@@ -289,13 +289,12 @@ class SourceFile:
         return _node_text(root) in names
 
     def import_names(self, name: str, rows: set[int] | None = None) -> list[tuple[Point, Point]]:
-        """Where import statements (those starting on `rows`, when given) name `name`
-        (`from m import name`, `import {name}`)."""
+        """Where import statements and re-exports (those starting on `rows`, when given) name
+        `name` (`from m import name`, `import {name}`, `export {name} from`)."""
         statements = (
             n
             for n in _walk(self.tree.root_node)
-            if n.type in ("import_from_statement", "import_statement")
-            and (rows is None or n.start_point[0] in rows)
+            if _imports(n) and (rows is None or n.start_point[0] in rows)
         )
         return [
             (self.point(n.start_point), self.point(n.end_point))
@@ -409,7 +408,15 @@ def _imported_name(identifier: tree_sitter.Node) -> bool:
             and statement.type == "import_from_statement"
             and (module is None or module.id != parent.id)
         )
-    return parent.type == "import_specifier" and parent.child_by_field_name("name") == identifier
+    specifier = parent.type in ("import_specifier", "export_specifier")
+    return specifier and parent.child_by_field_name("name") == identifier
+
+
+def _imports(node: tree_sitter.Node) -> bool:
+    """An import statement, or a re-export (`export {a} from "m"`)."""
+    if node.type == "export_statement":
+        return node.child_by_field_name("source") is not None
+    return node.type in ("import_from_statement", "import_statement")
 
 
 def _module_like(written: str, old_path: str, new_path: str) -> str | None:

@@ -57,7 +57,9 @@ class NextEdits:
         if not ls.settings.nextEdits.enabled or path is None or language is None:
             return
         source = text.encode("utf-8", errors="surrogatepass")
-        found = await asyncio.to_thread(self.tracker.update, str(path), source, language)
+        index = ls.codegraph
+        tree = index.live.tree(str(path), source) if index is not None else None
+        found = await asyncio.to_thread(self.tracker.update, str(path), source, language, tree)
         if found:
             self._audit(Path(path))
         await self.refresh()
