@@ -25,6 +25,7 @@ from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.codegraph.changes import Change, Param, Signature
 from codeagent_lsp.codegraph.extract import parse
 from codeagent_lsp.codegraph.languages import language_for
+from codeagent_lsp.codegraph.model import Import
 from codeagent_lsp.codegraph.store import StoredReference
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 
@@ -378,13 +379,26 @@ class Visibility:
             module_itself = self.stem in item.names  # `from pkg import module`
             reexported = key in self.importers and self.name in item.names
             from_it = (parts and parts[-1] == self.stem) or reexported
-            if from_it or module_itself or key == self.where:
+            package = key is not None and key in self.importers and _package_module(key[1], item)
+            if from_it or module_itself or package or key == self.where:
                 names.update({item.alias, *parts[:1], *parts[-1:], *item.names} - {""})
             if from_it or (key == self.where and not module_itself):  # names what it defines
                 rows.add(item.span.start_line if item.span is not None else -1)
         if not names and (repo, path) not in self.importers:
             return None
         return Bound(names, rows)
+
+
+def _package_module(path: str, item: Import) -> bool:
+    """Does `item` bind the package whose module file (`__init__`, `index`) is `path`, as a
+    module (`from pkg import sub`, `import pkg.sub`), so that `sub.name` may be a name the
+    package re-exports?"""
+    folder, _, file = path.rpartition("/")
+    if file.split(".")[0] not in _PACKAGE_FILES:
+        return False
+    package = folder.rpartition("/")[2]
+    last = [part for part in re.split(r"[./]", item.module) if part][-1:]
+    return package in item.names or last == [package]
 
 
 def _imported(node: tree_sitter.Node) -> tuple[str, str]:
