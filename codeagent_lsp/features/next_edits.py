@@ -56,7 +56,11 @@ class NextEdits:
         language = language_for(path) if path is not None else None
         if not ls.settings.nextEdits.enabled or path is None or language is None:
             return
-        found = await ls.off_loop(self._track, str(path), text, language, heavy=True)
+        source = text.encode("utf-8", errors="surrogatepass")
+        index = ls.codegraph
+        tree = index.live.tree(str(path), source) if index is not None else None
+        update = self.tracker.update
+        found = await ls.off_loop(update, str(path), source, language, tree, heavy=True)
         if found:
             self._audit(Path(path))
         await self.refresh()
