@@ -8,6 +8,7 @@ VS Code and Neovim alike); clients without showDocument get `window/showMessage`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -151,6 +152,12 @@ def _action(title: str, kind: str, name: str, data: dict[str, Any]) -> types.Cod
     return types.CodeAction(title=title, kind=kind, data={**data, "action": name})
 
 
+def _heavy(ls: CodeagentServer) -> pipeline.Run:
+    """How the pipeline runs its steps that grow with the document: on the client's heavy
+    lane (`CodeagentServer.heavy_lane`), not the loop's default executor all clients share."""
+    return functools.partial(ls.off_loop, heavy=True)
+
+
 def _plain(data: Any) -> dict[str, Any]:
     """Action data comes back as the client stored it: a dict, or pygls's namedtuple."""
     return data._asdict() if hasattr(data, "_asdict") else dict(data or {})
@@ -179,9 +186,10 @@ async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
         data["line"],
         "explain:" + data["uri"],
         selection_end=data.get("end"),
+        run=_heavy(ls),
     )
     path = str(document_path(document))
-    explained = code_at(document.source, path, data["line"]).code
+    explained = (await ls.off_loop(code_at, document.source, path, data["line"], heavy=True)).code
     ls.explanations[(path, code_key(explained))] = markdown
     window = ls.client_capabilities.window
     if window and window.show_document and window.show_document.support:
@@ -211,6 +219,7 @@ async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.Workspa
         document.source,
         data["line"],
         "docstring:" + data["uri"],
+        _heavy(ls),
     )
     return _workspace_edit(data["uri"], document, edit) if edit else None
 
@@ -225,6 +234,7 @@ async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit
         data["end"],
         data["message"],
         "fix:" + data["uri"],
+        _heavy(ls),
     )
     return _workspace_edit(data["uri"], document, edit) if edit else None
 
@@ -244,6 +254,7 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
         data["line"],
         "tests:" + data["uri"],
         ls.codegraph,
+        _heavy(ls),
     )
     if proposal is None:
         ls.window_show_message(
