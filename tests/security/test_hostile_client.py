@@ -411,13 +411,15 @@ async def test_one_clients_document_symbols_of_a_large_document_do_not_stall_ano
     """A second heavy kind: a document of 40,000 functions (under codegraph.maxFileBytes, so
     the CodeGraph indexes it as it opens) and 12 outlines of it, each a parse of the whole
     document. Another client's hover, sent once the first outline is answered, comes before
-    most of the others."""
+    the third: the client's outlines take its heavy lane one at a time. On a node that ran
+    them four at a time on that client's threads, they were answered in fours, and the hover
+    after four of them (on the same 2-core machine where this node answers it after one)."""
     calm, hostile, position = await calm_and_hostile(node[0], tls_files[0])
     large = (CLIENT_ROOT / "public-a" / "large.py").as_uri()
     source = "".join(f"def g{i}():\n    pass\n" for i in range(40_000))
     params = [{"textDocument": {"uri": large}}] * 12
     ids = await flood(hostile, large, source, "textDocument/documentSymbol", params)
     before, hovered, answers = await hover_among(calm, position, hostile, ids)
-    assert before <= len(ids) // 2, f"the hover came after {before} of {len(ids)} outlines"
+    assert before <= 2, f"the hover came after {before} of {len(ids)} outlines"
     assert "Public words." in str(hovered["result"])
     assert all(len(a["result"]) == 2000 for a in answers)  # navigation.MAX_DOCUMENT_SYMBOLS
