@@ -24,6 +24,8 @@ from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Referen
 SIGNATURE_MAX = 200
 _WINDOW = 8 * 1024
 _READ_SLICE = 4 * 1024
+_HOLD_S = 0.002
+"""Longest hold of the GIL between two releases while tree-sitter reads a source."""
 
 # Kinds whose definitions enclose others and so appear in their scope. A typedef, variable or
 # field may contain a struct or a lambda, but "Point.Point.x" would be noise.
@@ -50,13 +52,21 @@ def parse(
 ) -> tree_sitter.Tree:
     """Parse `source`; pass the previous tree, already edited with `Tree.edit`, to reparse
     only what changed (open documents). tree-sitter holds the GIL while it parses (seconds for
-    a dense megabyte): it reads the source in slices here, and each read lets other threads,
-    the event loop among them, run. Rows are LSP's lines (`lines.parser_source`)."""
+    a dense megabyte): it reads the source in slices here, and a read every `_HOLD_S` lets
+    other threads, the event loop among them, run. Rows are LSP's lines (`lines.parser_source`)."""
     parser = parser_for(language)
     source = lines.parser_source(source)
+    held_since = time.perf_counter()
 
     def read(offset: int, _point: tuple[int, int]) -> bytes:
-        time.sleep(0)  # releases the GIL for a moment
+        # The tree keeps this callback: each `Node.text` and query predicate later reads
+        # through it too (tens of thousands of calls per file). A sleep(0) costs 60-100 us
+        # of wall time (the kernel's timer slack), so the GIL is let go once it was held
+        # `_HOLD_S`, not at every call.
+        nonlocal held_since
+        if time.perf_counter() - held_since >= _HOLD_S:
+            time.sleep(0)  # releases the GIL for a moment
+            held_since = time.perf_counter()
         return source[offset : offset + _READ_SLICE]
 
     if old_tree is None:

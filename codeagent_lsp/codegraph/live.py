@@ -43,6 +43,15 @@ class LiveTrees:
             self._documents[key] = _Live(language, source, tree)
         return tree, old_tree is not None
 
+    def tree(self, key: str, source: bytes) -> tree_sitter.Tree | None:
+        """A copy of the document's tree when it is the tree of `source` (else None): readers
+        in other threads get their own, as `update` edits the kept one in place."""
+        with self._lock:
+            live = self._documents.get(key)
+        if live is None or live.source != source:
+            return None
+        return live.tree.copy()
+
     def forget(self, key: str) -> None:
         with self._lock:
             self._documents.pop(key, None)
