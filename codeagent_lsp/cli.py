@@ -243,7 +243,15 @@ def _parser() -> argparse.ArgumentParser:
     index_bench.set_defaults(run=_bench_index)
     edits = bench.add_parser("next-edits", help="places a change affects, against Python's ast")
     _add_model_options(edits)
-    edits.add_argument("--repo", type=Path, help="default: the standard library's email package")
+    edits.add_argument(
+        "--repo", type=Path, help="default: the standard library's email package (Python)"
+    )
+    edits.add_argument(
+        "--language",
+        choices=("python", "typescript"),
+        default="python",
+        help="the truth: Python's ast, or the TypeScript compiler (see the README)",
+    )
     edits.add_argument("--functions", type=int, default=30)
     edits.add_argument("--seed", type=int, default=0)
     edits.add_argument(
@@ -562,6 +570,9 @@ def _bench_next_edits(args: argparse.Namespace) -> int:
 
     from codeagent_lsp.bench.next_edits import run_next_edits_bench
 
+    if args.repo is None and args.language != "python":
+        print("bench next-edits: --repo is needed for --language typescript", file=sys.stderr)
+        return 2
     repo = args.repo or Path(sysconfig.get_paths()["stdlib"]) / "email"
     result = run_next_edits_bench(
         repo,
@@ -570,6 +581,7 @@ def _bench_next_edits(args: argparse.Namespace) -> int:
         _settings_from(args),
         args.model_sites,
         progress=_progress,  # stderr: --json output stays clean on stdout
+        language=args.language,
     )
     if args.json:
         print(json.dumps(result))

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterator
 
 LINE_BREAK = re.compile(r"\r\n?|\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 Units = Callable[[str], int]
 """The client's units of a string (the negotiated position encoding)."""
@@ -116,21 +117,28 @@ def to_position(
     return line, units(text[starts[line] : end])
 
 
+def parser_source(source: bytes) -> bytes:
+    """`source` as every parser must read it: each lone `\\r` becomes `\\n`, so tree-sitter,
+    which ends rows at `\\n` only, counts LSP's lines (and tree-sitter-python, which would
+    read a lone `\\r` as a space and mis-parse the file, sees the line ends an editor shows).
+    Same length: every byte offset holds. `\\r\\n` stays one line end."""
+    if b"\r" not in source:
+        return source
+    return _LONE_CR.sub(b"\n", source)
+
+
 class Points:
-    """Converts tree-sitter points of one text (rows counted at `\\n` only, columns in code
-    points) to LSP positions, so the CodeGraph's locations land where the editor shows them
-    even in a file with lone `\\r` line ends."""
+    """Converts parser points of one text (rows are LSP lines when the parser read
+    `parser_source`; columns in code points) to LSP positions in the client's units."""
 
     def __init__(self, text: str, units: Units = code_points) -> None:
         self.text, self.units = text, units
-        self._rows = [0, *(match.end() for match in re.finditer("\n", text))]
         self._starts = line_starts(text)
 
     def position(self, row: int, column: int) -> tuple[int, int]:
-        if row >= len(self._rows):
-            offset = len(self.text)
-        else:
-            start = self._rows[row]
-            end = self._rows[row + 1] - 1 if row + 1 < len(self._rows) else len(self.text)
-            offset = min(start + column, end)
+        """A row past the last is the end of the text; a column past the row's end, its end."""
+        if row >= len(self._starts):
+            return to_position(self.text, len(self.text), self.units, self._starts)
+        start = self._starts[row]
+        offset = min(start + column, _content_end(self.text, self._starts, row))
         return to_position(self.text, offset, self.units, self._starts)

@@ -25,8 +25,10 @@ from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.codegraph.changes import Change, Param, Signature
 from codeagent_lsp.codegraph.extract import parse
 from codeagent_lsp.codegraph.languages import language_for
+from codeagent_lsp.codegraph.model import Import
 from codeagent_lsp.codegraph.store import StoredReference
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.lines import parser_source, split_lines, to_offset
 
 Point = tuple[int, int]
 """(row, code-point column)."""
@@ -232,7 +234,7 @@ class SourceFile:
         self.language = language_for(file) or ""
         self.source = text.encode("utf-8", errors="surrogatepass")
         self.tree = parse(self.source, self.language)
-        self._rows = self.source.split(b"\n")
+        self._rows = parser_source(self.source).split(b"\n")  # the parser's rows: LSP lines
 
     def point(self, node_point: tree_sitter.Point | tuple[int, int]) -> Point:
         row, byte = node_point
@@ -246,7 +248,7 @@ class SourceFile:
         return self.tree.root_node.named_descendant_for_point_range((row, byte), (row, byte))
 
     def lines_around(self, row: int, radius: int = 2) -> str:
-        rows = self.text.split("\n")
+        rows = split_lines(self.text)
         return "\n".join(rows[max(0, row - radius) : row + radius + 1])
 
     def call_site(self, change: Change, repo: str, path: str, at: Point) -> Site | None:
@@ -289,13 +291,12 @@ class SourceFile:
         return _node_text(root) in names
 
     def import_names(self, name: str, rows: set[int] | None = None) -> list[tuple[Point, Point]]:
-        """Where import statements (those starting on `rows`, when given) name `name`
-        (`from m import name`, `import {name}`)."""
+        """Where import statements and re-exports (those starting on `rows`, when given) name
+        `name` (`from m import name`, `import {name}`, `export {name} from`)."""
         statements = (
             n
             for n in _walk(self.tree.root_node)
-            if n.type in ("import_from_statement", "import_statement")
-            and (rows is None or n.start_point[0] in rows)
+            if _imports(n) and (rows is None or n.start_point[0] in rows)
         )
         return [
             (self.point(n.start_point), self.point(n.end_point))
@@ -379,13 +380,26 @@ class Visibility:
             module_itself = self.stem in item.names  # `from pkg import module`
             reexported = key in self.importers and self.name in item.names
             from_it = (parts and parts[-1] == self.stem) or reexported
-            if from_it or module_itself or key == self.where:
+            package = key is not None and key in self.importers and _package_module(key[1], item)
+            if from_it or module_itself or package or key == self.where:
                 names.update({item.alias, *parts[:1], *parts[-1:], *item.names} - {""})
             if from_it or (key == self.where and not module_itself):  # names what it defines
                 rows.add(item.span.start_line if item.span is not None else -1)
         if not names and (repo, path) not in self.importers:
             return None
         return Bound(names, rows)
+
+
+def _package_module(path: str, item: Import) -> bool:
+    """Does `item` bind the package whose module file (`__init__`, `index`) is `path`, as a
+    module (`from pkg import sub`, `import pkg.sub`), so that `sub.name` may be a name the
+    package re-exports?"""
+    folder, _, file = path.rpartition("/")
+    if file.split(".")[0] not in _PACKAGE_FILES:
+        return False
+    package = folder.rpartition("/")[2]
+    last = [part for part in re.split(r"[./]", item.module) if part][-1:]
+    return package in item.names or last == [package]
 
 
 def _imported(node: tree_sitter.Node) -> tuple[str, str]:
@@ -409,7 +423,15 @@ def _imported_name(identifier: tree_sitter.Node) -> bool:
             and statement.type == "import_from_statement"
             and (module is None or module.id != parent.id)
         )
-    return parent.type == "import_specifier" and parent.child_by_field_name("name") == identifier
+    specifier = parent.type in ("import_specifier", "export_specifier")
+    return specifier and parent.child_by_field_name("name") == identifier
+
+
+def _imports(node: tree_sitter.Node) -> bool:
+    """An import statement, or a re-export (`export {a} from "m"`)."""
+    if node.type == "export_statement":
+        return node.child_by_field_name("source") is not None
+    return node.type in ("import_from_statement", "import_statement")
 
 
 def _module_like(written: str, old_path: str, new_path: str) -> str | None:
@@ -535,18 +557,12 @@ def _renamed_params(old: tuple[Param, ...], new: tuple[Param, ...]) -> dict[str,
 
 
 def text_between(text: str, start: Point, end: Point) -> str:
-    rows = text.split("\n")
-    if start[0] == end[0]:
-        return rows[start[0]][start[1] : end[1]]
-    middle = rows[start[0] + 1 : end[0]]
-    return "\n".join([rows[start[0]][start[1] :], *middle, rows[end[0]][: end[1]]])
+    """The text between two points (LSP lines, code-point columns)."""
+    return text[to_offset(text, *start) : to_offset(text, *end)]
 
 
 def replace_between(text: str, start: Point, end: Point, new: str) -> str:
-    rows = text.split("\n")
-    head = "\n".join([*rows[: start[0]], rows[start[0]][: start[1]]])
-    tail = "\n".join([rows[end[0]][end[1] :], *rows[end[0] + 1 :]])
-    return head + new + tail
+    return text[: to_offset(text, *start)] + new + text[to_offset(text, *end) :]
 
 
 # --- writing the edits --------------------------------------------------------------------------

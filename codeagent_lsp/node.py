@@ -399,4 +399,5 @@ def _close(server: CodeagentServer, connection: Connection) -> None:
     """Free what one client's server holds (its share of the model, its CodeGraph)."""
     server.close()
     server.thread_pool.shutdown(wait=False, cancel_futures=True)
+    server.heavy_lane.shutdown(wait=False, cancel_futures=True)
     log.info("client %s left", connection.identity.user if connection.identity else "?")

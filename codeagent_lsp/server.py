@@ -11,6 +11,7 @@ response hashes, which the pipeline notes on the request's audit row).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -396,19 +397,31 @@ class CodeagentServer(LanguageServer):
 
     # --- documents ------------------------------------------------------------------------------
 
-    async def off_loop(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` on this client's own worker threads (`thread_pool`), the context
-        copied as asyncio.to_thread does. On a node, one client's heavy requests then queue
-        behind each other, not ahead of other clients' in the loop's shared default executor."""
+    async def off_loop(self, function: Callable[..., T], *args: Any, heavy: bool = False) -> T:
+        """`function(*args)` on this client's own worker threads, the context copied as
+        asyncio.to_thread does: light lookups (hover, definition) on `thread_pool`, work that
+        grows with a document or the index (`heavy`) on `heavy_lane`. See `heavy_lane`."""
+        pool = self.heavy_lane if heavy else self.thread_pool
         call = functools.partial(contextvars.copy_context().run, function, *args)
-        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    @functools.cached_property
+    def heavy_lane(self) -> concurrent.futures.ThreadPoolExecutor:
+        """One thread for this client's heavy work, which queues there in order of arrival.
+        Such work is pure Python (tree-sitter reads through a Python callback) and holds the
+        GIL: one client with four heavy threads won four of every five GIL turns, and another
+        client's hover, a few hops through the GIL, waited for all of that client's work. With
+        one lane a client's heavy work takes one turn, its own light requests do not queue
+        behind it, and in the node's default executor nothing of it queues ahead of others."""
+        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="codeagent-heavy")
 
     def heavy_work(self) -> HeavyWork:
-        """For the transport: edits of large documents are applied on this client's threads."""
+        """For the transport: edits of large documents are applied on this client's heavy
+        lane, in order of arrival."""
         return HeavyWork(
             lambda message: documents.heavy_edit(self.document, message),
             lambda message: documents.squash_edits(self.document, message),
-            self.thread_pool,
+            self.heavy_lane,
         )
 
     def document(self, uri: str) -> TextDocument | None:

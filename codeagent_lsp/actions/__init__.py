@@ -7,5 +7,5 @@ server's code actions (`features/code_actions.py`) and the headless commands (`h
 - `prompts`: each action's prompt beside the parsing of its answer.
 - `testgen/`: where tests go and in which framework, per language style.
 
-May import `assistant`, `codegraph`, `context` and `security`; never pygls or lsprotocol.
+May import `assistant`, `codegraph`, `context`, `lines` and `security`; never pygls or lsprotocol.
 """

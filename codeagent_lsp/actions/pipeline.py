@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from codeagent_lsp.actions import testgen
 from codeagent_lsp.actions.prompts import (
@@ -21,12 +23,19 @@ from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.codegraph import languages
 from codeagent_lsp.codegraph.extract import CodeAtLine, code_at
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+from codeagent_lsp.lines import split_lines
 
 EXAMPLE_LINES = 60
 """Lines of an existing test file shown to the model as the project's style."""
 WALK_LIMIT = 5000
 """Files listed at most when a project without an index is searched for its tests."""
 _NOT_SOURCES = {"node_modules", "target", "build", "dist", "vendor", "__pycache__", "venv"}
+
+Run = Callable[..., Awaitable[Any]]
+"""How a step that grows with the document (parsing it, splitting it) runs off the event loop:
+`run(function, *args)`. asyncio.to_thread for one client; a node passes the client's own
+heavy lane, so one client's actions on a huge file queue behind each other, not other clients'
+requests (server.CodeagentServer.heavy_lane)."""
 
 
 @dataclass(frozen=True)
@@ -63,21 +72,17 @@ async def explain(
     line: int,
     key: str,
     selection_end: int | None = None,
+    run: Run = asyncio.to_thread,
 ) -> tuple[str, str]:
     """(title, Markdown) explaining the lines line..selection_end when a selection spans lines,
     else the definition around `line`."""
-    target = code_at(text, str(path), line)
-    if selection_end is not None and selection_end > line:
-        selected = "\n".join(text.split("\n")[line : selection_end + 1])
-        target = CodeAtLine(selected, target.language, "", line)
+    target = await run(_explained, text, path, line, selection_end)
     related: list[tuple[str, str]] = []
     if index is not None:
-        snippets = await asyncio.to_thread(
-            index.related, path, text, line, 600, lambda s: len(s) // 4 + 1
-        )
+        snippets = await run(index.related, path, text, line, 600, lambda s: len(s) // 4 + 1)
         related = [(s.path, s.text) for s in snippets if s.reason != "ranked"]
         if target.name:
-            related += await asyncio.to_thread(_callers, index, target.name.split(".")[-1])
+            related += await run(_callers, index, target.name.split(".")[-1])
     system, user = explain_request(target, path.name, related)
     limit = assistant.settings.actions.maxTokens
     answer = await assistant.instruct(key, system, user, max_tokens=limit)
@@ -85,16 +90,29 @@ async def explain(
     return title, f"# {title}\n\n{answer.text.strip()}\n"
 
 
+def _explained(text: str, path: Path, line: int, selection_end: int | None) -> CodeAtLine:
+    """The code an explanation is about: the selected lines, else the definition at `line`."""
+    target = code_at(text, str(path), line)
+    if selection_end is not None and selection_end > line:
+        selected = "\n".join(split_lines(text)[line : selection_end + 1])
+        target = CodeAtLine(selected, target.language, "", line)
+    return target
+
+
 async def docstring(
-    assistant: Assistant, path: Path, text: str, line: int, key: str
+    assistant: Assistant, path: Path, text: str, line: int, key: str, run: Run = asyncio.to_thread
 ) -> LineEdit | None:
     """A documentation comment for the definition around `line`; None when the answer is
     empty or would add a syntax error."""
-    target = code_at(text, str(path), line)
+    target = await run(code_at, text, str(path), line)
     system, user = docstring_request(target, path.name)
     answer = await assistant.instruct(key, system, user, max_tokens=160)
-    lines = text.split("\n")
-    placed = format_docstring(answer.text, target, lines)
+    return await run(_placed_docstring, answer.text, target, text, path)
+
+
+def _placed_docstring(answer: str, target: CodeAtLine, text: str, path: Path) -> LineEdit | None:
+    lines = split_lines(text)
+    placed = format_docstring(answer, target, lines)
     if placed is None:
         return None
     row, inserted = placed
@@ -105,16 +123,34 @@ async def docstring(
 
 
 async def fix(
-    assistant: Assistant, path: Path, text: str, first: int, last: int, message: str, key: str
+    assistant: Assistant,
+    path: Path,
+    text: str,
+    first: int,
+    last: int,
+    message: str,
+    key: str,
+    run: Run = asyncio.to_thread,
 ) -> LineEdit | None:
     """A minimal edit: only lines first..last are replaced, and only when the result parses
     (or, in a file with several errors, has at least one fewer)."""
-    lines = text.split("\n")
-    last = min(last, len(lines) - 1)
-    target = code_at(text, str(path), first)
-    system, user = fix_request(lines[first : last + 1], first, target, path.name, message)
+    chosen, last, target = await run(_to_fix, text, path, first, last)
+    system, user = fix_request(chosen, first, target, path.name, message)
     answer = await assistant.instruct(key, system, user, max_tokens=256)
-    replacement = fix_replacement(answer.text, target, first, last)
+    return await run(_checked_fix, answer.text, target, text, path, first, last)
+
+
+def _to_fix(text: str, path: Path, first: int, last: int) -> tuple[list[str], int, CodeAtLine]:
+    """Lines first..last, `last` cut to the text's last line, and the code around `first`."""
+    lines = split_lines(text)
+    last = min(last, len(lines) - 1)
+    return lines[first : last + 1], last, code_at(text, str(path), first)
+
+
+def _checked_fix(
+    answer: str, target: CodeAtLine, text: str, path: Path, first: int, last: int
+) -> LineEdit | None:
+    replacement = fix_replacement(answer, target, first, last)
     if replacement is None:
         return None
     edit = LineEdit(first, last, replacement)
@@ -133,21 +169,22 @@ async def tests(
     line: int,
     key: str,
     index: WorkspaceIndex | None = None,
+    run: Run = asyncio.to_thread,
 ) -> TestsProposal | None:
     """Tests for the definition around `line`, in the project's framework and test file
     (testgen.plan_tests); None when the answer holds no test that parses."""
-    target = code_at(text, str(path), line)
-    files = await asyncio.to_thread(project_files, root, path, index)
-    plan = testgen.plan_tests(root, path, text, target.name, files)
+    target = await run(code_at, text, str(path), line)
+    files = await run(project_files, root, path, index)
+    plan = await run(testgen.plan_tests, root, path, text, target.name, files)
     if plan is None:
         return None
-    example = await asyncio.to_thread(example_tests, root, plan, files)
+    example = await run(example_tests, root, plan, files)
     source = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
     system, user = testgen.tests_request(target, plan, source, example)
     limit = assistant.settings.actions.maxTokens
     answer = await assistant.instruct(key, system, user, max_tokens=limit)
     existing = text if plan.file == path else _read(plan.file)
-    insertions = testgen.assemble(plan, answer.text, existing)
+    insertions = await run(testgen.assemble, plan, answer.text, existing)
     if insertions is None:
         return None
     return TestsProposal(plan, existing, insertions)
@@ -213,8 +250,12 @@ def _read(path: Path) -> str | None:
 
 
 def apply(text: str, edit: LineEdit) -> str:
-    lines = text.split("\n")
-    return "\n".join([*lines[: edit.first], *edit.text.split("\n"), *lines[edit.last + 1 :]])
+    """`text` with the edit made on LSP's lines; the lines kept keep their line ends."""
+    rows = split_lines(text, keepends=True)
+    head, tail = rows[: edit.first], rows[edit.last + 1 :]
+    if head and not head[-1].endswith(("\n", "\r")):
+        head[-1] += "\n"  # an insertion after the last line
+    return "".join(head) + edit.text + ("\n" if tail else "") + "".join(tail)
 
 
 def syntax_errors(text: str, path: Path) -> int:

@@ -8,9 +8,10 @@ document as an editor would send it. What was flagged is compared with a truth c
 Python's own `ast` over the whole repository: imports and attribute chains resolved by hand
 (below), and for a call, `inspect.Signature.bind` of the old and new signature deciding whether
 it still fits (for a parameter change, calls that pass `*args` or `**kwargs` are left out of
-both sides: nothing certain can be said of them). The time is from the new text to the places
-found (the CodeGraph update, the detection and the search), without the editor's pause (0.3 s)
-and the transport.
+both sides: nothing certain can be said of them). With `language="typescript"` the cases and
+their truth come from the TypeScript compiler instead (bench/next_edits_ts). The time is from
+the new text to the places found (the CodeGraph update, the detection and the search), without
+the editor's pause (0.3 s) and the transport.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from codeagent_lsp.bench.edit_cases import Case, Place, ToolMissing
+from codeagent_lsp.bench.next_edits_ts import typescript_cases
 from codeagent_lsp.codegraph.changes import ChangeTracker
+from codeagent_lsp.codegraph.languages import language_for
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.nextedits import Finder, Site, call_request, check_call
 from codeagent_lsp.settings import Settings
 
 KINDS = ("rename", "add-required", "add-default", "reorder", "async")
-Place = tuple[str, int, int]
-"""(path, row, code-point column)."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,14 @@ def run_next_edits_bench(
     settings: Settings,
     model_sites: int = 0,
     progress: Callable[[str], None] | None = None,
+    language: str = "python",
 ) -> dict[str, object]:
+    """The figures (see the module's docstring) for `functions` functions of `repo` drawn with
+    `seed`; `language` python (truth from `ast`) or typescript (from the TypeScript compiler,
+    bench/next_edits_ts; without it the figures are None and `error` says why)."""
     say = progress or (lambda _m: None)
     root = repo.expanduser().resolve()
+    result: dict[str, object] = {"repo": str(root), "language": language, "seed": seed}
     with tempfile.TemporaryDirectory() as cache:
         codegraph = dataclasses.replace(settings.codegraph, cacheDir=cache)
         index = WorkspaceIndex([(root.name, root)], codegraph)
@@ -82,29 +89,49 @@ def run_next_edits_bench(
             index.index_all()
             # The truth covers what the CodeGraph indexes (not generated or vendored files).
             indexed = {f.path for f in index.store.files()}
-            parsed = _modules(root)
-            modules = {path: m for path, m in parsed.items() if path in indexed}
-            targets = _targets(modules)
-            chosen = random.Random(seed).sample(targets, min(functions, len(targets)))
-            say(f"{len(modules)} modules, {len(targets)} functions used in two files or more")
+            if language == "typescript":
+                chosen, about = typescript_cases(root, indexed, functions, seed, say)
+            else:
+                chosen, about = _python_cases(root, indexed, functions, seed, say)
+            result.update(about)
             tallies, (timings, cpu), sites = _measure(index, root, chosen, say)
+        except ToolMissing as missing:
+            return {**result, "functions": 0, "all": None, "p50_ms": None, "error": str(missing)}
         finally:
             index.close()
-    result: dict[str, object] = {
-        "repo": str(root),
-        "modules": len(modules),
-        "not_indexed": len(parsed) - len(modules),
-        "functions": len(chosen),
-        "seed": seed,
-        "kinds": {k: _rates(t) for k, t in tallies.items()},
-        "all": _rates(sum(tallies.values(), Counter())),
-        "p50_ms": round(statistics.median(timings), 1) if timings else None,
-        "p90_ms": round(_quantile(timings, 0.9), 1) if timings else None,
-        "cpu_p50_ms": round(statistics.median(cpu), 1) if cpu else None,
-    }
+    result.update(
+        {
+            "functions": len(chosen),
+            "kinds": {k: _rates(t) for k, t in tallies.items()},
+            "all": _rates(sum(tallies.values(), Counter())),
+            "p50_ms": round(statistics.median(timings), 1) if timings else None,
+            "p90_ms": round(_quantile(timings, 0.9), 1) if timings else None,
+            "cpu_p50_ms": round(statistics.median(cpu), 1) if cpu else None,
+            "cpu_p90_ms": round(_quantile(cpu, 0.9), 1) if cpu else None,
+        }
+    )
     if model_sites and sites:
         result["model"] = asyncio.run(_model_edits(settings, sites[:model_sites], say))
     return result
+
+
+def _python_cases(
+    root: Path, indexed: set[str], functions: int, seed: int, say: Callable[[str], None]
+) -> tuple[list[Case], dict[str, object]]:
+    parsed = _modules(root)
+    modules = {path: m for path, m in parsed.items() if path in indexed}
+    targets = _targets(modules)
+    chosen = random.Random(seed).sample(targets, min(functions, len(targets)))
+    say(f"{len(modules)} modules, {len(targets)} functions used in two files or more")
+    cases = []
+    for target in chosen:
+        changes = {}
+        for kind in KINDS:
+            edited = _edit(target, kind)
+            if edited is not None:
+                changes[kind] = (edited, _truth(target, kind, edited))
+        cases.append(Case(target.module.path, target.node.name, target.module.text, changes))
+    return cases, {"modules": len(modules), "not_indexed": len(parsed) - len(modules)}
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -127,40 +154,38 @@ def _rates(tally: Counter[str]) -> dict[str, object]:
 
 
 def _measure(
-    index: WorkspaceIndex, root: Path, chosen: list[Target], say: Callable[[str], None]
+    index: WorkspaceIndex, root: Path, chosen: list[Case], say: Callable[[str], None]
 ) -> tuple[dict[str, Counter[str]], tuple[list[float], list[float]], list[tuple[Site, str]]]:
     tracker = ChangeTracker()
     finder = Finder(index, lambda _p: None, lambda _r, _p: True)
-    tallies: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
+    tallies: dict[str, Counter[str]] = {}
     timings: list[float] = []
     cpu_timings: list[float] = []
     model_sites: list[tuple[Site, str]] = []
-    for number, target in enumerate(chosen, 1):
-        path = root / target.module.path
-        original = target.module.text
-        tracker.update(str(path), original.encode(), "python")
-        for kind in KINDS:
-            edited = _edit(target, kind)
-            if edited is None:
-                continue
+    for number, case in enumerate(chosen, 1):
+        path = root / case.path
+        language = language_for(path) or ""
+        tracker.update(str(path), case.text.encode(), language)
+        for kind, (edited, truth) in case.changes.items():
             started, cpu = time.perf_counter(), time.process_time()
             index.document_changed(path, edited)
-            changes = tracker.update(str(path), edited.encode(), "python") or []
-            where = (root.name, target.module.path)
-            flagged = [
-                s for c in changes if c.name == target.node.name for s in finder.sites(c, where)
-            ]
+            source = edited.encode()
+            tree = index.live.tree(str(path), source)
+            changes = tracker.update(str(path), source, language, tree) or []
+            where = (root.name, case.path)
+            flagged = [s for c in changes if c.name == case.name for s in finder.sites(c, where)]
             timings.append((time.perf_counter() - started) * 1000)
             cpu_timings.append((time.process_time() - cpu) * 1000)
-            truth = _truth(target, kind, edited)
             mine = {_place(s, kind) for s in flagged}
-            tallies[kind].update(truth=len(truth), flagged=len(mine), hit=len(truth & mine))
+            tallies.setdefault(kind, Counter()).update(
+                truth=len(truth), flagged=len(mine), hit=len(truth & mine)
+            )
             if kind == "add-required":
                 model_sites += [(s, _text(root, s.path)) for s in flagged if s.new_text is None]
-            index.document_changed(path, original)
-            tracker.update(str(path), original.encode(), "python")
+            index.document_changed(path, case.text)
+            tracker.update(str(path), case.text.encode(), language)
             finder.forget(set())
-        say(f"{number}/{len(chosen)} {target.module.path}:{target.node.name}")
+        say(f"{number}/{len(chosen)} {case.path}:{case.name}")
     return tallies, (timings, cpu_timings), model_sites
 
 

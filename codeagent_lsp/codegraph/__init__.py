@@ -8,5 +8,6 @@ personalized PageRank). `workspace.WorkspaceIndex` is the entry point the server
 pipelines use (`related`, `definitions`, `references`); `changes` and `live` follow edits.
 
 Knows files and symbols, not prompts or LSP, and prints nothing. May import `security` (path
-rules, roots) and `settings`; never `context/`, `engine/`, `actions/`, `features/`.
+rules, roots), `settings` and `lines` (LSP's line model: rows are LSP lines); never
+`context/`, `engine/`, `actions/`, `features/`.
 """

@@ -352,10 +352,13 @@ class ChangeTracker:
         self._documents: dict[str, _Document] = {}
         self._lock = threading.Lock()
 
-    def update(self, key: str, source: bytes, language: str) -> list[Change] | None:
-        """The document's changes against its baseline after this text, or None when they
-        are the same as before (nothing to publish). The first text is the baseline."""
-        now = read(source, language)
+    def update(
+        self, key: str, source: bytes, language: str, tree: tree_sitter.Tree | None = None
+    ) -> list[Change] | None:
+        """The document's changes against its baseline after this text (`tree`: its syntax
+        tree, when the caller has it), or None when they are the same as before (nothing to
+        publish). The first text is the baseline."""
+        now = read(source, language, tree)
         with self._lock:
             document = self._documents.get(key)
             if document is None:

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 import tree_sitter
 
+from codeagent_lsp import lines
 from codeagent_lsp.codegraph.languages import extraction_query, language_for, parser_for, spec
 from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Reference, Span
 
 SIGNATURE_MAX = 200
 _WINDOW = 8 * 1024
 _READ_SLICE = 4 * 1024
+_HOLD_S = 0.002
+"""Longest hold of the GIL between two releases while tree-sitter reads a source."""
 
 # Kinds whose definitions enclose others and so appear in their scope. A typedef, variable or
 # field may contain a struct or a lambda, but "Point.Point.x" would be noise.
@@ -49,12 +52,21 @@ def parse(
 ) -> tree_sitter.Tree:
     """Parse `source`; pass the previous tree, already edited with `Tree.edit`, to reparse
     only what changed (open documents). tree-sitter holds the GIL while it parses (seconds for
-    a dense megabyte): it reads the source in slices here, and each read lets other threads,
-    the event loop among them, run."""
+    a dense megabyte): it reads the source in slices here, and a read every `_HOLD_S` lets
+    other threads, the event loop among them, run. Rows are LSP's lines (`lines.parser_source`)."""
     parser = parser_for(language)
+    source = lines.parser_source(source)
+    held_since = time.perf_counter()
 
     def read(offset: int, _point: tuple[int, int]) -> bytes:
-        time.sleep(0)  # releases the GIL for a moment
+        # The tree keeps this callback: each `Node.text` and query predicate later reads
+        # through it too (tens of thousands of calls per file). A sleep(0) costs 60-100 us
+        # of wall time (the kernel's timer slack), so the GIL is let go once it was held
+        # `_HOLD_S`, not at every call.
+        nonlocal held_since
+        if time.perf_counter() - held_since >= _HOLD_S:
+            time.sleep(0)  # releases the GIL for a moment
+            held_since = time.perf_counter()
         return source[offset : offset + _READ_SLICE]
 
     if old_tree is None:
@@ -354,15 +366,15 @@ def _last_row(node: tree_sitter.Node) -> int:
 
 
 def _strip_comments(comments: Iterable[str]) -> str:
-    lines: list[str] = []
+    kept: list[str] = []
     for comment in comments:
         comment = comment.strip()
         if comment.startswith("/*"):
             body = comment[2:].removesuffix("*/").lstrip("*!")
-            lines.extend(_BLOCK_LINE_MARKER.sub("", line) for line in body.splitlines())
+            kept.extend(_BLOCK_LINE_MARKER.sub("", line) for line in body.splitlines())
         else:
-            lines.extend(_LINE_MARKER.sub("", line) for line in comment.splitlines())
-    return textwrap.dedent("\n".join(line.rstrip() for line in lines)).strip()
+            kept.extend(_LINE_MARKER.sub("", line) for line in comment.splitlines())
+    return textwrap.dedent("\n".join(line.rstrip() for line in kept)).strip()
 
 
 def _references(
@@ -471,15 +483,15 @@ def code_key(code: str) -> str:
 def code_at(text: str, path: str, line: int) -> CodeAtLine:
     """The innermost function, method or class around `line` (0-based), else nearby lines."""
     language = language_for(path) or ""
-    lines = text.split("\n")
+    rows = lines.split_lines(text)
     first = max(0, line - AROUND_LINES)
-    around = "\n".join(lines[first : line + AROUND_LINES + 1])
+    around = "\n".join(rows[first : line + AROUND_LINES + 1])
     inner = _innermost(around, language, line - first) if language else None
     if inner is not None:
         start, end = first + inner.span.start_line, first + inner.span.end_line
-        return CodeAtLine("\n".join(lines[start : end + 1]), language, inner.qualified_name, start)
+        return CodeAtLine("\n".join(rows[start : end + 1]), language, inner.qualified_name, start)
     start = max(0, line - NEARBY_LINES)
-    code = "\n".join(lines[start : line + NEARBY_LINES + 1])
+    code = "\n".join(rows[start : line + NEARBY_LINES + 1])
     return CodeAtLine(code, language, "", start)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from codeagent_lsp.codegraph.store import GraphStore, StoredSymbol
 from codeagent_lsp.codegraph.words import IDENTIFIER
+from codeagent_lsp.lines import split_lines
 
 NEAR_LINES = 12
 """Lines above and below the cursor whose identifiers count as near."""
@@ -197,7 +198,7 @@ class CodeGraph:
 
 def names_near(text: str, line: int) -> list[str]:
     """Identifiers within NEAR_LINES of the cursor line, nearest first, without keywords."""
-    lines = text.split("\n")
+    lines = split_lines(text)
     order: list[str] = []
     seen: set[str] = set()
     for distance in range(NEAR_LINES + 1):

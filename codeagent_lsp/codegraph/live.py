@@ -13,6 +13,7 @@ from typing import Any
 
 import tree_sitter
 
+from codeagent_lsp import lines
 from codeagent_lsp.codegraph.extract import parse
 
 
@@ -30,6 +31,7 @@ class LiveTrees:
 
     def update(self, key: str, source: bytes, language: str) -> tuple[tree_sitter.Tree, bool]:
         """The tree of `source`, and whether it was parsed incrementally from the last one."""
+        source = lines.parser_source(source)  # the edit's points count rows as the parser does
         with self._lock:
             live = self._documents.get(key)
         old_tree = None
@@ -40,6 +42,15 @@ class LiveTrees:
         with self._lock:
             self._documents[key] = _Live(language, source, tree)
         return tree, old_tree is not None
+
+    def tree(self, key: str, source: bytes) -> tree_sitter.Tree | None:
+        """A copy of the document's tree when it is the tree of `source` (else None): readers
+        in other threads get their own, as `update` edits the kept one in place."""
+        with self._lock:
+            live = self._documents.get(key)
+        if live is None or live.source != source:
+            return None
+        return live.tree.copy()
 
     def forget(self, key: str) -> None:
         with self._lock:

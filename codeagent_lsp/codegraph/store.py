@@ -21,7 +21,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from codeagent_lsp.codegraph.schema import (
     unlink_db,
 )
 from codeagent_lsp.codegraph.words import IDENTIFIER
+from codeagent_lsp.lines import split_lines
 
 log = logging.getLogger(__name__)
 
@@ -382,11 +383,11 @@ class GraphStore:
             if file_id is None:
                 file_id = cast(int, self.db.table("files").insert(record).last_pk)
                 self._paths = None
+                self._insert_contents(file_id, rows, text)
             else:
                 self.db.table("files").update(file_id, record)
                 names |= self._defined_names(file_id)
-                self._delete_contents(file_id)
-            self._insert_contents(file_id, rows, text)
+                self._update_contents(file_id, rows, text)
             self._mark_edges_dirty({file_id}, names)
         return file_id
 
@@ -444,6 +445,65 @@ class GraphStore:
         for table in ("symbols", "refs", "imports", "windows"):
             self.db.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
 
+    def _update_contents(self, file_id: int, rows: FileRows, text: str) -> None:
+        """A stored file's new facts. Symbols (which edges and searches name by id) and imports
+        are written again; references and windows only where they differ: an edit leaves most
+        of them as they were, and every row written costs B-tree and FTS pages, the commit and
+        the WAL checkpoints that follow (most of a large file's update, the next edits'
+        critical path)."""
+        self._index_text(file_id, delete=True, tables=("symbols",))
+        self.db.execute(
+            "DELETE FROM edges WHERE (src_kind = 'file' AND src_id = ?) OR (dst_kind = 'symbol'"
+            " AND dst_id IN (SELECT id FROM symbols WHERE file_id = ?))",
+            [file_id, file_id],
+        )
+        for table in ("symbols", "imports"):
+            self.db.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
+        self._insert_rows("symbols", _SYMBOL_COLUMNS, file_id, rows.symbols)
+        self._insert_rows("imports", _IMPORT_COLUMNS, file_id, rows.imports)
+        self._index_text(file_id, tables=("symbols",))
+        self._update_rows("refs", _REF_COLUMNS, file_id, rows.refs)
+        self._update_rows("windows", _WINDOW_COLUMNS, file_id, _windows(text), fts=True)
+
+    def _update_rows(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        file_id: int,
+        rows: Iterable[Row],
+        *,
+        fts: bool = False,
+    ) -> None:
+        """Make a file's rows of `table` equal to `rows` (as a multiset), deleting and
+        inserting only the difference; `fts`: keep the table's FTS index in step."""
+        names = ", ".join(columns)
+        wanted = Counter(tuple(row) for row in rows)
+        stale = []
+        for row_id, *values in self.db.execute(
+            f"SELECT id, {names} FROM {table} WHERE file_id = ?", [file_id]
+        ):
+            key = tuple(values)
+            if wanted[key] > 0:
+                wanted[key] -= 1
+            else:
+                stale.append((row_id,))
+        if fts:
+            indexed = ", ".join(FTS_COLUMNS[table])
+            self.db.conn.executemany(
+                f"INSERT INTO {table}_fts ({table}_fts, rowid, {indexed})"
+                f" SELECT 'delete', id, {indexed} FROM {table} WHERE id = ?",
+                stale,
+            )
+        self.db.conn.executemany(f"DELETE FROM {table} WHERE id = ?", stale)
+        last = self.db.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
+        self._insert_rows(table, columns, file_id, wanted.elements())
+        if fts:
+            self.db.execute(
+                f"INSERT INTO {table}_fts (rowid, {indexed})"
+                f" SELECT id, {indexed} FROM {table} WHERE file_id = ? AND id > ?",
+                [file_id, last],
+            )
+
     def _delete_file(self, file_id: int) -> None:
         names = self._defined_names(file_id)
         importers = {
@@ -474,10 +534,13 @@ class GraphStore:
         self._insert_rows("windows", _WINDOW_COLUMNS, file_id, _windows(text))
         self._index_text(file_id)
 
-    def _index_text(self, file_id: int, *, delete: bool = False) -> None:
-        """Add a file's symbols and windows to the FTS tables, or (before deleting the rows)
-        take them out."""
-        for table, columns in FTS_COLUMNS.items():
+    def _index_text(
+        self, file_id: int, *, delete: bool = False, tables: Iterable[str] = FTS_COLUMNS
+    ) -> None:
+        """Add a file's rows of `tables` (symbols and windows) to their FTS tables, or (before
+        deleting the rows) take them out."""
+        for table in tables:
+            columns = FTS_COLUMNS[table]
             names = ", ".join(columns)
             command, value = (f"{table}_fts, ", "'delete', ") if delete else ("", "")
             self.db.execute(
@@ -932,9 +995,11 @@ def _import_row(item: Import) -> Row:
 
 
 def _windows(text: str) -> Iterator[Row]:
-    # Rows as tree-sitter counts them (at "\n" only, like every other row of the CodeGraph):
-    # splitlines() would also split at form feeds and U+2028, and the rows would drift.
-    lines = text.removesuffix("\n").split("\n")
+    # Rows on LSP's lines, like every other row of the CodeGraph: splitlines() would also
+    # split at form feeds and U+2028, and the rows would drift.
+    lines = split_lines(text)
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()  # the empty line after a final line break
     for start in range(0, len(lines), WINDOW_LINES):
         chunk = "\n".join(lines[start : start + WINDOW_LINES])
         if chunk.strip():

@@ -8,6 +8,6 @@ docs become before the model sees them, and what its answer becomes after.
 - `postprocess`: the model's raw infill cleaned up for the cursor.
 
 Entry points: `builder.ContextBuilder`, `templates.detect_template`, `postprocess`'s
-functions, all used by `assistant`. May import `codegraph`, `engine.backend` (prompt segments)
-and `security`; never pygls or lsprotocol, never `actions/` or `features/`.
+functions, all used by `assistant`. May import `codegraph`, `lines`, `engine.backend` (prompt
+segments) and `security`; never pygls or lsprotocol, never `actions/` or `features/`.
 """

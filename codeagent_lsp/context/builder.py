@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from codeagent_lsp import lines
 from codeagent_lsp.codegraph.graph import names_near
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
@@ -73,7 +74,7 @@ class ContextBuilder:
         them; the same pairs as last time while the cursor stays in the same definition."""
         if not MODES[self.mode] or self.index is None or budget <= 0:
             return []
-        line = text.count("\n", 0, offset)
+        line = lines.line_count(text[:offset]) - 1  # LSP's line, as the CodeGraph's rows
         scope = self._scope(path, text, line)
         with self._lock:
             chosen = self._chosen.get(key)
@@ -101,7 +102,7 @@ class ContextBuilder:
                     inner = symbol.definition
             if inner is not None:
                 return f"{inner.kind}:{inner.qualified_name}"
-        return "module:" + _block_opener(text.split("\n"), line)
+        return "module:" + _block_opener(lines.split_lines(text), line)
 
     def _choose(
         self, path: Path, text: str, offset: int, line: int, budget: int, cost: FileCost
@@ -157,16 +158,16 @@ _LITERAL = re.compile(r"""["']([^"'\n]{3,80})["']""")
 
 def _literals_near(text: str, line: int, spread: int = 6) -> list[str]:
     """String literals around the cursor ("/users/{id}", "DATABASE_URL"): assets match them."""
-    lines = text.split("\n")[max(0, line - spread) : line + spread + 1]
-    return [m.group(1) for row in lines for m in _LITERAL.finditer(row)]
+    near = lines.split_lines(text)[max(0, line - spread) : line + spread + 1]
+    return [m.group(1) for row in near for m in _LITERAL.finditer(row)]
 
 
-def _block_opener(lines: list[str], line: int) -> str:
+def _block_opener(rows: list[str], line: int) -> str:
     """The nearest line above with less indentation than the cursor line (its block's head)."""
-    current = lines[line] if line < len(lines) else ""
+    current = rows[line] if line < len(rows) else ""
     depth = len(current) - len(current.lstrip())
     for row in range(line - 1, -1, -1):
-        candidate = lines[row]
+        candidate = rows[row]
         if candidate.strip() and len(candidate) - len(candidate.lstrip()) < max(depth, 1):
             return f"{row}:{candidate.strip()[:80]}"
     return "top"

@@ -8,6 +8,7 @@ VS Code and Neovim alike); clients without showDocument get `window/showMessage`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -49,11 +50,11 @@ def register(server: CodeagentServer) -> None:
         if ls.workspace.folders and prompt_location(ls, document)[0] is None:
             # Actions send the file and its neighbours to the model: workspace files only.
             raise JsonRpcInvalidRequest(f"{document.uri} is outside the workspace folders")
-        line = _row(document.source, params.range.start.line)
-        # Finding the code at the line parses the document: off the loop other clients share.
-        path = str(document_path(document))
-        target = await ls.off_loop(code_at, document.source, path, line)
-        return _code_actions(ls, params, document.source, line, target)
+        # Rows and the code at the line grow with the document: off the loop every client
+        # shares, on this client's heavy lane.
+        path, wanted = str(document_path(document)), _lines_of(params)
+        rows, target = await ls.off_loop(_rows_and_code, document.source, path, wanted, heavy=True)
+        return _code_actions(ls, params, rows, target)
 
     @server.feature(types.CODE_ACTION_RESOLVE)
     async def resolve(ls: CodeagentServer, action: types.CodeAction) -> types.CodeAction:
@@ -78,15 +79,34 @@ def register(server: CodeagentServer) -> None:
         return action
 
 
+def _lines_of(params: types.CodeActionParams) -> list[int]:
+    """The LSP lines an action list names: its range's, then each diagnostic's."""
+    ranges = [params.range, *(d.range for d in params.context.diagnostics)]
+    return [line for r in ranges for line in (r.start.line, r.end.line)]
+
+
+def _rows_and_code(source: str, path: str, wanted: list[int]) -> tuple[dict[int, int], CodeAtLine]:
+    """Each LSP line in `wanted` clamped to the document's lines (the pipeline, the CodeGraph
+    and `code_at` count rows on LSP's lines too), and the code at the first one."""
+    last = lines.line_count(source) - 1
+    rows = {line: min(max(line, 0), last) for line in wanted}
+    return rows, code_at(source, path, rows[wanted[0]])
+
+
 def _code_actions(
-    ls: CodeagentServer, params: types.CodeActionParams, source: str, line: int, target: CodeAtLine
+    ls: CodeagentServer,
+    params: types.CodeActionParams,
+    rows: dict[int, int],
+    target: CodeAtLine,
 ) -> list[types.CodeAction]:
-    """The actions on offer at the request's range, `target` the code at its first line."""
-    # The action's data is ours: it holds rows as the pipeline counts them.
+    """The actions on offer at the request's range, `rows` by LSP line (`_rows_and_code`),
+    `target` the code at its first line."""
+    line = rows[params.range.start.line]
+    # The action's data is ours: it holds LSP lines, as the pipeline counts them.
     data = {
         "uri": params.text_document.uri,
         "line": line,
-        "end": _row(source, params.range.end.line),
+        "end": rows[params.range.end.line],
     }
     actions = [_action("Explain this code", types.CodeActionKind.Refactor, Feature.EXPLAIN, data)]
     if target.name:
@@ -114,8 +134,8 @@ def _code_actions(
             continue  # a next edit: its quickfix is above
         fix = {
             **data,
-            "line": _row(source, diagnostic.range.start.line),
-            "end": _row(source, diagnostic.range.end.line),
+            "line": rows[diagnostic.range.start.line],
+            "end": rows[diagnostic.range.end.line],
             "message": diagnostic.message,
         }
         actions.append(
@@ -131,6 +151,12 @@ def _code_actions(
 
 def _action(title: str, kind: str, name: str, data: dict[str, Any]) -> types.CodeAction:
     return types.CodeAction(title=title, kind=kind, data={**data, "action": name})
+
+
+def _heavy(ls: CodeagentServer) -> pipeline.Run:
+    """How the pipeline runs its steps that grow with the document: on the client's heavy
+    lane (`CodeagentServer.heavy_lane`), not the loop's default executor all clients share."""
+    return functools.partial(ls.off_loop, heavy=True)
 
 
 def _plain(data: Any) -> dict[str, Any]:
@@ -161,9 +187,10 @@ async def _explain(ls: CodeagentServer, data: dict[str, Any]) -> None:
         data["line"],
         "explain:" + data["uri"],
         selection_end=data.get("end"),
+        run=_heavy(ls),
     )
     path = str(document_path(document))
-    explained = code_at(document.source, path, data["line"]).code
+    explained = (await ls.off_loop(code_at, document.source, path, data["line"], heavy=True)).code
     ls.explanations[(path, code_key(explained))] = markdown
     window = ls.client_capabilities.window
     if window and window.show_document and window.show_document.support:
@@ -193,6 +220,7 @@ async def _docstring(ls: CodeagentServer, data: dict[str, Any]) -> types.Workspa
         document.source,
         data["line"],
         "docstring:" + data["uri"],
+        _heavy(ls),
     )
     return _workspace_edit(data["uri"], document, edit) if edit else None
 
@@ -207,6 +235,7 @@ async def _fix(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEdit
         data["end"],
         data["message"],
         "fix:" + data["uri"],
+        _heavy(ls),
     )
     return _workspace_edit(data["uri"], document, edit) if edit else None
 
@@ -226,6 +255,7 @@ async def _tests(ls: CodeagentServer, data: dict[str, Any]) -> types.WorkspaceEd
         data["line"],
         "tests:" + data["uri"],
         ls.codegraph,
+        _heavy(ls),
     )
     if proposal is None:
         ls.window_show_message(
@@ -252,13 +282,6 @@ def _text_edit(uri: str, edits: list[types.TextEdit]) -> types.TextDocumentEdit:
         text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
         edits=edits,
     )
-
-
-def _row(text: str, line: int) -> int:
-    """The row (lines ended by `\\n` only, as the pipeline and tree-sitter count them) that an
-    LSP line starts on; LSP also ends lines at a lone `\\r`."""
-    starts = lines.line_starts(text)
-    return text.count("\n", 0, starts[min(max(line, 0), len(starts) - 1)])
 
 
 def _workspace_edit(

@@ -228,7 +228,7 @@ class IndexingFeature:
         """Apply one change off the event loop; index everything again when the database had
         to be rebuilt under the running server."""
         index = self.server.codegraph
-        await self.server.off_loop(update, *args)
+        await self.server.off_loop(update, *args, heavy=True)  # parses a whole document
         if index is not None and index.lost_its_data() and self.ready.is_set():
             log.warning("the index database was rebuilt: indexing the workspace again")
             self.ready.clear()
@@ -254,7 +254,7 @@ class IndexingFeature:
             if self.assets is not None:
                 assets = self.assets
                 update = assets.remove_path if deleted else assets.refresh_path
-                await self.server.off_loop(update, Path(path))
+                await self.server.off_loop(update, Path(path), heavy=True)
 
 
 def register(server: CodeagentServer) -> None:

@@ -73,8 +73,10 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(DID_OPEN)
     def did_open(ls: CodeagentServer, params: types.DidOpenTextDocumentParams) -> None:
-        if (edits := ls.part(NextEdits)) is not None:
-            edits.document_opened(params.text_document.uri, params.text_document.text)
+        edits, indexing = ls.part(NextEdits), ls.part(IndexingFeature)
+        if edits is not None and indexing is not None:  # in the background: it parses it all
+            document = params.text_document
+            indexing.background(edits.document_opened(document.uri, document.text))
         text_changed(ls, params)
         completion.warm(ls, params.text_document.uri)
 

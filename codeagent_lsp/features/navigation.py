@@ -82,7 +82,9 @@ def register(server: CodeagentServer) -> None:
         ls: CodeagentServer, params: types.DefinitionParams
     ) -> list[types.Location]:
         # Off the event loop, like every step that grows with a document or the index: one
-        # client's large file or index must not stall the others' requests.
+        # client's large file or index must not stall the others' requests. A lookup of one
+        # name is light; references and symbol lists, which grow with the index or the
+        # document, take this client's heavy lane (`CodeagentServer.heavy_lane`).
         name, path = await ls.off_loop(name_at, ls, params.text_document.uri, params.position)
         if not name or ls.codegraph is None:
             return []
@@ -114,7 +116,7 @@ def register(server: CodeagentServer) -> None:
             convert = Locations(ls)
             return [convert(loc) for loc in places if loc]
 
-        return await ls.off_loop(found)
+        return await ls.off_loop(found, heavy=True)
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     async def document_symbol(
@@ -136,7 +138,7 @@ def register(server: CodeagentServer) -> None:
             points = lines.Points(text, units)
             return nest(definitions, lambda r, c: types.Position(*points.position(r, c)))
 
-        return await ls.off_loop(symbols)
+        return await ls.off_loop(symbols, heavy=True)
 
     @server.feature(types.WORKSPACE_SYMBOL)
     async def workspace_symbol(
@@ -145,7 +147,7 @@ def register(server: CodeagentServer) -> None:
         if ls.codegraph is None or not params.query.strip():
             return []
         index = ls.codegraph
-        return await ls.off_loop(_workspace_symbols, ls, index, params.query)
+        return await ls.off_loop(_workspace_symbols, ls, index, params.query, heavy=True)
 
 
 def _workspace_symbols(

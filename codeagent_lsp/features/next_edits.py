@@ -57,19 +57,25 @@ class NextEdits:
         if not ls.settings.nextEdits.enabled or path is None or language is None:
             return
         source = text.encode("utf-8", errors="surrogatepass")
-        found = await asyncio.to_thread(self.tracker.update, str(path), source, language)
+        index = ls.codegraph
+        tree = index.live.tree(str(path), source) if index is not None else None
+        update = self.tracker.update
+        found = await ls.off_loop(update, str(path), source, language, tree, heavy=True)
         if found:
             self._audit(Path(path))
         await self.refresh()
 
-    def document_opened(self, uri: str, text: str) -> None:
-        """The text a document opens with is the baseline its changes are measured from
-        (taken at once: the first indexing waits for a pause, and a change may come first)."""
+    async def document_opened(self, uri: str, text: str) -> None:
+        """The text a document opens with is the baseline its changes are measured from. It
+        parses the whole document, so it runs on the client's heavy lane, whose order of
+        arrival puts it before the first `document_indexed` (which waits for a pause)."""
         path = fileuri.path_of(uri)
         language = language_for(path) if path is not None else None
         if path is not None and language is not None:
-            source = text.encode("utf-8", errors="surrogatepass")
-            self.tracker.update(str(path), source, language)
+            await self.server.off_loop(self._track, str(path), text, language, heavy=True)
+
+    def _track(self, path: str, text: str, language: str) -> list[Change] | None:
+        return self.tracker.update(path, text.encode("utf-8", errors="surrogatepass"), language)
 
     async def document_closed(self, uri: str) -> None:
         if self.tracker.forget(str(fileuri.path_of(uri))):
@@ -88,7 +94,7 @@ class NextEdits:
         if index is None:
             return
         async with self._lock:
-            sites = await asyncio.to_thread(self._all_sites, index)
+            sites = await self.server.off_loop(self._all_sites, index, heavy=True)
             self._publish(sites)
 
     def finder(self, index: WorkspaceIndex) -> Finder:
@@ -355,16 +361,17 @@ def register(server: CodeagentServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     async def prepare_rename(
-        _ls: CodeagentServer, params: types.PrepareRenameParams
+        ls: CodeagentServer, params: types.PrepareRenameParams
     ) -> types.PrepareRenamePlaceholder | None:
-        return await asyncio.to_thread(feature.prepare, params.text_document.uri, params.position)
+        uri, position = params.text_document.uri, params.position
+        return await ls.off_loop(feature.prepare, uri, position, heavy=True)
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
     async def rename(ls: CodeagentServer, params: types.RenameParams) -> types.WorkspaceEdit | None:
         if not _IDENTIFIER.match(params.new_name):
             raise JsonRpcInvalidParams(f"codeagent: {params.new_name!r} is not a valid name")
         uri, position = params.text_document.uri, params.position
-        sites = await asyncio.to_thread(feature.rename_sites, uri, position, params.new_name)
+        sites = await ls.off_loop(feature.rename_sites, uri, position, params.new_name, heavy=True)
         if not sites:
             return None
         convert = Locations(ls)

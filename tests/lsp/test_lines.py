@@ -11,6 +11,7 @@ from lsprotocol import types
 
 from codeagent_lsp import lines
 from codeagent_lsp.codegraph import extract
+from codeagent_lsp.codegraph.live import LiveTrees
 from codeagent_lsp.codegraph.words import word_at
 from codeagent_lsp.documents import LspWorkspace
 from codeagent_lsp.server import offset_of, position_of
@@ -152,3 +153,66 @@ def test_a_character_past_the_line_end_means_the_line_end():
     assert lines.to_offset(text, 1, 99) == 6
     assert lines.to_offset(text, 7, 0) == 6
     assert lines.to_position(text, 3) == (0, 2)  # between \r and \n: the end of line 0
+
+
+# --- the CodeGraph on LSP's lines, whatever ends them -------------------------------------------
+
+LSP_BREAKS = ["\n", "\r\n", "\r"]
+PROGRAMS = {
+    # language: (file head, one function: {i} its number, {p} the one it calls, {e} a line end)
+    "python": ("", "def fn_{i}():{e}    return fn_{p}(){e}"),
+    "javascript": ("", "function fn_{i}() {{{e}  return fn_{p}();{e}}}{e}"),
+    "go": ("package m{e}", "func fn_{i}() int {{{e}\treturn fn_{p}(){e}}}{e}"),
+}
+
+
+@st.composite
+def programs(draw: st.DrawFn, language: str) -> tuple[str, int]:
+    """A program of functions, each calling the one before, whose line ends are any mix of
+    LSP's three, with lines of the characters only `splitlines` ends lines at between them."""
+    head, function = PROGRAMS[language]
+    count = draw(st.integers(2, 5))
+    ends = st.sampled_from(LSP_BREAKS)
+    text = head.format(e=draw(ends))
+    for i in range(count):
+        text += function.format(i=i, p=max(i - 1, 0), e=draw(ends))
+        odd = draw(st.text(alphabet=NOT_LSP_BREAKS, max_size=2))
+        text += ("//" if language != "python" else "#") + odd + draw(ends)
+    return text, count
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.sampled_from(sorted(PROGRAMS)), st.sampled_from(ENCODINGS))
+def test_symbols_and_references_sit_on_the_editors_lines_whatever_ends_them(
+    data, language, encoding
+):
+    """Definitions (definition, hover, documentSymbol) and references, from a file read whole
+    and from an open document edited line by line, are where the editor shows them."""
+    text, count = data.draw(programs(language))
+    size = units if encoding != types.PositionEncodingKind.Utf32 else None
+    live = LiveTrees()
+    edited = text.replace("fn_0()", "fn_0( )")  # an edit the open document's tree follows
+    live.update("doc", text.encode(), language)
+    tree, _ = live.update("doc", edited.encode(), language)
+    for source, facts in (
+        (text, extract.extract(text.encode(), language)),
+        (edited, extract.extract(edited.encode(), language, tree)),
+    ):
+        points = lines.Points(source, (lambda s: size(s, encoding)) if size else len)
+        found = {
+            d.name: points.position(d.name_span.start_line, d.name_span.start_col)
+            for d in facts.definitions
+        }
+        calls = sorted(
+            points.position(r.span.start_line, r.span.start_col)
+            for r in facts.references
+            if r.name.startswith("fn_")  # not Go's `int`
+        )
+        expected_calls = []
+        for i in range(count):
+            at = editor_position(source, source.index(f"fn_{i}("), encoding)
+            assert found[f"fn_{i}"] == (at.line, at.character)
+            call = source.index(f"fn_{max(i - 1, 0)}(", source.index(f"fn_{i}(") + 1)
+            at = editor_position(source, call, encoding)
+            expected_calls.append((at.line, at.character))
+        assert calls == sorted(expected_calls)

@@ -419,3 +419,31 @@ async def test_rename_and_a_new_parameter_in_typescript_and_go(
     found = await flagged(client, use, lambda d: bool(d))
     assert {d.message for d in found} == {f"`{name}` now requires `unit` (after `height`)"}
     assert len(found) == 2
+
+
+REEXPORT = 'export { area } from "./geometry";\nexport { area as size } from "./geometry";\n'
+
+
+@pytest.fixture
+def reexporting(polyglot: Path) -> Path:
+    """A package index that re-exports `area` (written before the server starts)."""
+    (polyglot / "shapes.ts").write_text(REEXPORT)
+    return polyglot
+
+
+@pytest.mark.settings(NO_WARM)
+async def test_a_typescript_rename_follows_into_re_exports(
+    reexporting: Path, client: LanguageClient
+):
+    await indexed(client)
+    definition = open_doc(client, reexporting, "geometry.ts", TS["geometry.ts"])
+    shapes = open_doc(client, reexporting, "shapes.ts", REEXPORT)
+    change(client, definition, TS["geometry.ts"].replace("function area(", "function surface("), 2)
+    found = await flagged(client, shapes, lambda d: len(d) == 2)
+    assert sorted((d.range.start.line, d.range.start.character) for d in found) == [(0, 9), (1, 9)]
+    actions = await client.text_document_code_action_async(actions_params(shapes, 1))
+    fix = next(a for a in actions if a.kind == types.CodeActionKind.QuickFix)
+    (edits,) = fix.edit.changes.values()
+    updated = apply(REEXPORT, edits)
+    assert updated == REEXPORT.replace("{ area as", "{ surface as")  # this place only
+    assert testgen.parse_errors(updated, "typescript") == 0

@@ -34,6 +34,8 @@ FEED = (
 )
 """Functions separated by a form feed line, and by a line of other characters Python's
 `splitlines` ends lines at and LSP does not."""
+LONE_CR = "def first():\r    return 1\r\x0c\rdef second():\r\n    return first()\r\u2028\n"
+"""Lines ended by a lone `\\r` (old Mac files), mixed with `\\r\\n` and `\\n`."""
 
 
 def spell(path: Path, editor: str) -> str:
@@ -67,6 +69,7 @@ async def odd_client(
     (root / f"geo {ODD}.py").write_text(GEO)
     (root / f"app {ODD}.py").write_text(APP)
     (root / "feed.py").write_text(FEED)
+    (root / "cr.py").write_bytes(LONE_CR.encode())
     spelling = "vscode" if request.param == "visual-studio-code" else "neovim"
     params = types.InitializeParams(
         capabilities=client_capabilities(request.param),
@@ -201,6 +204,34 @@ async def test_a_form_feed_line_moves_no_position(odd_client: LanguageClient):
         assert hover is not None and f"def {defined}"[:-1] in hover.contents.value
         found = await client.text_document_definition_async(types.DefinitionParams(doc, at))
         assert [f.range.start for f in found] == [position_of(text, defined, 0)]
+
+
+async def test_lone_carriage_returns_end_lines_for_the_codegraph(odd_client: LanguageClient):
+    """A file with lone `\\r` line ends (indexed from disk, then open): every symbol is on the
+    line the editor shows, for definition, hover, references and documentSymbol."""
+    client, root = odd_client, odd_client.root  # type: ignore[attr-defined]
+    uri = spell(root / "cr.py", client.spelling)  # type: ignore[attr-defined]
+    doc = types.TextDocumentIdentifier(uri)
+    item = types.TextDocumentItem(uri, "python", 1, LONE_CR)
+    client.text_document_did_open(types.DidOpenTextDocumentParams(item))
+    at = types.Position(4, len("    return "))  # the editor's line 4: after three lone \r
+    defined = types.Position(0, len("def "))
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc))
+    starts = {s.name: s.selection_range.start for s in symbols}
+    assert starts == {"first": defined, "second": types.Position(3, len("def "))}
+    found = await client.text_document_definition_async(types.DefinitionParams(doc, at))
+    assert [f.range.start for f in found] == [defined]
+    hover = await client.text_document_hover_async(types.HoverParams(doc, at))
+    assert hover is not None and "def first()" in hover.contents.value
+    assert "cr.py:1`" in hover.contents.value  # the line number an editor shows
+    uses = await client.text_document_references_async(
+        types.ReferenceParams(
+            text_document=doc,
+            position=at,
+            context=types.ReferenceContext(include_declaration=False),
+        )
+    )
+    assert [u.range.start for u in uses] == [at]
 
 
 # --- identifiers are Unicode ------------------------------------------------------------------

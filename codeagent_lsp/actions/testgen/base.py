@@ -15,6 +15,7 @@ from pathlib import Path
 import tree_sitter
 
 from codeagent_lsp.codegraph import extract
+from codeagent_lsp.lines import line_count, line_starts
 
 _TEST_PATH = re.compile(
     r"(^|/)(__tests__|tests?)/|(^|/)test_[^/]*$|[._]test\.|\.spec\.|Tests?\.java$"
@@ -72,13 +73,12 @@ def tree_errors(text: str, language: str) -> int:
 
 
 def apply(text: str, insertions: list[Insertion]) -> str:
-    lines = text.split("\n")
+    """`text` with each insertion at the start of its LSP line (its end past the last)."""
     for insertion in sorted(insertions, key=lambda i: -i.line):
-        offset = sum(len(row) + 1 for row in lines[: insertion.line])
-        joined = "\n".join(lines)
-        offset = min(offset, len(joined))
-        lines = (joined[:offset] + insertion.text + joined[offset:]).split("\n")
-    return "\n".join(lines)
+        starts = line_starts(text, insertion.line)
+        offset = starts[insertion.line] if insertion.line < len(starts) else len(text)
+        text = text[:offset] + insertion.text + text[offset:]
+    return text
 
 
 def node_text(node: tree_sitter.Node) -> str:
@@ -177,12 +177,12 @@ class Style:
     @staticmethod
     def _at_end(existing: str, text: str) -> Insertion:
         """`text` (its blank lines first) after the file's last line."""
-        lines = existing.split("\n")
+        count = line_count(existing)
         if not existing.strip():
-            return Insertion(len(lines), text.lstrip("\n"))
-        if existing.endswith("\n"):
-            return Insertion(len(lines) - 1, text)
-        return Insertion(len(lines), "\n" + text)
+            return Insertion(count, text.lstrip("\n"))
+        if existing.endswith(("\n", "\r")):
+            return Insertion(count - 1, text)
+        return Insertion(count, "\n" + text)
 
 
 def squash(text: str) -> str:

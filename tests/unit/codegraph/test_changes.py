@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from codeagent_lsp.codegraph.changes import Change, ChangeTracker, diff, read
+from codeagent_lsp.codegraph.live import LiveTrees
 from codeagent_lsp.nextedits import Site, SourceFile, bind, call_args, checked_call, fits
 
 BASE = (
@@ -64,6 +65,29 @@ def changes_between(before: str, after: str) -> list[tuple[str, str]]:
 def test_each_propagating_change_is_named(before: str, after: str, expected: list):
     assert before in BASE
     assert changes_between(BASE, BASE.replace(before, after)) == expected
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("def area(", "def surface("),
+        ("(width, height)", "(width, height, unit)"),
+        ("def area(", "async def area("),
+    ],
+)
+def test_the_live_tree_of_a_document_gives_the_changes_of_its_text(before: str, after: str):
+    """The CodeGraph's incrementally parsed tree stands in for a parse of the text."""
+    edited = BASE.replace(before, after, 1)
+    live = LiveTrees()
+    live.update("k", BASE.encode(), "python")
+    live.update("k", edited.encode(), "python")
+    tree = live.tree("k", edited.encode())
+    assert tree is not None
+    with_tree, without = ChangeTracker(), ChangeTracker()
+    for tracker in (with_tree, without):
+        tracker.update("k", BASE.encode(), "python")
+    found = with_tree.update("k", edited.encode(), "python", tree)
+    assert found and found == without.update("k", edited.encode(), "python")
 
 
 def test_a_parameter_that_becomes_required_is_said():

@@ -52,3 +52,14 @@ def test_forget_starts_over():
     live.forget("doc")
     _, incremental = live.update("doc", SOURCE.encode(), "python")
     assert not incremental
+
+
+def test_a_reader_gets_its_own_copy_of_the_tree_of_that_text():
+    live = LiveTrees()
+    live.update("doc", SOURCE.encode(), "python")
+    assert live.tree("doc", b"other text") is None and live.tree("other", SOURCE.encode()) is None
+    copy = live.tree("doc", SOURCE.encode())
+    assert copy is not None
+    live.update("doc", ("# a comment\n" + SOURCE).encode(), "python")  # edits the kept tree
+    assert str(copy.root_node) == str(parse(SOURCE.encode(), "python").root_node)
+    assert copy.root_node.children[0].start_point == (0, 0)

@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codeagent_lsp.codegraph import store as store_module
+from codeagent_lsp.codegraph.extract import extract
 from codeagent_lsp.codegraph.model import Definition, FileFacts, Import, Reference, Span
 from codeagent_lsp.codegraph.schema import SCHEMA_VERSION
 from codeagent_lsp.codegraph.store import (
@@ -614,3 +617,48 @@ def test_incremental_edges_match_a_full_rebuild(store: GraphStore) -> None:
         incremental = edge_set(store)  # edges() refreshes only what changed
         store.resolve_imports(full=True)
         assert incremental == edge_set(store)
+
+
+UPDATED = "".join(
+    f"def step_{i}(value):\n    return helper(value) + step_{max(i - 1, 0)}(value)\n\n"
+    for i in range(30)
+)
+
+
+def contents(store: GraphStore) -> tuple[list[tuple], list[tuple]]:
+    """The file's references and windows, as rows (ids aside)."""
+    refs = store.db.execute(
+        "SELECT name, kind, scope, line, col, end_col FROM refs ORDER BY 1, 2, 3, 4, 5, 6"
+    ).fetchall()
+    windows = store.db.execute(
+        "SELECT start_line, end_line, text FROM windows ORDER BY 1"
+    ).fetchall()
+    return refs, windows
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, len(UPDATED)), st.integers(0, 40), st.text("helpr_(v)\n ", max_size=30)
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_an_updated_file_holds_what_a_first_write_of_its_text_would(edits) -> None:
+    """Updates write only the references and windows that differ; what is stored (and what
+    the FTS index finds) is the same as when the text is written at once."""
+    updated, fresh = open_store(None), open_store(None)
+    text = UPDATED
+    put(updated, "a.py", extract(text.encode(), "python"), text)
+    for position, removed, inserted in edits:
+        text = text[:position] + inserted + text[position + removed :]
+        put(updated, "a.py", extract(text.encode(), "python"), text)
+    put(fresh, "a.py", extract(text.encode(), "python"), text)
+    assert contents(updated) == contents(fresh)
+    for table in ("windows_fts", "symbols_fts"):  # the index matches its rows
+        updated.db.execute(f"INSERT INTO {table} ({table}) VALUES ('integrity-check')")
+    for word in ("helper", "step_29", "helpr"):
+        found = [(h.start_line, h.text) for h in updated.search_windows(word, limit=10)]
+        assert found == [(h.start_line, h.text) for h in fresh.search_windows(word, limit=10)]
