@@ -4,10 +4,11 @@ In one run, on one tree: the files are read once untimed (so neither contender p
 disk cache), the tree is indexed from scratch into a throw-away database, universal-ctags
 indexes it twice: `ctags -R` over the same tree (the comparison the CodeGraph issue set its 2x
 target against; ctags walks everything, also the dependency folders the indexer leaves out) and
-`ctags -L` over exactly the files the indexer kept (like for like), then one-file re-indexes (an open document whose text changed: parse, extract,
-store) and `related()` are timed at cursors drawn with a fixed seed. ctags runs in one process
-on one core; the indexer reads and stores in one and parses in `workers` more (0: all in one),
-so CPU seconds are reported beside wall seconds for both.
+`ctags -L` over exactly the files the indexer kept (like for like), then one-file re-indexes
+(an open document whose text changed: parse, extract, store) and `related()` are timed at
+cursors drawn with a fixed seed. ctags runs in one process on one core; the indexer reads and
+stores in one and parses in `workers` more (0: all in one), so CPU seconds are reported beside
+wall seconds for both.
 """
 
 from __future__ import annotations
@@ -184,7 +185,9 @@ def _time_ctags(
         if isinstance(run, str):
             say(run)
             return {**missing, "ctags_error": run}
-        figures.update({f"ctags_{kind}{key}": value for key, value in zip(_CTAGS_KEYS, run)})
+        figures.update(
+            {f"ctags_{kind}{key}": value for key, value in zip(_CTAGS_KEYS, run, strict=True)}
+        )
     return {**figures, "ctags_error": None}
 
 
