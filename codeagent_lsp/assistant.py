@@ -448,6 +448,7 @@ class Assistant:
             stop=loaded.stops,
             tail_marker=None if template.suffix_first else template.suffix_token,
             should_stop=postprocess.stop_early(text[:offset], text[offset:], multiline=multiline),
+            stop_mode="multi-line" if multiline else "single-line",
             fim=FimParts(excerpt.prefix, excerpt.suffix, tuple(context)),
         )
 

@@ -116,7 +116,8 @@ class CompletionSettings:
     """FIM template family: auto (from the GGUF), qwen2.5-coder, starcoder2, deepseek-coder,
     codellama, codestral."""
     multiline: Literal["auto", "always", "never"] = "auto"
-    """auto: several lines where a block opens, one line in the middle of a line."""
+    """auto: several lines where a block opens or a bracket opened before the cursor is left
+    for the suggestion to close, one line in the middle of a line."""
     reuseSuggestion: bool = True
     """Answer without a model call when the user types what the last suggestion predicted."""
     warm: bool = True

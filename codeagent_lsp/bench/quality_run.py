@@ -4,8 +4,10 @@ The repository is indexed once; for each sampled task the masked file is given t
 an open document's text (so its own masked line is not in the index), then the same model
 completes it through the server's pipeline (Assistant + ContextBuilder) under each condition
 (a ContextBuilder mode: no context, one source, or all of them), with the same token budgets.
-The model's first line is compared with the hidden text. Results go to a results file, so a
-rerun sends only the prompts not answered before.
+The assistant runs as users get it (the settings' `completion.multiline`, "auto" by
+default: one line or several, as post-processing decides); the suggestion's first line is
+compared with the hidden text's, and the whole suggestion is accepted and parsed. Results go
+to a results file, so a rerun sends only the prompts not answered before.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ async def run(
     root = repo.expanduser().resolve()
     stored = ResultsFile(results)
     index = WorkspaceIndex([(root.name, root)], settings.codegraph)
-    single_line = dataclasses.replace(settings.completion, multiline="never", reuseSuggestion=False)
-    assistant = Assistant(dataclasses.replace(settings, completion=single_line))
+    # Every prompt asks the model: an answer typed ahead from the last one measures nothing.
+    completion = dataclasses.replace(settings.completion, reuseSuggestion=False)
+    assistant = Assistant(dataclasses.replace(settings, completion=completion))
     try:
         say(f"indexing {root} ...")
         summary = index.index_all()

@@ -28,12 +28,15 @@ def default_path() -> Path:
 
 def prompt_sha256(request: Request) -> str:
     """Hex sha256 of what decides the model's answer: the prompt's segments (control tokens
-    told apart from text), the token limit, the temperature and the stop tokens."""
+    told apart from text), the token limit, the temperature, the stop tokens and the stop
+    mode (where generation ends: after one line, or where post-processing's multi-line rules
+    end the suggestion)."""
     shape = {
         "segments": [_segment(s) for s in request.segments],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "stop": list(request.stop),
+        "stop_mode": request.stop_mode,
     }
     return hashlib.sha256(json.dumps(shape).encode("ascii")).hexdigest()
 

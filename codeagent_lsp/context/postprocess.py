@@ -10,11 +10,13 @@ enough that comparing widths within one file is sound.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from codeagent_lsp.codegraph import words
 
@@ -46,6 +48,12 @@ class _Cursor:
         rest, _, after = _normalise(suffix).partition("\n")
         return cls(before, line, rest, after)
 
+    @functools.cached_property
+    def pending(self) -> int:
+        """How many brackets the prefix left open that only the suggestion can close (the
+        innermost ones the suffix does not close; 0 when code follows the cursor on its line)."""
+        return 0 if self.rest.strip() else _pending(self)
+
     def next_line(self) -> str | None:
         """The first non-blank line after the cursor line."""
         match = _NONBLANK_LINE.search(self.after)
@@ -62,15 +70,19 @@ class _Scan:
 def wants_multiline(prefix: str, suffix: str) -> bool:
     """Whether the cursor asks for a block rather than the rest of one line.
 
-    Single line when code follows the cursor on its line. Several lines when the cursor line
-    ends with a block opener (`:`, `{`, `(`, `[`, `=>`, `do`, `then`, `else`, `begin`,
-    `repeat`, `do |x|`; a trailing comment is ignored), when it is blank and the line directly
-    before ends with one, or when it is blank inside an indented body: the cursor line is
-    indented, or both the previous and the next non-blank lines are. Otherwise single line.
+    Single line when code follows the cursor on its line. Several lines when a bracket the
+    prefix opened (on this or an earlier line) is left open by the suffix, so only the
+    suggestion can close it; when the cursor line ends with a block opener (`:`, `{`, `(`,
+    `[`, `=>`, `do`, `then`, `else`, `begin`, `repeat`, `do |x|`; a trailing comment is
+    ignored); when it is blank and the line directly before ends with one, or when it is
+    blank inside an indented body: the cursor line is indented, or both the previous and the
+    next non-blank lines are. Otherwise single line.
     """
     cur = _Cursor.of(prefix, suffix)
     if cur.rest.strip():
         return False
+    if cur.pending:
+        return True
     if cur.line.strip():
         return opens_block(cur.line)
     if cur.before and opens_block(cur.before.rpartition("\n")[2]):
@@ -110,8 +122,11 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
       comments on the same line are skipped while counting.
     - "" when what is left is blank, or just repeats the non-blank lines before the cursor.
     """
-    cur = _Cursor.of(prefix, suffix)
-    text = fit_to_line(raw, prefix, suffix)
+    return _postprocess(raw, _Cursor.of(prefix, suffix), multiline, max_lines)
+
+
+def _postprocess(raw: str, cur: _Cursor, multiline: bool, max_lines: int) -> str:
+    text = _fit(raw, cur)
     # Single line: what follows the first newline is not for this line.
     text = _cut_block(text, cur, max(1, max_lines)) if multiline else text.partition("\n")[0]
     text = _cut_repeated_suffix_line(text, cur)
@@ -142,8 +157,11 @@ def fit_to_line(raw: str, prefix: str, suffix: str) -> str:
     taken as written from the line's start (the repeat users saw), an unindented one as
     continuing what is typed.
     """
+    return _fit(raw, _Cursor.of(prefix, suffix))
+
+
+def _fit(raw: str, cur: _Cursor) -> str:
     text = _code_only(_normalise(raw).rstrip())
-    cur = _Cursor.of(prefix, suffix)
     if not text.strip():
         return ""
     if cur.line.strip():
@@ -155,7 +173,10 @@ def stop_early(
     prefix: str, suffix: str, *, multiline: bool, max_lines: int = 16
 ) -> Callable[[str], bool]:
     """A check for the engine, called with the text generated so far: True once `postprocess`
-    would cut what follows anyway, so no token is generated only to be thrown away."""
+    would cut what follows anyway, so no token is generated only to be thrown away, or once
+    the statement that closes the brackets the suggestion must close is written (and opens no
+    block). While such a bracket is open it does not stop, unless `postprocess` cut earlier."""
+    cur = _Cursor.of(prefix, suffix)  # once: the bracket scan is not repeated per line
 
     def should_stop(text: str) -> bool:
         if not multiline:
@@ -165,8 +186,9 @@ def stop_early(
         done = text.rstrip()
         if _code_only(done + "\nx") == _code_only(done):
             return True  # the code ended (a closing fence, a control token)
-        kept = postprocess(done, prefix, suffix, multiline=True, max_lines=max_lines)
-        return len(kept) < len(fit_to_line(done, prefix, suffix))
+        fitted = _fit(done, cur)
+        kept = _postprocess(done, cur, True, max_lines)
+        return len(kept) < len(fitted) or _closes_statement(fitted, cur)
 
     return should_stop
 
@@ -384,13 +406,147 @@ def _last_nonblank_lines(text: str, count: int) -> list[str]:
     return found[::-1]
 
 
+# Bracket counting over several lines (a bounded tail of the prefix, head of the suffix): the
+# lexemes that hide brackets. Strings in triple quotes and backticks span lines, others end at
+# their line (a stray quote, a Rust lifetime, hides the rest of its line only). A regular
+# expression finds the next lexeme, so the Python loop runs per lexeme, not per character.
+_LEXEME = re.compile(r"\"\"\"|'''|[`\"']|//|/\*|(?:(?<=\s)|^)#|[()\[\]{}]", re.MULTILINE)
+_LEXEME_END = {
+    '"""': re.compile(r'(?:\\.|[^\\])*?"""', re.DOTALL),
+    "'''": re.compile(r"(?:\\.|[^\\])*?'''", re.DOTALL),
+    "`": re.compile(r"(?:\\.|[^\\`])*`", re.DOTALL),
+    '"': re.compile(r'(?:\\.|[^\\"\n])*"'),
+    "'": re.compile(r"(?:\\.|[^\\'\n])*'"),
+    "/*": re.compile(r".*?\*/", re.DOTALL),
+    "//": re.compile(r".*"),
+    "#": re.compile(r".*"),
+}
+# How far from the cursor brackets are counted: a bracket left open further up is rare, and
+# the scan runs on every request (a whole-file prefix would cost milliseconds per keystroke).
+_SCAN_CHARS = 8192
+
+
+@dataclass(frozen=True)
+class _Lexed:
+    brackets: list[tuple[int, str]]  # (index, bracket) of each bracket in code
+    inside: bool  # the text ends inside a string or comment
+
+
+def _lex(text: str) -> _Lexed:
+    """The brackets of `text` that are code, not in strings or comments, over any lines."""
+    brackets: list[tuple[int, str]] = []
+    pos = 0
+    while (found := _LEXEME.search(text, pos)) is not None:
+        lexeme, pos = found.group(), found.end()
+        if lexeme in "()[]{}":
+            brackets.append((found.start(), lexeme))
+            continue
+        end = _LEXEME_END[lexeme].match(text, pos)
+        line_end = text.find("\n", pos)
+        if end is not None and (end.end() < len(text) or lexeme not in ("//", "#")):
+            pos = end.end()
+        elif end is None and lexeme in "\"'" and line_end >= 0:
+            pos = line_end  # a quote its line does not close hides that line only
+        else:
+            return _Lexed(brackets, True)
+    return _Lexed(brackets, False)
+
+
+def _pending(cur: _Cursor) -> int:
+    """How many of the innermost brackets left open by the prefix's tail the suggestion must
+    close: those the suffix's head does not close. The suffix's unmatched closers close the
+    prefix's openers from the innermost depth where they match outwards (closers past the
+    tail's outermost opener close brackets above it); the suggestion closes the ones inside
+    that depth, all of them when the suffix has no closer. 0 when the prefix ends in a string
+    or comment, or the suffix's closers match at no depth."""
+    prefix = f"{cur.before}\n{cur.line}"
+    if len(prefix) > _SCAN_CHARS:  # from a line start: a line cut in half may start in a string
+        prefix = prefix[-_SCAN_CHARS:].partition("\n")[2]
+    lexed = _lex(prefix)
+    opened = [] if lexed.inside else _pair_up(prefix, lexed)[0]
+    if not opened:
+        return 0
+    suffix = f"{cur.rest}\n{cur.after[:_SCAN_CHARS]}"
+    closers = _pair_up(suffix, _lex(suffix))[1]
+    if not closers:
+        return len(opened)
+    for inner in range(len(opened)):
+        outer = opened[: len(opened) - inner][::-1]
+        if all(_closes(c, o) for c, o in zip(closers, outer, strict=False)):
+            return inner
+    return 0
+
+
+class _Bracket(NamedTuple):
+    char: str
+    width: int  # indentation of its line
+    first: bool  # nothing but indentation before it on its line
+
+
+def _pair_up(text: str, lexed: _Lexed) -> tuple[list[_Bracket], list[_Bracket]]:
+    """The openers `text` leaves open (outermost first) and its closers with no opener in it
+    (in order). A closer closes the nearest opener of its kind: one mistyped in between is
+    dropped."""
+    opened: list[_Bracket] = []
+    unmatched: list[_Bracket] = []
+    for at, char in lexed.brackets:
+        start = text.rfind("\n", 0, at) + 1
+        bracket = _Bracket(char, _width(text[start : at + 1]), not text[start:at].strip())
+        kinds = [b.char for b in opened]
+        if char in _OPENERS:
+            opened.append(bracket)
+        elif _PAIR[char] in kinds:
+            del opened[len(kinds) - 1 - kinds[::-1].index(_PAIR[char]) :]
+        else:
+            unmatched.append(bracket)
+    return opened, unmatched
+
+
+def _closes(closer: _Bracket, opener: _Bracket) -> bool:
+    """Whether `closer` can close `opener`: the same kind, and when it starts its line, the
+    same indentation as the opener's line (a function's `}` does not close a literal's `{`
+    opened inside it)."""
+    same_line_style = not closer.first or closer.width == opener.width
+    return _PAIR[closer.char] == opener.char and same_line_style
+
+
+def _closing_line(text: str, pending: int) -> int | None:
+    """The index of the line of `text` on which `pending` brackets opened before it are
+    closed; None while they stay open."""
+    depth = pending
+    for at, ch in _lex(text).brackets:
+        depth += 1 if ch in _OPENERS else -1
+        if depth <= 0:
+            return text.count("\n", 0, at)
+    return None
+
+
+def _closes_statement(text: str, cur: _Cursor) -> bool:
+    """Whether `text` closes the brackets it must close on a line that opens no block."""
+    if not cur.pending:
+        return False
+    closed = _closing_line(text, cur.pending)
+    return closed is not None and not opens_block(text.split("\n")[closed])
+
+
 def _cut_block(text: str, cur: _Cursor, max_lines: int) -> str:
-    """Stop where the block being written ends, judging by indentation."""
+    """Stop where the block being written ends, judging by indentation. Inside brackets the
+    suggestion must close, lines continue the statement whatever their indentation; the line
+    that closes them ends the suggestion, unless it opens a block: a header's `):` or `) {`
+    is followed by its block, a `} else {` is judged by indentation like any line."""
     lines = text.split("\n")
+    start = 1
+    if cur.pending:
+        closed = _closing_line(text, cur.pending)
+        if closed is None:
+            return "\n".join(lines[:max_lines]).rstrip()
+        if not opens_block(lines[closed]):
+            return "\n".join(lines[: min(closed + 1, max_lines)]).rstrip()
+        start = max(1, closed if lines[closed].lstrip().startswith("}") else closed + 1)
     body = _body_width(lines, cur)
     if body is not None:
         opener = _opener_width(cur, body)
-        for i, line in enumerate(lines[1:], start=1):
+        for i, line in enumerate(lines[start:], start=start):
             if line.strip() and _width(line) < body:
                 end = _closing_part(line) if _width(line) == opener else ""
                 lines = [*lines[:i], end]

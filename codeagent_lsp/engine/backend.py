@@ -91,6 +91,9 @@ class Request:
     """The control token where the prompt's stable tail (the FIM suffix) starts."""
     should_stop: Callable[[str], bool] | None = None
     """Called with the text so far; True ends generation early."""
+    stop_mode: str = ""
+    """Which rule `should_stop` applies ("single-line", "multi-line"): part of what decides
+    the answer, so a stored answer is reused only under the same rule."""
     fim: FimParts | None = None
     messages: tuple[tuple[str, str], ...] = ()
     """(role, content) pairs of an instruct request, for chat services."""

@@ -598,6 +598,25 @@ def test_a_rerun_sends_no_prompt_and_a_changed_source_only_what_it_changed(
     assert changed["stored"] == pairs - len(differ)
 
 
+def test_an_answer_is_reused_only_under_the_stop_mode_it_was_generated_in(
+    tiny_model: Path, small_repo: Path, tmp_path: Path
+):
+    """Where generation stops (one line, or where post-processing ends a block) decides the
+    answer as the prompt does: answers stored in one mode are not reused in the other. The
+    default mode (auto) picks one of the two per position, so after runs in both it sends
+    nothing."""
+    results = tmp_path / "results.jsonl"
+    mode = ("--conditions", "none", "--set", "completion.multiline=")
+    never, _ = bench(tiny_model, small_repo, results, *mode[:-1], mode[-1] + "never")
+    always, _ = bench(tiny_model, small_repo, results, *mode[:-1], mode[-1] + "always")
+    assert always["ran"] == always["samples"] and always["stored"] == always["shared"] == 0
+    auto, _ = bench(tiny_model, small_repo, results, *mode[:2])
+    assert auto["stored"] == auto["samples"] and auto["ran"] == auto["shared"] == 0
+    hashes = _prompts(never), _prompts(always), _prompts(auto)
+    assert all(hashes[0][pair] != hashes[1][pair] for pair in hashes[0])
+    assert all(hashes[2][pair] in (hashes[0][pair], hashes[1][pair]) for pair in hashes[2])
+
+
 def test_max_minutes_stops_cleanly_and_a_rerun_resumes(
     tiny_model: Path, small_repo: Path, tmp_path: Path
 ):

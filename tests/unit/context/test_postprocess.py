@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeagent_lsp.context.postprocess import fit_to_line, postprocess, wants_multiline
+from codeagent_lsp.bench.quality import Task, accepted_parses
+from codeagent_lsp.context.postprocess import (
+    fit_to_line,
+    postprocess,
+    stop_early,
+    wants_multiline,
+)
 
 
 def normalise(text: str) -> str:
@@ -396,3 +404,184 @@ def test_a_suggestion_unlike_the_code_after_it_is_kept(
     prefix = f"def f(request):\n{indent}x = 0\n{indent}"
     suffix = f"\n{indent}{other}_9 = 1\n{indent}return x\n"
     assert postprocess(line, prefix, suffix, multiline=multiline) == line
+
+
+# --- brackets only the suggestion can close ----------------------------------------------------
+
+# Per language: openers as written (a call's arguments, literals), the code around the statement
+# (before it, after it, ending the enclosing function where there is one), its indentation, a
+# line comment, and a statement that is not the suffix's.
+BRACKET_LANGUAGES = {
+    "python": ((("f(", ")"), ("[", "]"), ("{", "}")), "", "\nprint(x)\n", ""),
+    "javascript": (
+        (("f(", ")"), ("[", "]")),
+        "function main() {\n",
+        "\n  console.log(x);\n}\n",
+        "  ",
+    ),
+    "go": ((("f(", ")"), ("[]T{", "}")), "func main() {\n", "\n\tfmt.Println(x)\n}\n", "\t"),
+}
+HEADS = {"python": "x = ", "javascript": "const x = ", "go": "x := "}
+COMMENTS = {"python": "# ", "javascript": "// ", "go": "// "}
+JUNK = {"python": "y = 1", "javascript": "let y = 1;", "go": "y := 1"}
+EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}
+# Items hide brackets in strings and comments: they must not count.
+ITEMS = st.sampled_from(["a", "bb", "c_1", '"("', '")]"', '"{["', "COMMENT"])
+
+
+@st.composite
+def open_statements(draw):
+    """(language, lines of a statement over several lines, the index of each item's line)."""
+    language = draw(st.sampled_from(sorted(BRACKET_LANGUAGES)))
+    openers, _before, _after, indent = BRACKET_LANGUAGES[language]
+    inline = draw(st.booleans())  # closers at the end of the last item's line, or on their own
+
+    def level(depth: int, pad: str) -> list[str]:
+        written, closer = draw(st.sampled_from(openers))
+        inner = pad + "    "
+        rows = [written]
+        for _ in range(draw(st.integers(1, 3))):
+            if depth < 2 and draw(st.integers(0, 3)) == 0:
+                nested = level(depth + 1, inner)
+                rows += [inner + nested[0], *nested[1:-1], nested[-1] + ","]
+                continue
+            item = draw(ITEMS)
+            if item == "COMMENT":
+                rows.append(inner + COMMENTS[language] + "not closed ( [ {")
+                item = "a"
+            rows.append(inner + item + ",")
+        if inline:
+            rows[-1] = rows[-1].removesuffix(",") + closer
+        else:
+            rows.append(pad + closer)
+        return rows
+
+    rows = level(0, indent)
+    rows[0] = indent + HEADS[language] + rows[0]
+    return language, rows
+
+
+def _place(language: str, rows: list[str], cut: int) -> tuple[str, str, str, str]:
+    """(prefix, hidden text, suffix, junk the model writes after the statement), the cursor
+    after the `cut`-th item line's item, before its comma or closer."""
+    _openers, before, after, indent = BRACKET_LANGUAGES[language]
+    candidates = [i for i, row in enumerate(rows) if i and row.strip() and row.strip()[0] in 'abc"']
+    line = candidates[cut % len(candidates)]
+    row = rows[line]
+    column = len(row.rstrip(",)]}"))
+    prefix = before + "\n".join([*rows[:line], row[:column]])
+    hidden = "\n".join([row[column:], *rows[line + 1 :]])
+    return prefix, hidden, after, indent + JUNK[language]
+
+
+def _parses(language: str, text: str) -> bool:
+    task = Task(Path(f"x.{EXTENSIONS[language]}"), "x", 0, 0, text, "", "", "next-line")
+    return accepted_parses(task, "") is True
+
+
+@settings(max_examples=150, deadline=None)
+@given(open_statements(), st.integers(0, 50))
+def test_a_suggestion_closes_the_brackets_the_suffix_leaves_open(statement, cut) -> None:
+    """Inside brackets the prefix opened (on this or earlier lines) and the suffix does not
+    close, the suggestion goes on over lines, whatever their indentation, until they close,
+    and ends with the line that closes them: accepted, the file parses. Generation does not
+    stop while they are open, and stops once that line is written."""
+    language, rows = statement
+    prefix, hidden, suffix, junk = _place(language, rows, cut)
+    assert _parses(language, prefix + hidden + suffix)  # the generator writes valid code
+    assert not _parses(language, prefix + suffix)
+    raw = f"{hidden}\n{junk}\n{junk}"
+    assert wants_multiline(prefix, suffix)
+    out = postprocess(raw, prefix, suffix, multiline=True, max_lines=64)
+    assert out == hidden
+    assert _parses(language, prefix + out + suffix)
+    should_stop = stop_early(prefix, suffix, multiline=True, max_lines=64)
+    stops = [n for n in range(1, len(raw) + 1) if should_stop(raw[:n])]
+    assert stops[0] == len(hidden) + 1  # just after the closing line's newline
+
+
+@settings(max_examples=100, deadline=None)
+@given(open_statements(), st.integers(0, 50))
+def test_brackets_the_suffix_closes_leave_the_line_rules_alone(statement, cut) -> None:
+    """The same positions with only the rest of the cursor's line hidden: the suffix closes
+    the brackets, so a line inside them is completed on its own line."""
+    language, rows = statement
+    prefix, hidden, suffix, junk = _place(language, rows, cut)
+    rest, newline, later = hidden.partition("\n")
+    if not newline or rest != ",":
+        return  # the hidden rest of the line closes brackets: the suffix leaves them open
+    suffix = f"\n{later}{suffix}"
+    assert not wants_multiline(prefix, suffix)
+    assert postprocess(f"{rest}\n{junk}", prefix, suffix, multiline=False) == rest
+
+
+@given(st.sampled_from(sorted(BRACKET_LANGUAGES)), ITEMS.filter(lambda item: item != "COMMENT"))
+def test_brackets_in_strings_and_comments_leave_nothing_open(language: str, item: str) -> None:
+    _openers, before, after, indent = BRACKET_LANGUAGES[language]
+    prefix = (
+        f"{before}{indent}{HEADS[language]}f(\n{indent}    {item},\n"
+        f"{indent}    {COMMENTS[language]}( [ {{\n{indent})\n{indent}{COMMENTS[language]}("
+        f"\n{indent}{HEADS[language].replace('x', 'z')}{item}"
+    )
+    assert not wants_multiline(prefix, after)
+
+
+@pytest.mark.parametrize(
+    ("raw", "prefix", "suffix", "expected"),
+    [
+        pytest.param(
+            "__all__ +\n           locks.__all__ +\n           tasks.__all__)\n\nx = 1",
+            "import x\n\n__all__ = (base_events.",
+            "\n\nfrom .base_events import *\n",
+            "__all__ +\n           locks.__all__ +\n           tasks.__all__)",
+            id="py-tuple-over-lines",
+        ),
+        pytest.param(
+            "b,\n    c,\n):\n    return a\n\n\ndef g():",
+            "def f(\n    a,\n    ",
+            "\n",
+            "b,\n    c,\n):\n    return a",
+            id="py-signature-then-its-block",
+        ),
+        pytest.param(
+            "b,\n    () => {\n      done();\n    },\n  );\n  next();",
+            "function main() {\n  run(\n    a,\n    ",
+            "\n}\n",
+            "b,\n    () => {\n      done();\n    },\n  );",
+            id="js-call-arguments-with-a-callback",
+        ),
+        pytest.param(
+            "3,\n\t}\n\tfmt.Println(xs)",
+            "func main() {\n\txs := []int{\n\t\t1,\n\t\t2,\n\t\t",
+            "\n}\n",
+            "3,\n\t}",
+            id="go-array-literal-in-a-function",
+        ),
+    ],
+)
+def test_open_bracket_examples(raw: str, prefix: str, suffix: str, expected: str) -> None:
+    assert wants_multiline(prefix, suffix)
+    assert postprocess(raw, prefix, suffix, multiline=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [
+        pytest.param("x = f(a,", ")\n", id="closer-after-the-cursor"),
+        pytest.param("x = f(\n    a,", "\n)\n", id="closer-on-a-later-line"),
+        pytest.param("func main() {\n\tf(a,", "\n\t)\n}\n", id="go-call-closed-below"),
+        pytest.param('s = "(', '"\n', id="inside-a-string"),
+        pytest.param("x = 1  # (", "\n", id="inside-a-comment"),
+        pytest.param('s = """\n(\n"""\nx = 1', "\n", id="after-a-triple-quoted-string"),
+    ],
+)
+def test_no_bracket_left_for_the_suggestion(prefix: str, suffix: str) -> None:
+    assert not wants_multiline(prefix, suffix)
+
+
+def test_the_bracket_scan_reads_a_bounded_tail() -> None:
+    """A bracket opened further up than the scanned tail is not seen: the scan costs the
+    same on a whole-file prefix."""
+    far = "x = f(\n" + "    a,\n" * 4000
+    assert not wants_multiline(far + "    b", "\n")
+    assert wants_multiline("x = f(\n" + "    a,\n" * 10 + "    b", "\n")
