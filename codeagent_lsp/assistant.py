@@ -311,12 +311,24 @@ class Assistant:
         return postprocess.postprocess(raw, prefix, suffix, multiline=multiline)
 
     async def warm(
-        self, key: str, text: str, offset: int, where: PromptFile | None = None
+        self,
+        key: str,
+        text: str,
+        offset: int,
+        where: PromptFile | None = None,
+        *,
+        at_cursor: bool = False,
     ) -> RequestRecord | None:
         """Evaluate the prompt at `offset` without generating, so the next request in this
-        document reuses its KV cache (llama.vim's warm-up on buffer enter). Runs below any real
-        request: the engine preempts it for one, and cancelling the awaiting task stops it (what
-        was evaluated stays cached). None when the backend has nothing to warm (remote)."""
+        document reuses its KV cache (llama.vim's warm-up on buffer enter). `at_cursor`: the
+        client reported its cursor there (it settled), so the suggestion itself is computed, as
+        a `prefetch`: the first request there then answers from it instead of generating (the
+        tokens generated are 1-3 s of a first suggestion on 2 CPU cores, after the prompt).
+        Runs below any real request: the engine preempts it for one, and cancelling the
+        awaiting task stops it (what was evaluated stays cached). None when the backend has
+        nothing to warm (remote)."""
+        if at_cursor:
+            return await self.prefetch(key, text, offset, where)
         loaded = await self._ensure_loaded()
         if not loaded.backend.warms:
             return None

@@ -121,9 +121,9 @@ class CompletionSettings:
     reuseSuggestion: bool = True
     """Answer without a model call when the user types what the last suggestion predicted."""
     warm: bool = True
-    """Evaluate a document's prompt in the background when it is opened or focused (and at the
-    cursor the editor integrations report), below any real request, so the first suggestion
-    reuses it."""
+    """Evaluate a document's prompt in the background when it is opened or focused, below any
+    real request, so the first suggestion reuses it; at the cursor the editor integrations
+    report, compute the suggestion there too, so a request there answers from it."""
     prefetch: bool = True
     """Once a suggestion is accepted (typed whole, or the editor's codeagent.accepted command),
     compute the next one in the background, below any real request, so the request there

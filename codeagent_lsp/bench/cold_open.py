@@ -7,7 +7,9 @@ wall time of that first suggestion is measured. Then the user accepts it, thinks
 for the next suggestion there: the wall time of that one is measured too. The same session runs
 under five conditions on the same model, each with a fresh park folder: none (the behaviour
 before warm-ups, parked slots and prefetch), each of the three mechanisms alone, and all three.
-Prefetch cannot change a first suggestion (nothing was accepted yet): it shows in the next one.
+The warm-up starts at the cursor, as the editor integrations report it on open (didFocus), so
+it computes the first suggestion there. Prefetch after accept cannot change a first suggestion
+(nothing was accepted yet): it shows in the next one.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ async def run_cold_open_bench(
     `warm_first_p50_ms`, `parked_first_p50_ms`, `prefetch_first_p50_ms`, `all_first_p50_ms`
     and `ratio_first` (all / none); and of the suggestion after accepting the first:
     `cold_next_p50_ms`, `prefetched_next_p50_ms`, `all_next_p50_ms`, `ratio_next` (all /
-    none). Milliseconds of wall time."""
+    none); per condition in `conditions` the raw times and outcomes. Milliseconds of wall
+    time."""
     say = progress or (lambda _m: None)
     documents = [TypingDocument.from_file(p) for p in files or default_files(DEFAULT_FILES)]
     runs = {}
@@ -82,14 +85,17 @@ async def _condition(
     with tempfile.TemporaryDirectory() as folder:
         engine = dataclasses.replace(settings.engine, slots=SLOTS, parkSlots=park, parkDir=folder)
         chosen = dataclasses.replace(settings, engine=engine)
-        first, after_accept, outcomes, restored = [], [], [], []
+        first, first_outcomes, after_accept, outcomes, restored = [], [], [], [], []
         for round_ in (documents, documents[:REOPENED]):  # a restart between the two
             assistant = Assistant(chosen)
             try:
                 await assistant.load()
                 for doc in round_:
-                    ms, from_disk, shown = await _first_suggestion(assistant, doc, warm, think_ms)
+                    ms, outcome, from_disk, shown = await _first_suggestion(
+                        assistant, doc, warm, think_ms
+                    )
                     first.append(ms)
+                    first_outcomes.append(outcome)
                     if round_ is not documents:
                         restored.append(from_disk)
                     name = doc.uri.rsplit("/", 1)[-1]
@@ -105,6 +111,7 @@ async def _condition(
                 assistant.close()
     return {
         "first_ms": first,
+        "first_outcomes": first_outcomes,
         "next_ms": after_accept,
         "next_outcomes": outcomes,
         "restored_after_restart": restored,
@@ -113,11 +120,14 @@ async def _condition(
 
 async def _first_suggestion(
     assistant: Assistant, doc: TypingDocument, warm: bool, think_ms: float
-) -> tuple[float, int, str]:
-    """Wall milliseconds of the first suggestion, the tokens restored from a parked slot for it
-    (by the request, or by its warm-up), and its text."""
+) -> tuple[float, str, int, str]:
+    """Wall milliseconds and outcome of the first suggestion (`prefetched` when the warm-up
+    computed it), the tokens restored from a parked slot for it (by the request, or by its
+    warm-up), and its text."""
     text, offset = doc.state()
-    warming = asyncio.create_task(assistant.warm(doc.uri, text, offset)) if warm else None
+    warming = None
+    if warm:  # the editor integrations report the cursor of a document they open (didFocus)
+        warming = asyncio.create_task(assistant.warm(doc.uri, text, offset, at_cursor=True))
     await asyncio.sleep(think_ms / 1000)
     started = time.perf_counter()
     suggestion = await assistant.complete(doc.uri, text, offset)
@@ -127,7 +137,7 @@ async def _first_suggestion(
         with contextlib.suppress(Exception):  # preempted by the request, or done before it
             warmed = await warming
             restored += warmed.restored_tokens if warmed else 0  # restored by the warm-up
-    return elapsed, restored, suggestion.text
+    return elapsed, suggestion.record.outcome, restored, suggestion.text
 
 
 async def _after_accept(

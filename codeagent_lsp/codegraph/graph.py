@@ -10,6 +10,7 @@ does not change while the user types inside it.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -36,9 +37,10 @@ _KEYWORDS = (
 )
 KEYWORDS = frozenset(_KEYWORDS.split())
 REASONS = ("definition", "import", "ranked")
+"""What a snippet is there for, in the order `related()` tries them (Snippet.reason)."""
 Node = tuple[str, int]
 """A graph node: ("file", file id) or ("symbol", symbol id)."""
-"""What a snippet is there for, in the order `related()` tries them (Snippet.reason)."""
+Order = dict[Node, tuple[str, str, str, int]]
 
 
 @dataclass(frozen=True)
@@ -52,19 +54,35 @@ class Snippet:
     ranked (personalized PageRank)."""
 
 
+@dataclass(frozen=True)
+class _Built:
+    """A graph built from the store, its nodes' stable order, and the store version it saw."""
+
+    graph: nx.DiGraph
+    order: Order
+    version: int
+
+
 class CodeGraph:
+    """Thread-safe: `related()` runs in request threads while CodeGraph updates (another
+    thread) call `invalidate()`. A reader keeps the graph it started with; a graph or ranking
+    computed from a store that changed meanwhile is used once but not kept."""
+
     def __init__(self, store: GraphStore) -> None:
         self.store = store
-        self._graph: nx.DiGraph | None = None
+        self._lock = threading.Lock()
+        self._version = 0
+        self._built: _Built | None = None
         self._ranks: OrderedDict[int, list[int]] = OrderedDict()
-        self._order: dict[Node, tuple[str, str, str, int]] = {}
 
     def invalidate(self) -> None:
         """Files changed: rebuild the graph on next use."""
-        self._graph = None
-        self._ranks.clear()
+        with self._lock:
+            self._version += 1
+            self._built = None
+            self._ranks.clear()
 
-    def _stable_order(self, graph: nx.DiGraph) -> dict[Node, tuple[str, str, str, int]]:
+    def _stable_order(self, graph: nx.DiGraph) -> Order:
         """Each node's place in an order that the index's history does not change.
 
         Row ids are not stable: a file indexed again (opened, edited, closed) gets new ones,
@@ -82,10 +100,19 @@ class CodeGraph:
         return order
 
     def graph(self) -> nx.DiGraph:
-        if self._graph is None:
-            self._graph = self._build()
-            self._order = self._stable_order(self._graph)
-        return self._graph
+        return self._snapshot().graph
+
+    def _snapshot(self) -> _Built:
+        with self._lock:
+            built, version = self._built, self._version
+        if built is not None:
+            return built
+        graph = self._build()  # outside the lock: seconds on a large workspace
+        built = _Built(graph, self._stable_order(graph), version)
+        with self._lock:
+            if self._version == version:
+                self._built = built
+        return built
 
     def _build(self) -> nx.DiGraph:
         graph: nx.DiGraph[tuple[str, int]] = nx.DiGraph()
@@ -175,14 +202,16 @@ class CodeGraph:
                     yield _snippet(symbol, "ranked")
 
     def _ranking(self, file_id: int) -> list[int]:
-        if file_id in self._ranks:
-            self._ranks.move_to_end(file_id)
-            return self._ranks[file_id]
-        graph = self.graph()
-        seed = ("file", file_id)
+        with self._lock:
+            cached = self._ranks.get(file_id)
+            if cached is not None:
+                self._ranks.move_to_end(file_id)
+                return cached
+        built = self._snapshot()
+        graph, seed = built.graph, ("file", file_id)
         ranked: list[int] = []
         if seed in graph:
-            order = self._order.__getitem__
+            order = built.order.__getitem__
             nodes = sorted(_neighbourhood(graph, seed, MAX_NEIGHBOURHOOD, order), key=order)
             scores = personalized_pagerank(graph, nodes, seed)
             ranked = [
@@ -190,9 +219,11 @@ class CodeGraph:
                 for node, _ in sorted(scores.items(), key=lambda item: (-item[1], order(item[0])))
                 if node[0] == "symbol"
             ][:50]
-        self._ranks[file_id] = ranked
-        if len(self._ranks) > PAGERANK_CACHE:
-            self._ranks.popitem(last=False)
+        with self._lock:
+            if self._version == built.version:
+                self._ranks[file_id] = ranked
+                if len(self._ranks) > PAGERANK_CACHE:
+                    self._ranks.popitem(last=False)
         return ranked
 
 

@@ -36,10 +36,11 @@ carries it as its command, which VS Code and Neovim 0.12 run after inserting it.
 
 def warm(ls: CodeagentServer, uri: str, position: Any = None) -> None:
     """Evaluate `uri`'s prompt at `position` (the end of the document when the client sent
-    none) in the background, replacing any other warm-up; nothing when completion is off, the
-    document is not served or the policy denies completion on it, and nothing either where a
-    prefetch runs (it evaluates that prompt, and more: the editors report the cursor an
-    accept moved)."""
+    none) in the background, replacing any other warm-up; at a position the client sent (its
+    cursor settled there) the suggestion itself is computed too (`Assistant.warm`). Nothing
+    when completion is off, the document is not served or the policy denies completion on it,
+    and nothing either where a prefetch runs (it evaluates that prompt, and more: the editors
+    report the cursor an accept moved)."""
     key, document = fileuri.document_key(uri), ls.document(uri)
     offset = _offset(document, position)
     if document and offset is not None and ls.assistant.prefetching(key, document.source, offset):
@@ -48,7 +49,9 @@ def warm(ls: CodeagentServer, uri: str, position: Any = None) -> None:
     target = _background_target(ls, uri, ls.settings.completion.warm)
     if target is None or offset is None:
         return
-    work = ls.assistant.warm(key, target[0].source, offset, target[1])
+    work = ls.assistant.warm(
+        key, target[0].source, offset, target[1], at_cursor=position is not None
+    )
     ls.warming = asyncio.get_running_loop().create_task(_background(work))
 
 

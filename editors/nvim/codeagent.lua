@@ -81,8 +81,8 @@ local function notify(client, method, params)  -- a method since 0.11, like `req
   return client.notify(method, params)
 end
 
--- Tells the server where the cursor settled (codeagent/didFocus), so it evaluates that prompt
--- in the background and the first suggestion there reuses it.
+-- Tells the server where the cursor settled (codeagent/didFocus), so it computes the suggestion
+-- there in the background and the first request there answers from it.
 local function focus_events(bufnr)
   vim.api.nvim_create_autocmd({ "BufEnter", "CursorHold", "CursorHoldI", "InsertEnter" }, {
     buffer = bufnr,

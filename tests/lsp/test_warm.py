@@ -45,7 +45,7 @@ async def test_opening_a_document_warms_its_prompt(client: LanguageClient, works
     assert first["outcome"] == "ok" and first["evaluatedTokens"] == 1  # all but the last token
 
 
-async def test_focus_warms_at_the_cursor_the_client_reports(
+async def test_focus_computes_the_suggestion_at_the_cursor_the_client_reports(
     client: LanguageClient, workspace: Path
 ):
     await model_loaded(client)
@@ -61,9 +61,10 @@ async def test_focus_warms_at_the_cursor_the_client_reports(
             break
         await asyncio.sleep(0.05)
     assert (await inline(client, uri, cursor)) is not None
-    records = (await stats(client))["records"]
-    assert [r["generatedTokens"] for r in records[:2]] == [0, 0]
-    assert records[-1]["evaluatedTokens"] == 1
+    opened, focused, served = (await stats(client))["records"]
+    assert opened["generatedTokens"] == 0  # didOpen without a cursor: the prompt only
+    assert focused["outcome"] == "ok" and focused["reusedTokens"] > 0  # on the open's KV
+    assert (served["outcome"], served["evaluatedTokens"]) == ("prefetched", 0)
 
 
 @pytest.mark.settings({"completion": {"warm": False}})

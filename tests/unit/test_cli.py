@@ -101,6 +101,10 @@ def test_cold_open_bench_parks_restores_and_prefetches(tiny_model: Path):
         assert isinstance(result[key], float)
     runs = result["conditions"]
     assert all(len(run["first_ms"]) == 13 for run in runs.values())
+    # The warm-up at the cursor computes the first suggestion exactly where warm-ups are on.
+    first = {name: set(run["first_outcomes"]) for name, run in runs.items()}
+    assert first["warm"] == first["all"] == {"prefetched"}
+    assert first["none"] == first["park"] == first["prefetch"] == {"ok"}
     # The suggestion after an accept comes from the prefetch exactly where prefetch is on.
     accepted = {name: set(run["next_outcomes"]) for name, run in runs.items()}
     assert accepted["prefetch"] == accepted["all"] == {"prefetched"}

@@ -101,8 +101,8 @@ async function start(): Promise<void> {
   status?.watch(editor.get<number>("statusRefreshSeconds", 10));
 }
 
-/** Tells the server where the cursor settled (`codeagent/didFocus`): it evaluates that
- * prompt in the background, so the first suggestion there reuses it. */
+/** Tells the server where the cursor settled (`codeagent/didFocus`): it computes the
+ * suggestion there in the background, so the first request there answers from it. */
 function focus(editor: vscode.TextEditor | undefined): void {
   if (!editor || !client?.isRunning() || !LANGUAGES.includes(editor.document.languageId)) {
     return;

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import networkx as nx
@@ -64,6 +65,30 @@ def test_related_gives_only_the_reasons_asked_for(python_index):
         assert all(s.reason == reason for s in only)
         if reason == "definition":  # tried first: the same as in the full list
             assert only == [s for s in everything if s.reason == reason]
+
+
+def test_related_holds_while_another_thread_invalidates_the_graph(python_index):
+    """CodeGraph updates (another thread) invalidate the graph while requests rank on it: each
+    request keeps the graph it started with, and gets the same answer as a quiet one."""
+    index, root = python_index
+    text = (root / "app.py").read_text()
+    line = text.split("\n").index("def describe(c: Circle) -> str:")
+    count = lambda s: len(s) // 4 + 1  # noqa: E731
+    quiet = index.related(root / "app.py", text, line, 4000, count)
+    done = threading.Event()
+
+    def invalidate() -> None:
+        while not done.is_set():
+            index.graph.invalidate()
+
+    churn = threading.Thread(target=invalidate)
+    churn.start()
+    try:
+        for _ in range(200):
+            assert index.related(root / "app.py", text, line, 4000, count) == quiet
+    finally:
+        done.set()
+        churn.join()
 
 
 def test_related_respects_the_budget(python_index):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from codeagent_lsp.codegraph.extract import extract, parse
 from codeagent_lsp.codegraph.live import LiveTrees
+from tests.edits import apply, splices
 
 SOURCE = (
     "import os\n\n\nclass Shape:\n    def area(self) -> float:\n        return 0.0\n\n\n"
@@ -25,22 +25,13 @@ def test_second_parse_is_incremental_and_sees_the_edit():
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    edits=st.lists(
-        st.tuples(
-            st.integers(0, len(SOURCE)), st.integers(0, 12), st.text("abcdef():\n _é", max_size=10)
-        ),
-        min_size=1,
-        max_size=6,
-    )
-)
+@given(edits=splices(len(SOURCE), "abcdef():\n _é", removed=12, inserted=10, edits=6))
 def test_incremental_parse_equals_a_full_parse(edits):
     live = LiveTrees()
     text = SOURCE
     live.update("doc", text.encode(), "python")
-    for position, removed, inserted in edits:
-        position = min(position, len(text))
-        text = text[:position] + inserted + text[position + removed :]
+    for edit in edits:
+        text = apply(text, edit)
         tree, _ = live.update("doc", text.encode(), "python")
         assert str(tree.root_node) == str(parse(text.encode(), "python").root_node)
         assert extract(text.encode(), "python", tree) == extract(text.encode(), "python")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from codeagent_lsp.codegraph import store as store_module
 from codeagent_lsp.codegraph.extract import extract
@@ -25,6 +24,7 @@ from codeagent_lsp.codegraph.store import (
     default_db_path,
     open_store,
 )
+from tests.edits import apply, splices
 
 
 def span(line: int, col: int = 0, end_col: int = 1) -> Span:
@@ -637,23 +637,15 @@ def contents(store: GraphStore) -> tuple[list[tuple], list[tuple]]:
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    edits=st.lists(
-        st.tuples(
-            st.integers(0, len(UPDATED)), st.integers(0, 40), st.text("helpr_(v)\n ", max_size=30)
-        ),
-        min_size=1,
-        max_size=4,
-    )
-)
+@given(edits=splices(len(UPDATED), "helpr_(v)\n ", removed=40, inserted=30, edits=4))
 def test_an_updated_file_holds_what_a_first_write_of_its_text_would(edits) -> None:
     """Updates write only the references and windows that differ; what is stored (and what
     the FTS index finds) is the same as when the text is written at once."""
     updated, fresh = open_store(None), open_store(None)
     text = UPDATED
     put(updated, "a.py", extract(text.encode(), "python"), text)
-    for position, removed, inserted in edits:
-        text = text[:position] + inserted + text[position + removed :]
+    for edit in edits:
+        text = apply(text, edit)
         put(updated, "a.py", extract(text.encode(), "python"), text)
     put(fresh, "a.py", extract(text.encode(), "python"), text)
     assert contents(updated) == contents(fresh)
