@@ -282,7 +282,9 @@ class Assistant:
                     loaded, state, key, text, offset, where or PromptFile()
                 )
             generation = await self._generate(loaded, request)
-        suggestion = self.finish(generation.text, prefix, suffix)
+        suggestion = self.finish(
+            generation.text, prefix, suffix, generated=generation.record.generated_tokens
+        )
         audit.note_response(
             suggestion, generation.record.prompt_tokens, generation.record.generated_tokens
         )
@@ -304,11 +306,15 @@ class Assistant:
         state = self._documents.setdefault(key, _DocumentState())
         return await self._fim_request(loaded, state, key, text, offset, where or PromptFile())
 
-    def finish(self, raw: str, prefix: str, suffix: str) -> str:
+    def finish(self, raw: str, prefix: str, suffix: str, *, generated: int = 0) -> str:
         """The model's answer at a cursor between `prefix` and `suffix`, post-processed as the
-        settings ask (multi-line or not)."""
+        settings ask (multi-line or not); `generated` tokens reaching `completion.maxTokens`
+        mean the limit cut the answer (its last line is unfinished)."""
         multiline = self._multiline(prefix, suffix)
-        return postprocess.postprocess(raw, prefix, suffix, multiline=multiline)
+        truncated = generated >= self.settings.completion.maxTokens
+        return postprocess.postprocess(
+            raw, prefix, suffix, multiline=multiline, truncated=truncated
+        )
 
     async def warm(
         self,

@@ -394,11 +394,13 @@ def _error_nodes(node: tree_sitter.Node) -> int:
 
 @dataclass(frozen=True)
 class Completion:
-    """A model call's outcome: the answer before post-processing, wall time, prompt size."""
+    """A model call's outcome: the answer before post-processing, wall time, prompt size,
+    tokens generated."""
 
     raw: str
     latency_ms: float
     prompt_tokens: int
+    generated_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -412,8 +414,8 @@ class Prepared:
 
 Condition = Callable[[Task], Awaitable[Prepared | None]]
 """Builds a task's prompt under one condition; None where the condition does not apply."""
-Finish = Callable[[Task, str], str]
-"""Post-processing: (task, the model's raw answer) -> the suggestion scored."""
+Finish = Callable[[Task, Result], str]
+"""Post-processing: (task, the model's stored answer) -> the suggestion scored."""
 
 
 @dataclass
@@ -457,7 +459,7 @@ async def run_quality_bench(
     results: ResultsFile,
     model: str,
     *,
-    finish: Finish = lambda _task, raw: raw,
+    finish: Finish = lambda _task, result: result.raw,
     progress: Callable[[str], None] | None = None,
     keep_predictions: bool = False,
     max_seconds: float | None = None,
@@ -521,7 +523,9 @@ async def _one(
         if shared is not None:
             how, completion = (
                 "shared",
-                Completion(shared.raw, shared.latency_ms, shared.prompt_tokens),
+                Completion(
+                    shared.raw, shared.latency_ms, shared.prompt_tokens, shared.generated_tokens
+                ),
             )
         else:
             how, completion = "ran", await prepared.run()
@@ -534,10 +538,11 @@ async def _one(
             completion.latency_ms,
             completion.prompt_tokens,
             prepared.context_files,
+            completion.generated_tokens,
         )
         results.add(found)
     run.counts[how] += 1
-    return _score(task, name, finish(task, found.raw), found, how)
+    return _score(task, name, finish(task, found), found, how)
 
 
 def _progress_line(run: _Run, task: Task, name: str, score: _Score | None) -> str:
@@ -648,6 +653,7 @@ def _row(score: _Score) -> dict[str, object]:
         "expected": task.expected,
         "prediction": score.prediction,
         "raw": score.result.raw,
+        "generated_tokens": score.result.generated_tokens,
         "em": score.em,
         "es": round(score.es, 2),
         "id": round(score.id, 2),

@@ -91,7 +91,9 @@ async def run(
             {name: _condition(assistant, index, assets, name) for name in conditions},
             stored,
             assistant.model_sha256 or info.name,
-            finish=lambda task, raw: assistant.finish(raw, task.prefix_text, task.suffix_text),
+            finish=lambda task, found: assistant.finish(
+                found.raw, task.prefix_text, task.suffix_text, generated=found.generated_tokens
+            ),
             progress=say,
             keep_predictions=keep_predictions,
             max_seconds=None if max_minutes is None else max_minutes * 60,
@@ -139,7 +141,10 @@ def _condition(
             finally:
                 assistant.forget(key)
             latency = (time.perf_counter() - started) * 1000
-            return Completion(suggestion.raw, latency, suggestion.record.prompt_tokens)
+            record = suggestion.record
+            return Completion(
+                suggestion.raw, latency, record.prompt_tokens, record.generated_tokens
+            )
 
         return Prepared(prompt_sha256(request), files, complete)
 

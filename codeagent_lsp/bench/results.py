@@ -48,7 +48,8 @@ def _segment(segment: Segment) -> list[str]:
 @dataclass(frozen=True)
 class Result:
     """One completion: `raw` is the model's answer before post-processing (re-applied when
-    scoring, so a post-processing change needs no model call); `latency_ms` is wall time."""
+    scoring, so a post-processing change needs no model call); `latency_ms` is wall time;
+    `generated_tokens` tells post-processing whether the token limit cut the answer."""
 
     task: str
     condition: str
@@ -58,6 +59,7 @@ class Result:
     latency_ms: float
     prompt_tokens: int
     context_files: int
+    generated_tokens: int = 0
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -112,7 +114,8 @@ class ResultsFile:
 
 
 def _parse(line: str) -> Result | None:
-    """A stored line, or None for a torn or foreign one."""
+    """A stored line, or None for a torn or foreign one (or one written before the generated
+    tokens were kept: post-processing needs them, so that prompt is asked again)."""
     try:
         data = json.loads(line)
         return Result(
@@ -124,6 +127,7 @@ def _parse(line: str) -> Result | None:
             latency_ms=float(data["latency_ms"]),
             prompt_tokens=int(data["prompt_tokens"]),
             context_files=int(data["context_files"]),
+            generated_tokens=int(data["generated_tokens"]),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -90,11 +90,23 @@ def wants_multiline(prefix: str, suffix: str) -> bool:
     return _in_indented_body(cur)
 
 
-def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_lines: int = 16) -> str:
+def postprocess(
+    raw: str,
+    prefix: str,
+    suffix: str,
+    *,
+    multiline: bool,
+    max_lines: int = 16,
+    truncated: bool = False,
+) -> str:
     """Return the part of `raw` worth showing at the cursor, or "" when there is none.
 
     In order:
     - `\\r\\n` and lone `\\r` become `\\n`; trailing whitespace is dropped.
+    - Multi-line, `truncated` (the token limit ended `raw`): its last line is unfinished and
+      dropped, and so are the lines before it back to one that leaves nothing the suggestion
+      opened still open (a string, a comment, a bracket of its own) and is not a comment or
+      blank: they led into what was cut. The first line always stays.
     - Single line: keep the first line only (so output starting with a newline is empty).
       Multi-line: the body indentation is that of the first non-blank line of the
       completion (its first line sits on the cursor line, with that line's indentation);
@@ -102,7 +114,12 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
       closer (`}`, `)`, `]`, `end`, `fi`, ...) at the indentation of the line that opened
       the block it is kept as the block's end (brace languages, Python literals); when it
       reopens a block (`} else {`) only its closing token is kept. Python's dedented
-      `else:` or next `def` is not a closer and is cut. At most `max_lines` lines remain.
+      `else:` or next `def` is not a closer and is cut. A later line that dedents to a width
+      between two open levels (the model lost the block) is cut with what follows. At most
+      `max_lines` lines remain.
+    - Brackets the prefix left open and the suffix does not close (see `wants_multiline`):
+      the lines inside them continue the statement whatever their indentation, and the line
+      that closes them ends the suggestion unless it opens a block.
     - The first completion line equal to the next non-blank line of the suffix (same
       indentation) is cut with what follows: the model is repeating existing code.
     - When the rest of the cursor line is blank, the suggestion never re-types the code that
@@ -122,11 +139,15 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, max_line
       comments on the same line are skipped while counting.
     - "" when what is left is blank, or just repeats the non-blank lines before the cursor.
     """
-    return _postprocess(raw, _Cursor.of(prefix, suffix), multiline, max_lines)
+    return _postprocess(raw, _Cursor.of(prefix, suffix), multiline, max_lines, truncated)
 
 
-def _postprocess(raw: str, cur: _Cursor, multiline: bool, max_lines: int) -> str:
+def _postprocess(
+    raw: str, cur: _Cursor, multiline: bool, max_lines: int, truncated: bool = False
+) -> str:
     text = _fit(raw, cur)
+    if truncated and multiline:
+        text = _drop_unfinished(text)
     # Single line: what follows the first newline is not for this line.
     text = _cut_block(text, cur, max(1, max_lines)) if multiline else text.partition("\n")[0]
     text = _cut_repeated_suffix_line(text, cur)
@@ -529,6 +550,29 @@ def _closes_statement(text: str, cur: _Cursor) -> bool:
     return closed is not None and not opens_block(text.split("\n")[closed])
 
 
+def _drop_unfinished(text: str) -> str:
+    """`text` cut by the token limit, back to its last line that leaves nothing of its own
+    open and is code (see `postprocess`); never below its first line."""
+    lines = text.split("\n")
+    if len(lines) > 1:
+        lines.pop()  # the line the limit cut
+    while len(lines) > 1 and not _finished("\n".join(lines)):
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _finished(text: str) -> bool:
+    """Whether `text` ends on a line of code with nothing it opened still open."""
+    last = text.rpartition("\n")[2].strip()
+    if not last or last.startswith(_COMMENTS):
+        return False
+    lexed = _lex(text)
+    return not lexed.inside and not _pair_up(text, lexed)[0]
+
+
+_COMMENTS = ("#", "//", "/*")
+
+
 def _cut_block(text: str, cur: _Cursor, max_lines: int) -> str:
     """Stop where the block being written ends, judging by indentation. Inside brackets the
     suggestion must close, lines continue the statement whatever their indentation; the line
@@ -546,12 +590,28 @@ def _cut_block(text: str, cur: _Cursor, max_lines: int) -> str:
     body = _body_width(lines, cur)
     if body is not None:
         opener = _opener_width(cur, body)
+        levels = [body]  # indentation of the blocks open in the suggestion, outermost first
         for i, line in enumerate(lines[start:], start=start):
             if line.strip() and _width(line) < body:
                 end = _closing_part(line) if _width(line) == opener else ""
                 lines = [*lines[:i], end]
                 break
+            if line.strip() and not _indent_fits(levels, _width(line)):
+                lines = lines[:i]  # a dedent to no open level: the model lost the block
+                break
     return "\n".join(lines[:max_lines]).rstrip()
+
+
+def _indent_fits(levels: list[int], width: int) -> bool:
+    """Whether a line at `width` goes deeper or back to an open level (`levels`, the widths
+    of the open blocks, updated); a dedent between two levels fits none (Python rejects it)."""
+    dedented = levels[-1] > width
+    while levels[-1] > width:
+        levels.pop()
+    if levels[-1] == width:
+        return True
+    levels.append(width)
+    return not dedented
 
 
 def _body_width(lines: list[str], cur: _Cursor) -> int | None:

@@ -520,6 +520,21 @@ def test_accepting_the_whole_suggestion_leaves_the_file_parsing(task, prediction
     assert accepted_parses(task, prediction) is parses
 
 
+def test_a_line_without_generated_tokens_is_asked_again(tmp_path) -> None:
+    """Post-processing needs to know whether the token limit cut an answer: a line written
+    before the count was kept is not reused."""
+    path = tmp_path / "r.jsonl"
+    ResultsFile(path).add(Result("new", "full", "p", "m", "a", 1.0, 10, 0, 48))
+    old = dataclasses.asdict(Result("old", "full", "p", "m", "b", 1.0, 10, 0))
+    del old["generated_tokens"]
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(old) + "\n")
+    again = ResultsFile(path)
+    assert again.find("old", "full", "p", "m") is None
+    found = again.find("new", "full", "p", "m")
+    assert found is not None and found.generated_tokens == 48
+
+
 # --- the command, on the tiny model ------------------------------------------------------------
 
 LIB = '''"""Helpers."""

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.bench.quality import Task, accepted_parses
 from codeagent_lsp.context.postprocess import (
     fit_to_line,
@@ -15,6 +16,7 @@ from codeagent_lsp.context.postprocess import (
     stop_early,
     wants_multiline,
 )
+from codeagent_lsp.settings import Settings
 
 
 def normalise(text: str) -> str:
@@ -585,3 +587,94 @@ def test_the_bracket_scan_reads_a_bounded_tail() -> None:
     far = "x = f(\n" + "    a,\n" * 4000
     assert not wants_multiline(far + "    b", "\n")
     assert wants_multiline("x = f(\n" + "    a,\n" * 10 + "    b", "\n")
+
+
+# --- a suggestion the token limit cut ----------------------------------------------------------
+
+BODY_STATEMENTS = st.sampled_from(
+    [
+        'y = compute(x, "(")',
+        "items = [\n    1,\n    (2, 3),\n]",
+        '"""Text with ( and [\nover two lines."""',
+        "# a comment that leads into code (",
+        'if x:\n    return {\n        "a": 1,\n    }',
+        "total = f(x,\n          x)",
+        "for item in x:\n    y = item  # ]",
+        "z = 's(' + \"t{\"",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.sampled_from(["y = 1", "if x:", "return x"]),
+    later=st.lists(BODY_STATEMENTS, min_size=1, max_size=4),
+    cut=st.data(),
+)
+def test_a_suggestion_the_token_limit_cut_ends_where_it_is_finished(
+    first: str, later: list[str], cut
+) -> None:
+    """Cut anywhere after its first line, a multi-line suggestion ends at its last line that
+    leaves nothing of its own open and is code: accepted (a block opener gets an empty body,
+    as a user types one next), the file parses."""
+    body = "        " if first.endswith(":") else "    "  # later lines from the line's start
+    statements = [*later, "y = 2"]  # a comment alone is no body
+    rows = [first] + [body + row for statement in statements for row in statement.split("\n")]
+    raw = "\n".join(rows)
+    prefix, suffix = "def f(x):\n    ", "\n\nprint(f(1))\n"
+    cut_raw = raw[: cut.draw(st.integers(len(first) + 1, len(raw)))]
+    out = postprocess(cut_raw, prefix, suffix, multiline=True, truncated=True)
+    assert fit_to_line(cut_raw, prefix, suffix).startswith(out)
+    task = Task(Path("x.py"), "x.py", 1, 4, prefix, suffix, raw, "next-line")
+    assert accepted_parses(task, out) is True
+    assert out.startswith(first)
+
+
+@pytest.mark.parametrize(
+    ("raw", "truncated", "expected"),
+    [
+        pytest.param(
+            'y = 1\n    z = f"{y} and',
+            True,
+            "y = 1",
+            id="unfinished-last-line-dropped",
+        ),
+        pytest.param('y = 1\n    z = f"{y} and', False, 'y = 1\n    z = f"{y} and', id="not-cut"),
+        pytest.param(
+            'if x:\n        return 1\n    """Doc\n    text that',
+            True,
+            "if x:\n        return 1",
+            id="open-string-dropped",
+        ),
+        pytest.param(
+            "y = 1\n    # next we\n    z = [\n        1,\n        2",
+            True,
+            "y = 1",
+            id="comment-and-open-bracket-dropped",
+        ),
+        pytest.param("return {", True, "return {", id="first-line-stays"),
+    ],
+)
+def test_token_limit_examples(raw: str, truncated: bool, expected: str) -> None:
+    out = postprocess(raw, "def f(x):\n    ", "\n", multiline=True, truncated=truncated)
+    assert out == expected
+
+
+def test_a_dedent_to_no_open_level_ends_the_suggestion() -> None:
+    """The model lost the block: a later line dedents to a width between two open levels."""
+    raw = "if x:\n            y = 1\n        z = 2\n    return y"
+    assert postprocess(raw, "def f(x):\n    ", "\n", multiline=True) == "if x:\n            y = 1"
+    kept = "if x:\n        y = 1\n    z = 2\n    return z"
+    assert postprocess(kept, "def f(x):\n    ", "\n", multiline=True) == kept
+
+
+@pytest.mark.parametrize(("generated", "expected"), [(48, "y = 1"), (47, "y = 1\n    z = f(")])
+def test_the_assistant_tells_post_processing_when_the_limit_cut_the_answer(
+    generated: int, expected: str
+) -> None:
+    assistant = Assistant(Settings())  # completion.maxTokens 48; finish needs no model
+    try:
+        raw = "y = 1\n    z = f("
+        assert assistant.finish(raw, "def f(x):\n    ", "\n", generated=generated) == expected
+    finally:
+        assistant.close()
