@@ -480,14 +480,21 @@ def _pending(cur: _Cursor) -> int:
     tail's outermost opener close brackets above it); the suggestion closes the ones inside
     that depth, all of them when the suffix has no closer. 0 when the prefix ends in a string
     or comment, or the suffix's closers match at no depth."""
-    prefix = f"{cur.before}\n{cur.line}"
+    prefix = f"{cur.before[-_SCAN_CHARS:]}\n{cur.line}"
     if len(prefix) > _SCAN_CHARS:  # from a line start: a line cut in half may start in a string
         prefix = prefix[-_SCAN_CHARS:].partition("\n")[2]
+    return _pending_between(prefix, f"{cur.rest}\n{cur.after[:_SCAN_CHARS]}")
+
+
+# One request asks for the same cursor several times (the multi-line choice when its prompt
+# is built and again for its answer, post-processing, the early stop): one scan per text.
+@functools.lru_cache(maxsize=8)
+def _pending_between(prefix: str, suffix: str) -> int:
+    """`_pending` of a prefix tail and a suffix head."""
     lexed = _lex(prefix)
     opened = [] if lexed.inside else _pair_up(prefix, lexed)[0]
     if not opened:
         return 0
-    suffix = f"{cur.rest}\n{cur.after[:_SCAN_CHARS]}"
     closers = _pair_up(suffix, _lex(suffix))[1]
     if not closers:
         return len(opened)
