@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from codeagent_lsp.codegraph.model import Definition
 from codeagent_lsp.codegraph.store import GraphStore, StoredSymbol
 from codeagent_lsp.codegraph.words import IDENTIFIER
 from codeagent_lsp.lines import split_lines
@@ -52,6 +53,8 @@ class Snippet:
     reason: str
     """definition (of a name near the cursor), import (signature of an imported module) or
     ranked (personalized PageRank)."""
+    definition: Definition | None = None
+    """The declaration `text` shows, for callers that lay snippets out as a file outline."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ class CodeGraph:
         if "definition" in reasons:
             yield from self._near_definitions(repo, path, text, line)
         if "import" in reasons:
-            yield from self._imported_signatures(repo, path)
+            yield from self._imported_signatures(repo, path, text)
         if "ranked" in reasons:
             yield from self._ranked(repo, path)
 
@@ -184,13 +187,23 @@ class CodeGraph:
         found.sort(key=lambda s: (s.file_id not in imported, s.repo != repo, s.path))
         return found[:2]
 
-    def _imported_signatures(self, repo: str, path: str):
+    def _imported_signatures(self, repo: str, path: str, text: str):
+        """Module-level declarations of the files `path` imports: their API. Dunder names
+        (`__all__`) are left out, and private ones (`_helper`) unless `text` uses them: they
+        are not what a caller writes, and their tokens are better spent on another module."""
+        used: set[str] | None = None  # the file's identifiers, found once when needed
         for _, target in self.store.imports_of(repo, path):
             if target is None:
                 continue
             for symbol in self.store.symbols_in(target.repo, target.path):
-                if not symbol.definition.scope:  # module level: the module's API
-                    yield _snippet(symbol, "import")
+                name = symbol.definition.name
+                private = name.startswith("__")
+                if name.startswith("_") and not private:
+                    used = used if used is not None else set(IDENTIFIER.findall(text))
+                    private = name not in used
+                if symbol.definition.scope or private:
+                    continue
+                yield _snippet(symbol, "import")
 
     def _ranked(self, repo: str, path: str):
         record = self.store.file_info(repo, path)
@@ -308,4 +321,4 @@ def _snippet(symbol: StoredSymbol, reason: str) -> Snippet:
     definition = symbol.definition
     doc = definition.doc.strip().split("\n", 1)[0]
     text = definition.signature + (f"\n    {doc}" if doc else "")
-    return Snippet(symbol.repo, symbol.path, definition.span.start_line, text, reason)
+    return Snippet(symbol.repo, symbol.path, definition.span.start_line, text, reason, definition)

@@ -1,10 +1,13 @@
 """Repository context for a completion prompt, within a token budget.
 
-What goes in, best first: definitions of identifiers near the cursor, signatures of the modules
-the file imports, symbols ranked by personalized PageRank (all three from the CodeGraph's
-`related()`), code windows similar to the lines around the cursor (BM25 over the FTS index), and
-the workspace's API schemas, configuration and docs when their words meet the cursor's. Text the
-prefix or suffix already holds is left out.
+Sources (each an ablation of the quality benchmark): declarations of identifiers near the
+cursor and the API of the modules the file imports (both from the CodeGraph's `related()`),
+code windows similar to the lines above the cursor (BM25 over the FTS index), and the
+workspace's API schemas, configuration and docs when their words meet the cursor's. They
+claim the budget in BUDGET_ORDER and are laid out as files of the repository in PROMPT_ORDER
+(most relevant last); declarations are written as a stub file (`def f(x): ...`, methods under
+their class), the shape of code the model was trained on. Text the document already holds is
+left out.
 
 Stability: the context chosen for a cursor is kept while the cursor stays inside the same
 definition (function, method, class body), so the prompt's first tokens do not change while the
@@ -13,19 +16,25 @@ user types and the KV cache keeps them.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from codeagent_lsp import lines
+from codeagent_lsp.codegraph import languages
 from codeagent_lsp.codegraph.graph import names_near
+from codeagent_lsp.codegraph.model import Definition
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 
-Source = Literal["definitions", "signatures", "ranked", "windows", "assets"]
+Source = Literal["definitions", "signatures", "windows", "assets"]
 MODES: dict[str, frozenset[Source]] = {
     "none": frozenset(),
     "windows": frozenset({"windows"}),
@@ -33,16 +42,19 @@ MODES: dict[str, frozenset[Source]] = {
     "signatures": frozenset({"signatures"}),
     "windows+definitions": frozenset({"windows", "definitions"}),
     "assets": frozenset({"assets"}),
-    "full": frozenset({"definitions", "signatures", "ranked", "windows", "assets"}),
+    "full": frozenset({"definitions", "signatures", "windows", "assets"}),
 }
 """The context sources of each mode: the product uses "full"; the others are the quality
 benchmark's ablations."""
 # Source -> the CodeGraph's Snippet.reason it draws from related().
-_REASONS: dict[Source, str] = {
-    "definitions": "definition",
-    "signatures": "import",
-    "ranked": "ranked",
-}
+_REASONS: dict[Source, str] = {"definitions": "definition", "signatures": "import"}
+BUDGET_ORDER: tuple[Source, ...] = ("definitions", "windows", "signatures", "assets")
+"""Which source claims the budget first: declarations of the names at the cursor, code like
+the cursor's, the API of the imported modules, then assets."""
+PROMPT_ORDER: tuple[Source, ...] = ("assets", "signatures", "windows", "definitions")
+"""Where a context file goes, by its most relevant source: the most relevant last, next to the
+file being completed (the repository layout the model was trained on puts a file's
+dependencies before it)."""
 CountTokens = Callable[[str], int]
 FileCost = Callable[[str, str], int]
 """Tokens a (path, text) context file takes in the prompt (FimTemplate.context_cost)."""
@@ -50,6 +62,17 @@ FileCost = Callable[[str, str], int]
 WINDOW_QUERY_LINES = 8
 """Lines above the cursor that make the query for similar code windows."""
 WINDOWS = 4
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One candidate for the prompt: a declaration (rendered into its file's outline) or plain
+    text (a code window, an asset)."""
+
+    source: Source
+    path: str
+    text: str
+    definition: Definition | None = None
 
 
 @dataclass
@@ -110,47 +133,109 @@ class ContextBuilder:
         assert self.index is not None
         sources = MODES[self.mode]
         located = self.index.locate(path)
-        candidates: list[tuple[str, str]] = []
+        pieces: list[_Piece] = []
         reasons = [reason for source, reason in _REASONS.items() if source in sources]
         if reasons:
             snippet_cost: CountTokens = lambda s: cost("", s)  # noqa: E731
             for snippet in self.index.related(path, text, line, budget, snippet_cost, reasons):
-                candidates.append((snippet.path, snippet.text))
+                source: Source = "definitions" if snippet.reason == "definition" else "signatures"
+                pieces.append(_Piece(source, snippet.path, snippet.text, snippet.definition))
         if "windows" in sources:
-            candidates += self._windows(located, text, offset)
+            pieces += self._windows(located, text, offset)
         if "assets" in sources and self.assets is not None:
             words = names_near(text, line) + _literals_near(text, line)
             found = [s for s, _score in self.assets.relevant(words, 4, exclude_text=text)]
-            candidates += [(s.path, s.text) for s in self.index.for_prompt(found)]
-        return _fit(candidates, text, budget, cost)
+            pieces += [_Piece("assets", s.path, s.text) for s in self.index.for_prompt(found)]
+        return _fit(pieces, text, budget, cost)
 
-    def _windows(
-        self, located: tuple[str, str] | None, text: str, offset: int
-    ) -> list[tuple[str, str]]:
+    def _windows(self, located: tuple[str, str] | None, text: str, offset: int) -> list[_Piece]:
         assert self.index is not None
         query = "\n".join(text[:offset].split("\n")[-WINDOW_QUERY_LINES:])
         hits = self.index.similar_windows(query, WINDOWS, exclude=located)
-        return [(hit.path, hit.text) for hit in hits]
+        return [_Piece("windows", hit.path, hit.text) for hit in hits]
 
 
-def _fit(
-    candidates: list[tuple[str, str]], document: str, budget: int, cost: FileCost
-) -> list[tuple[str, str]]:
-    """Group snippets by file in first-seen order, skip what the document already holds, and
-    add each only if every file, priced as the template writes it, still fits the budget."""
-    by_file: dict[str, list[str]] = {}
+def _fit(pieces: list[_Piece], document: str, budget: int, cost: FileCost) -> list[tuple[str, str]]:
+    """Take pieces source by source in BUDGET_ORDER, skipping what the document already holds,
+    each only if every file, rendered and priced as the template writes it, still fits the
+    budget; then order the files by PROMPT_ORDER (files of the same rank as first taken)."""
+    files: dict[str, list[_Piece]] = {}
     prices: dict[str, int] = {}
-    for path, snippet in candidates:
-        snippet = snippet.strip("\n")
-        pieces = by_file.get(path, [])
-        if not snippet.strip() or snippet in document or snippet in pieces:
+    for piece in sorted(pieces, key=lambda p: BUDGET_ORDER.index(p.source)):
+        piece = dataclasses.replace(piece, text=piece.text.strip("\n"))
+        held = files.get(piece.path, [])
+        if not piece.text.strip() or piece.text in document or piece in held:
             continue
-        price = cost(path, "\n".join([*pieces, snippet]))
-        if sum(prices.values()) - prices.get(path, 0) + price > budget:
+        price = cost(piece.path, _render(piece.path, [*held, piece]))
+        if sum(prices.values()) - prices.get(piece.path, 0) + price > budget:
             continue
-        by_file[path] = [*pieces, snippet]
-        prices[path] = price
-    return [(path, "\n".join(pieces)) for path, pieces in by_file.items()]
+        files[piece.path] = [*held, piece]
+        prices[piece.path] = price
+    placed = sorted(files, key=lambda p: max(PROMPT_ORDER.index(x.source) for x in files[p]))
+    return [(path, _render(path, files[path])) for path in placed]
+
+
+def _render(path: str, pieces: list[_Piece]) -> str:
+    """A context file's text: its declarations as an outline in source order, then its plain
+    pieces (windows, assets) in the order taken."""
+    declared = sorted(
+        (p for p in pieces if p.definition is not None),
+        key=lambda p: p.definition.span.start_line if p.definition else 0,
+    )
+    if languages.language_for(path) == "python":
+        head = python_outline([p.definition for p in declared if p.definition])
+    else:
+        head = [p.text for p in declared]
+    return "\n".join([*head, *(p.text for p in pieces if p.definition is None)])
+
+
+def python_outline(definitions: list[Definition]) -> list[str]:
+    """Declarations as lines of a Python stub file, in the order given: `def f(x): ...`, a
+    docstring's first line under its declaration, a method under its class (a header
+    `class C:` is written when the class itself is not among them)."""
+    out: list[str] = []
+    open_classes: list[str] = []
+    for definition in definitions:
+        scope = definition.scope.split(".") if definition.scope else []
+        keep = 0
+        while keep < min(len(open_classes), len(scope)) and open_classes[keep] == scope[keep]:
+            keep += 1
+        del open_classes[keep:]
+        for depth in range(keep, len(scope)):
+            out.append(f"{'    ' * depth}class {scope[depth]}:")
+            open_classes.append(scope[depth])
+        out += _stub(definition, "    " * len(scope))
+        if definition.kind == "class":
+            open_classes.append(definition.name)
+    return out
+
+
+def _stub(definition: Definition, indent: str) -> list[str]:
+    # The docstring's first line as its source spelled it; a quote or backslash at its end
+    # would run into the closing quotes.
+    doc = definition.doc.strip().split("\n", 1)[0].replace('"""', "'").rstrip('"\\ ')
+    signature = definition.signature
+    if not signature.startswith(("def ", "async def ", "class ")):  # a variable, a constant
+        line = signature if _parses(signature) else f"{definition.name} = ..."
+        return [f"{indent}# {doc}", f"{indent}{line}"] if doc else [f"{indent}{line}"]
+    if doc:
+        return [f"{indent}{signature}:", f'{indent}    """{doc}"""']
+    if definition.kind == "class":  # its methods may follow, indented under it
+        return [f"{indent}{signature}:", f"{indent}    ..."]
+    return [f"{indent}{signature}: ..."]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parses(line: str) -> bool:
+    """A declaration squeezed onto one line is still Python (not cut at SIGNATURE_MAX, no
+    comment that swallowed the closing bracket)."""
+    try:
+        with warnings.catch_warnings():  # an odd escape in a string warns; it still parses
+            warnings.simplefilter("ignore")
+            ast.parse(line)
+    except (SyntaxError, ValueError):
+        return False
+    return True
 
 
 _LITERAL = re.compile(r"""["']([^"'\n]{3,80})["']""")

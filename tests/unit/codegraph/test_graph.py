@@ -147,3 +147,26 @@ def test_the_ranking_does_not_depend_on_the_index_s_history_or_the_process(tmp_p
     assert runs[1] == runs[0]  # after every file was indexed again
     assert runs[2] == runs[0]  # in another process, on the database the first one left
     assert runs[3] == runs[0]
+
+
+def test_an_imported_module_shows_its_api_not_its_private_names(tmp_path):
+    from codeagent_lsp.codegraph.workspace import WorkspaceIndex
+    from codeagent_lsp.settings import CodegraphSettings
+
+    root = tmp_path / "pkg"
+    root.mkdir()
+    (root / "events.py").write_text(
+        "__all__ = ('get_loop',)\n_policy = None\n_loop = None\n\n"
+        "def get_loop():\n    return _loop\n\n\ndef _new_policy():\n    return None\n"
+    )
+    app = root / "app.py"
+    app.write_text("import events\n\nevents._new_policy()\nloop = events.\n")
+    index = WorkspaceIndex([("pkg", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
+    index.index_all()
+    try:
+        text = app.read_text()
+        found = index.related(app, text, 3, 1000, lambda s: len(s) // 4 + 1, ["import"])
+    finally:
+        index.close()
+    names = {s.definition.name for s in found if s.definition}
+    assert names == {"get_loop", "_new_policy"}  # the file uses _new_policy itself

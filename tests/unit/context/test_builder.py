@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
+from codeagent_lsp.codegraph import extract
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
-from codeagent_lsp.context.builder import ContextBuilder
+from codeagent_lsp.context.builder import (
+    WINDOW_QUERY_LINES,
+    WINDOWS,
+    ContextBuilder,
+    python_outline,
+)
 from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.settings import CodegraphSettings
 
@@ -98,8 +105,9 @@ def test_each_ablation_mode_draws_on_its_own_sources(python_index):
     cost = lambda snippet: count("", snippet)  # noqa: E731
     definitions = index.related(path, text, line, 4000, cost, ["definition"])
     signatures = index.related(path, text, line, 4000, cost, ["import"])
-    assert _lines(context("definitions")) == _lines([("", s.text) for s in definitions])
-    assert _lines(context("signatures")) == _lines([("", s.text) for s in signatures])
+    for mode, snippets in (("definitions", definitions), ("signatures", signatures)):
+        held = "\n".join(t for _, t in context(mode))
+        assert snippets and all(s.definition and s.definition.signature in held for s in snippets)
     assert any("class Circle(Shape)" in t for _, t in context("definitions"))
     windows = _lines(context("windows"))
     both = _lines(context("windows+definitions"))
@@ -138,3 +146,52 @@ def test_api_schemas_come_in_and_secrets_never_do(tmp_path: Path):
     joined = "\n".join(f"{p}\n{t}" for p, t in files)
     assert "openapi.yaml" in joined and "getUser" in joined
     assert "canary-5e1f0c9a7d" not in joined
+
+
+def _stdlib_python_files() -> list[Path]:
+    import asyncio
+    import email
+
+    return sorted(p for m in (asyncio, email) for p in Path(m.__file__).parent.rglob("*.py"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # escapes as the docstrings spell them
+@pytest.mark.parametrize("path", _stdlib_python_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_an_outline_of_real_declarations_is_python_in_source_order(path: Path):
+    """Context files are laid out as a stub file the model could have read: every declaration
+    (methods under their classes, with or without the class itself) parses, in source order."""
+    facts = extract.extract(path.read_bytes(), "python")
+    whole = sorted(
+        (d for d in facts.definitions if not d.signature.endswith("…")),
+        key=lambda d: d.span.start_line,
+    )
+    for definitions in (whole, [d for d in whole if d.kind != "class"], whole[::3]):
+        outline = python_outline(definitions)
+        ast.parse("\n".join(outline))
+        at = -1
+        for definition in definitions:  # each one, after the one before it
+            shown = (definition.signature, f"{definition.name} = ...")  # a value cut short
+            at = next(
+                i
+                for i in range(at + 1, len(outline))
+                if outline[i].strip() in shown
+                or outline[i].strip().startswith(f"{definition.signature}:")
+            )
+
+
+def test_the_most_relevant_context_comes_last_and_windows_keep_the_baseline_shape(python_index):
+    index, root = python_index
+    path, text, offset = cursor_in_describe(root)
+    line = text.count("\n", 0, offset)
+    full = ContextBuilder(index, mode="full").context_files("k", path, text, offset, 4000, count)
+    definitions = index.related(path, text, line, 4000, lambda s: count("", s), ["definition"])
+    assert full[-1][0] == definitions[0].path  # the declarations of the names at the cursor
+    query = "\n".join(text[:offset].split("\n")[-WINDOW_QUERY_LINES:])
+    hits = index.similar_windows(query, WINDOWS, exclude=index.locate(path))
+    by_file: dict[str, list[str]] = {}
+    for hit in hits:
+        by_file.setdefault(hit.path, []).append(hit.text.strip("\n"))
+    windows = ContextBuilder(index, mode="windows").context_files(
+        "k", path, text, offset, 4000, count
+    )
+    assert windows == [(p, "\n".join(texts)) for p, texts in by_file.items()]
