@@ -262,6 +262,9 @@ def _indent_as_block(text: str, cur: _Cursor) -> str:
     step = _step(cur.before)
     frame = _frame(lines, typed, model, step)
     final = max(typed, frame, _least_width(cur, typed, step))
+    deepest = _most_width(cur, typed, step)
+    if deepest is not None:
+        final = min(final, deepest)
     unit = _indent_unit(cur)
     wanted = _indentation(final, unit)
     lead = wanted[len(cur.line) :] if wanted.startswith(cur.line) else " " * max(0, final - typed)
@@ -297,6 +300,27 @@ def _least_width(cur: _Cursor, typed: int, step: int) -> int:
         return 0
     opener = _width(previous[0])
     return typed if typed > opener else opener + step
+
+
+def _most_width(cur: _Cursor, typed: int, step: int) -> int | None:
+    """The deepest the first line may go: one step inside the block the line before opens,
+    else that line's width (what is typed, when deeper). None where any indentation goes:
+    inside a bracket, string or comment the prefix left open, after a `\\` continuation."""
+    previous = next(
+        (line for line in _lines_backwards(cur.before) if line.strip() and not _comment(line)),
+        None,
+    )
+    if previous is None:
+        return typed
+    if previous.rstrip().endswith("\\") or _open_at_end(_prefix_tail(cur)):
+        return None
+    deepest = _width(previous) + (step if opens_block(previous) else 0)
+    return max(typed, deepest)
+
+
+def _comment(line: str) -> bool:
+    """A whole-line comment: its indentation says nothing about the code's."""
+    return line.lstrip().startswith(_COMMENTS)
 
 
 def _step(text: str) -> int:
@@ -480,10 +504,28 @@ def _pending(cur: _Cursor) -> int:
     tail's outermost opener close brackets above it); the suggestion closes the ones inside
     that depth, all of them when the suffix has no closer. 0 when the prefix ends in a string
     or comment, or the suffix's closers match at no depth."""
+    return _pending_between(_prefix_tail(cur), f"{cur.rest}\n{cur.after[:_SCAN_CHARS]}")
+
+
+def _prefix_tail(cur: _Cursor) -> str:
+    """The last _SCAN_CHARS of the prefix, from a line start (a line cut in half may start in
+    a string)."""
     prefix = f"{cur.before[-_SCAN_CHARS:]}\n{cur.line}"
-    if len(prefix) > _SCAN_CHARS:  # from a line start: a line cut in half may start in a string
-        prefix = prefix[-_SCAN_CHARS:].partition("\n")[2]
-    return _pending_between(prefix, f"{cur.rest}\n{cur.after[:_SCAN_CHARS]}")
+    return prefix[-_SCAN_CHARS:].partition("\n")[2] if len(prefix) > _SCAN_CHARS else prefix
+
+
+@functools.lru_cache(maxsize=8)
+def _opened(prefix: str) -> tuple[_Bracket, ...] | None:
+    """The brackets `prefix` leaves open, outermost first; None when it ends in a string or
+    comment. Cached: one request asks for the same cursor several times."""
+    lexed = _lex(prefix)
+    return None if lexed.inside else tuple(_pair_up(prefix, lexed)[0])
+
+
+def _open_at_end(prefix: str) -> bool:
+    """Whether `prefix` ends inside a bracket, string or comment."""
+    opened = _opened(prefix)
+    return opened is None or bool(opened)
 
 
 # One request asks for the same cursor several times (the multi-line choice when its prompt
@@ -491,8 +533,7 @@ def _pending(cur: _Cursor) -> int:
 @functools.lru_cache(maxsize=8)
 def _pending_between(prefix: str, suffix: str) -> int:
     """`_pending` of a prefix tail and a suffix head."""
-    lexed = _lex(prefix)
-    opened = [] if lexed.inside else _pair_up(prefix, lexed)[0]
+    opened = list(_opened(prefix) or ())
     if not opened:
         return 0
     closers = _pair_up(suffix, _lex(suffix))[1]

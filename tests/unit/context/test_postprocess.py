@@ -678,3 +678,36 @@ def test_the_assistant_tells_post_processing_when_the_limit_cut_the_answer(
         assert assistant.finish(raw, "def f(x):\n    ", "\n", generated=generated) == expected
     finally:
         assistant.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    previous=st.sampled_from(
+        ["import sys", "x = compute(1, 2)", "return total", "if ready:", "class Shape:", "}"]
+    ),
+    previous_indent=INDENTS,
+    typed=st.sampled_from(["", "    "]),
+    model_indent=st.sampled_from(["", "    ", "        ", "            "]),
+    line=CODE_LINES,
+    comment=st.booleans(),
+)
+def test_the_first_line_is_never_deeper_than_the_line_before_allows(
+    previous: str, previous_indent: str, typed: str, model_indent: str, line: str, comment: bool
+) -> None:
+    """On a line holding only indentation, the first line goes at most one step inside a
+    block the line before opens, else no deeper than that line (or what is typed): deeper is
+    an unexpected indent. Whole-line comments in between do not count."""
+    between = "# a note at the margin\n" if comment else ""
+    prefix = f"{previous_indent}{previous}\n\n{between}{typed}"
+    fitted = fit_to_line(model_indent + line, prefix, "\n")
+    deepest = width(previous_indent) + (4 if previous.endswith(":") else 0)
+    assert fitted.strip() == line
+    assert width(typed + fitted) <= max(width(typed), deepest)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["total = compute(\n    1,\n", "items = [\n", "x = 1 + \\\n", 'doc = """\n'],
+)
+def test_inside_an_open_bracket_any_indentation_goes(prefix: str) -> None:
+    assert fit_to_line("            2)", prefix, "\n") == "            2)"
