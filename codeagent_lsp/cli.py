@@ -196,8 +196,14 @@ def _parser() -> argparse.ArgumentParser:
     latency.set_defaults(run=_bench_latency)
     quality = bench.add_parser("quality", help="completion quality with and without context")
     _add_model_options(quality)
-    quality.add_argument("--repo", type=Path, required=True)
-    quality.add_argument("--samples", type=int, default=200)
+    quality.add_argument(
+        "--repo",
+        type=Path,
+        action="append",
+        required=True,
+        help="repository to sample positions from; repeat it for several (each gets --samples)",
+    )
+    quality.add_argument("--samples", type=int, default=200, help="positions per repository")
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--json", action="store_true")
     quality.add_argument(
@@ -540,6 +546,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
     try:
         conditions = quality_run.parse_conditions(args.conditions)
+        quality_run.repo_roots(args.repo)
     except ValueError as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)
         return 2

@@ -90,12 +90,14 @@ class Task:
     expected: str
     kind: str
     uses_other_file: bool = False
+    label: str = ""
+    """Put before the id: the repository's folder name and "/" when a run spans several."""
 
     @property
     def id(self) -> str:
-        """`relative:line:column` (line 1-based, column 0-based): names the position in the
-        results file."""
-        return f"{self.relative}:{self.line + 1}:{self.column}"
+        """`[label]relative:line:column` (line 1-based, column 0-based): names the position
+        in the results file."""
+        return f"{self.label}{self.relative}:{self.line + 1}:{self.column}"
 
 
 # --- sampling ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ to a results file, so a rerun sends only the prompts not answered before.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +56,7 @@ def parse_conditions(text: str | None) -> list[str]:
 
 async def run(
     settings: Settings,
-    repo: Path,
+    repos: Sequence[Path],
     samples: int,
     seed: int,
     *,
@@ -65,30 +66,47 @@ async def run(
     progress: Callable[[str], None] | None = None,
     keep_predictions: bool = False,
 ) -> dict[str, object]:
-    """The benchmark's result (quality.run_quality_bench's keys, plus `model`, `device`,
-    `budgets` and `results`, the results file). Raises ModelUnavailable without a model,
-    and OSError when the results file cannot be read or written; `conditions` are names from
-    CONDITIONS (parse_conditions checks them)."""
+    """The benchmark's result over `samples` positions of each repository in `repos`
+    (quality.run_quality_bench's keys, plus `model`, `device`, `budgets`, `repos` and
+    `results`, the results file). Each repository is indexed on its own, so a position gets
+    the prompt it gets when its repository is benchmarked alone; with more than one, task ids
+    start with the repository's folder name. Raises ModelUnavailable without a model,
+    OSError when the results file cannot be read or written, ValueError for two repositories
+    of the same folder name; `conditions` are names from CONDITIONS (parse_conditions checks
+    them)."""
     say = progress or (lambda _m: None)
-    root = repo.expanduser().resolve()
+    roots = repo_roots(repos)
     stored = ResultsFile(results)
-    index = WorkspaceIndex([(root.name, root)], settings.codegraph)
     # Every prompt asks the model: an answer typed ahead from the last one measures nothing.
     completion = dataclasses.replace(settings.completion, reuseSuggestion=False)
     assistant = Assistant(dataclasses.replace(settings, completion=completion))
-    try:
-        say(f"indexing {root} ...")
-        summary = index.index_all()
-        say(f"{summary.files} files, {summary.symbols} symbols; {len(stored)} stored results")
+    with contextlib.ExitStack() as stack:
+        stack.callback(assistant.close)
         info = await assistant.load()
-        tasks = sample_tasks(root, samples, seed)
-        for task in tasks:
-            task.uses_other_file = _uses_other_file(index, task)
-        assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
-        assets.refresh()
+        tasks: list[Task] = []
+        by_root: dict[Path, dict[str, Condition]] = {}
+        for root in roots:
+            index = WorkspaceIndex([(root.name, root)], settings.codegraph)
+            stack.callback(index.close)
+            say(f"indexing {root} ...")
+            summary = index.index_all()
+            say(f"{summary.files} files, {summary.symbols} symbols; {len(stored)} stored results")
+            found = sample_tasks(root, samples, seed)
+            for task in found:
+                task.uses_other_file = _uses_other_file(index, task)
+                task.label = f"{root.name}/" if len(roots) > 1 else ""
+            tasks += found
+            assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
+            assets.refresh()
+            by_root[root] = {
+                name: _condition(assistant, index, assets, name) for name in conditions
+            }
+        root_of = {
+            id(task): root for root in roots for task in tasks if task.path.is_relative_to(root)
+        }
         result = await run_quality_bench(
             tasks,
-            {name: _condition(assistant, index, assets, name) for name in conditions},
+            {name: _dispatch(by_root, root_of, name) for name in conditions},
             stored,
             assistant.model_sha256 or info.name,
             finish=lambda task, found: assistant.finish(
@@ -98,9 +116,6 @@ async def run(
             keep_predictions=keep_predictions,
             max_seconds=None if max_minutes is None else max_minutes * 60,
         )
-    finally:
-        assistant.close()
-        index.close()
     result["model"], result["device"] = info.name, info.device
     result["budgets"] = {
         "prefix": settings.completion.prefixTokens,
@@ -108,8 +123,31 @@ async def run(
         "context": settings.completion.contextTokens,
         "total": settings.completion.totalTokens,
     }
+    result["repos"] = [str(root) for root in roots]
     result["results"] = str(results)
     return result
+
+
+def repo_roots(repos: Sequence[Path]) -> list[Path]:
+    """The repositories' resolved folders; ValueError when two share a folder name (their
+    task ids would clash in the results file)."""
+    roots = [repo.expanduser().resolve() for repo in repos]
+    names = [root.name for root in roots]
+    clashing = sorted({name for name in names if names.count(name) > 1})
+    if clashing:
+        raise ValueError(f"repositories with the same folder name {clashing}: copy one elsewhere")
+    return roots
+
+
+def _dispatch(
+    by_root: dict[Path, dict[str, Condition]], root_of: dict[int, Path], name: str
+) -> Condition:
+    """Condition `name` run by the task's own repository's index."""
+
+    async def prepare(task: Task) -> Prepared | None:
+        return await by_root[root_of[id(task)]][name](task)
+
+    return prepare
 
 
 def _condition(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -554,11 +555,16 @@ APP = "".join(
 )
 
 
-def bench(model: Path, repo: Path, results: Path, *options: str) -> tuple[dict, str]:
+def bench(model: Path, repo: Path | list[Path], results: Path, *options: str) -> tuple[dict, str]:
+    repos = [
+        item
+        for path in (repo if isinstance(repo, list) else [repo])
+        for item in ("--repo", str(path))
+    ]
     out = subprocess.run(
         [
             *CLI,
-            *("bench", "quality", "--repo", str(repo), "--model", str(model), "--threads", "1"),
+            *("bench", "quality", *repos, "--model", str(model), "--threads", "1"),
             *("--samples", "3", "--seed", "3", "--results", str(results), "--json"),
             *("--predictions", *options),
         ],
@@ -655,3 +661,34 @@ def test_unknown_conditions_are_refused_with_the_known_ones(tiny_model: Path, sm
     )
     assert out.returncode == 2
     assert "magic" in out.stderr and "windows+definitions" in out.stderr
+
+
+def test_several_repositories_make_one_table_of_the_prompts_each_gets_alone(
+    tiny_model: Path, small_repo: Path, tmp_path: Path
+):
+    """Each repository is indexed on its own: a position's prompt is the one its repository's
+    own run sends, so answers built up repository by repository are reused, and the ids say
+    which repository a position is from."""
+    other = tmp_path / "other"
+    shutil.copytree(small_repo, other)
+    (other / "app.py").write_text(APP.replace("scale(x", "clamp(x"), encoding="utf-8")
+    results = tmp_path / "results.jsonl"
+    alone = [bench(tiny_model, repo, results, *CONDITIONS)[0] for repo in (small_repo, other)]
+    both, _ = bench(tiny_model, [small_repo, other], results, *CONDITIONS)
+    assert both["samples"] == sum(result["samples"] for result in alone)
+    assert both["ran"] == 0 and both["shared"] == both["samples"] * 3
+    assert {row["task"].split("/")[0] for row in both["per_task"]} == {"repo", "other"}
+    separately = {row["prompt_sha256"] for result in alone for row in result["per_task"]}
+    assert {row["prompt_sha256"] for row in both["per_task"]} == separately
+
+
+def test_two_repositories_of_one_folder_name_are_refused(small_repo: Path, tmp_path: Path):
+    twin = tmp_path / "elsewhere" / small_repo.name
+    shutil.copytree(small_repo, twin)
+    out = subprocess.run(
+        [*CLI, "bench", "quality", "--repo", str(small_repo), "--repo", str(twin)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and small_repo.name in out.stderr
