@@ -85,6 +85,7 @@ async def run(
         info = await assistant.load()
         tasks: list[Task] = []
         by_root: dict[Path, dict[str, Condition]] = {}
+        root_of: dict[int, Path] = {}  # id(task) -> its repository
         for root in roots:
             index = WorkspaceIndex([(root.name, root)], settings.codegraph)
             stack.callback(index.close)
@@ -95,15 +96,13 @@ async def run(
             for task in found:
                 task.uses_other_file = _uses_other_file(index, task)
                 task.label = f"{root.name}/" if len(roots) > 1 else ""
+                root_of[id(task)] = root
             tasks += found
             assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
             assets.refresh()
             by_root[root] = {
                 name: _condition(assistant, index, assets, name) for name in conditions
             }
-        root_of = {
-            id(task): root for root in roots for task in tasks if task.path.is_relative_to(root)
-        }
         result = await run_quality_bench(
             tasks,
             {name: _dispatch(by_root, root_of, name) for name in conditions},

@@ -16,19 +16,17 @@ user types and the KV cache keeps them.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import re
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from codeagent_lsp import lines
-from codeagent_lsp.codegraph import languages
+from codeagent_lsp.codegraph import extract, languages
 from codeagent_lsp.codegraph.graph import names_near
 from codeagent_lsp.codegraph.model import Definition
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
@@ -228,14 +226,9 @@ def _stub(definition: Definition, indent: str) -> list[str]:
 @functools.lru_cache(maxsize=4096)
 def _parses(line: str) -> bool:
     """A declaration squeezed onto one line is still Python (not cut at SIGNATURE_MAX, no
-    comment that swallowed the closing bracket)."""
-    try:
-        with warnings.catch_warnings():  # an odd escape in a string warns; it still parses
-            warnings.simplefilter("ignore")
-            ast.parse(line)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+    comment that swallowed the closing bracket). tree-sitter, not `ast`: its parser is one
+    per thread, where `ast` warns on odd escapes and silencing that is process-wide."""
+    return not extract.parse(line.encode("utf-8", "surrogatepass"), "python").root_node.has_error
 
 
 _LITERAL = re.compile(r"""["']([^"'\n]{3,80})["']""")
