@@ -481,8 +481,10 @@ async def run_quality_bench(
     where the whole suggestion in place of the hidden text, the rest of the statement the
     cursor is in, leaves the file parsing; see `accepted_parses`), `p50_ms` (all
     completions), `p50_ms_<c>`, `per_kind` (the same metric keys per kind, with its
-    `samples`), `other_file` (the same for tasks with `uses_other_file`) and `table`
-    (markdown). With `keep_predictions`,
+    `samples`), `other_file` (the same for tasks with `uses_other_file`), `paired` (each
+    condition's exact-match wins and losses against none and windows, position by position,
+    with a sign test's p; see `_paired`) and `table` (markdown: the metrics, then the paired
+    comparison). With `keep_predictions`,
     `per_task` lists every prediction and its scores.
     """
     say = progress or (lambda _m: None)
@@ -587,7 +589,8 @@ def _aggregate(
         kind: _block(names, [s for s in scores if s.task.kind == kind]) for kind in KINDS
     }
     result["other_file"] = _block(names, [s for s in scores if s.task.uses_other_file])
-    result["table"] = _table(names, result)
+    result["paired"] = paired = _paired(names, scores)
+    result["table"] = "\n\n".join(t for t in (_table(names, result), _paired_table(paired)) if t)
     if keep_predictions:
         result["per_task"] = [_row(s) for s in scores]
     return result
@@ -610,6 +613,68 @@ def _metrics(names: list[str], scores: list[_Score]) -> dict[str, float]:
     metrics["parse_rate"] = _parse_rate(scores)
     metrics["parse_samples"] = len({id(s.task) for s in scores if s.parses is not None})
     return metrics
+
+
+PAIRED_AGAINST = ("none", "windows")
+"""The conditions every other one is compared with position by position: no context, and the
+similar windows other tools send (issue 16's two targets)."""
+
+
+def _paired(names: list[str], scores: list[_Score]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per condition and reference: `wins` (positions it matches exactly and the reference
+    does not), `losses` (the reverse), and `p`, the two-sided sign test's p-value of that
+    split (McNemar's exact test). Over 200 positions two prompt shapes typically disagree on
+    a few dozen, so an EM gap of a few points can be a coin's noise; `p` says how likely a
+    split this lopsided is when neither shape is better. Only positions both scored count."""
+    exact: dict[tuple[str, int], bool] = {(s.condition, id(s.task)): s.em > 0 for s in scores}
+    references = [r for r in PAIRED_AGAINST if r in names]
+    paired: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        # A reference is compared only with the references before it: none's row against
+        # windows would mirror windows' row against none.
+        mine = references[: references.index(name)] if name in references else references
+        for reference in mine:
+            wins = losses = 0
+            for (condition, task), right in exact.items():
+                other = exact.get((reference, task))
+                if condition == name and other is not None and right != other:
+                    wins, losses = (wins + 1, losses) if right else (wins, losses + 1)
+            paired.setdefault(name, {})[reference] = {
+                "wins": wins,
+                "losses": losses,
+                "p": round(sign_test(wins, losses), 4),
+            }
+    return paired
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven from fair coin
+    flips (1.0 when there is no disagreement). Written out because it is one binomial sum;
+    scipy would be a large dependency for it."""
+    n, low = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n)
+
+
+def _paired_table(paired: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Markdown: each condition's exact-match wins/losses against the references, with p."""
+    references = sorted(
+        {r for against in paired.values() for r in against}, key=PAIRED_AGAINST.index
+    )
+    if not references:
+        return ""
+    head = " | ".join(f"vs {r}: won / lost (p)" for r in references)
+    lines = [f"| condition | {head} |", "|---|" + "---:|" * len(references)]
+    for name, against in paired.items():
+        cells = [
+            f"{against[r]['wins']:.0f} / {against[r]['losses']:.0f} ({against[r]['p']:.2f})"
+            if r in against
+            else ""
+            for r in references
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _parse_rate(scores: list[_Score]) -> float:

@@ -30,6 +30,7 @@ from codeagent_lsp.bench.quality import (
     levenshtein,
     run_quality_bench,
     sample_tasks,
+    sign_test,
 )
 from codeagent_lsp.bench.results import Result, ResultsFile
 from tests.conftest import PROJECTS
@@ -41,6 +42,22 @@ ROOTS = [FIXTURE, STDLIB_JSON]
 
 
 # --- metrics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "p"),
+    [(0, 0, 1.0), (5, 5, 1.0), (10, 0, 2 / 1024), (0, 10, 2 / 1024), (8, 2, 112 / 1024)],
+)
+def test_sign_test_known_values(wins: int, losses: int, p: float) -> None:
+    # 8 of 10: P(X <= 2) = (1 + 10 + 45) / 1024, doubled.
+    assert sign_test(wins, losses) == pytest.approx(p)
+
+
+@given(st.integers(0, 60), st.integers(0, 60))
+def test_sign_test_is_symmetric_and_falls_as_the_split_grows(wins: int, losses: int) -> None:
+    assert 0 < sign_test(wins, losses) == sign_test(losses, wins) <= 1
+    if wins >= losses:
+        assert sign_test(wins + 1, losses) <= sign_test(wins, losses)
 
 
 def test_identical_lines_score_full_marks() -> None:
@@ -338,13 +355,28 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file(tm
     assert per_kind[MID_LINE]["em_windows"] == 0.0
     assert result["other_file"]["samples"] == 1
     assert result["other_file"]["es_windows"] == pytest.approx(50.0)
-    table = result["table"].splitlines()
-    assert table[0].startswith("| condition | n | EM | ES | ID | EM next-line | EM mid-line |")
-    assert table[2:] == [
+    metrics, paired = (part.splitlines() for part in result["table"].split("\n\n"))
+    assert metrics[0].startswith("| condition | n | EM | ES | ID | EM next-line | EM mid-line |")
+    assert metrics[2:] == [
         "| none | 2 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 50 | 100.0 | 10 |",
         "| windows | 2 | 50.0 | 75.0 | 50.0 | 100.0 | 0.0 | 0.0 | 100 | 100.0 | 25 |",
         "| full | 2 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 300 | 0.0 | 40 |",
     ]  # "extra line" is no Python
+    # Position by position: windows wins the next-line task from none; full wins both from
+    # none (2 of 2 from a fair coin: p = 0.5) and the mid-line one from windows.
+    assert result["paired"] == {
+        "windows": {"none": {"wins": 1, "losses": 0, "p": 1.0}},
+        "full": {
+            "none": {"wins": 2, "losses": 0, "p": 0.5},
+            "windows": {"wins": 1, "losses": 0, "p": 1.0},
+        },
+    }
+    assert paired == [
+        "| condition | vs none: won / lost (p) | vs windows: won / lost (p) |",
+        "|---|---:|---:|",
+        "| windows | 1 / 0 (1.00) |  |",
+        "| full | 2 / 0 (0.50) | 1 / 0 (1.00) |",
+    ]
     assert result["parse_rate"] == pytest.approx(200 / 3, abs=0.01)
     assert result["parse_samples"] == 2
     assert "per_task" not in result
