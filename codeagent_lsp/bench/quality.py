@@ -13,6 +13,7 @@ callable per condition that builds the prompt through the server's completion pa
 from __future__ import annotations
 
 import ast
+import builtins
 import io
 import keyword
 import math
@@ -90,6 +91,8 @@ class Task:
     expected: str
     kind: str
     uses_other_file: bool = False
+    reach: str = ""
+    """One of REACHES, left for the runner to set from the prompt's window (see `reach`)."""
     label: str = ""
     """Put before the id: the repository's folder name and "/" when a run spans several."""
 
@@ -324,6 +327,31 @@ def identifiers(text: str) -> list[str]:
     return [word for word in _IDENTIFIER.findall(_first_line(text)) if not keyword.iskeyword(word)]
 
 
+REACHES = ("window", "file", "repository", "unseen")
+
+
+def reach(expected: str, window: str, document: str, elsewhere: Callable[[str], bool]) -> str:
+    """Where the names of the hidden text's first line can be seen, the furthest decides:
+    all in the prompt's own window of the document ("window": context cannot add them),
+    in the document outside that window ("file"), defined in another file of the repository
+    (`elsewhere(name)`: "repository"), or none of these ("unseen": a new name, or one from
+    outside the repository such as a library's attribute; retrieval from the repository
+    cannot supply it). Keywords and builtins count as seen. Breaking EM down by reach shows where
+    repository context can win at all."""
+    names = [name for name in identifiers(expected) if name not in _BUILTINS]
+    found = "window"
+    for name in names:
+        word = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
+        if word.search(window):
+            continue
+        seen = "file" if word.search(document) else "repository" if elsewhere(name) else "unseen"
+        found = max(found, seen, key=REACHES.index)
+    return found
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
 def identifier_match(prediction: str, expected: str) -> float:
     """0-100: F1 over the identifier multisets of the two first lines (CrossCodeEval's ID F1).
 
@@ -481,7 +509,8 @@ async def run_quality_bench(
     where the whole suggestion in place of the hidden text, the rest of the statement the
     cursor is in, leaves the file parsing; see `accepted_parses`), `p50_ms` (all
     completions), `p50_ms_<c>`, `per_kind` (the same metric keys per kind, with its
-    `samples`), `other_file` (the same for tasks with `uses_other_file`), `paired` (each
+    `samples`), `other_file` (the same for tasks with `uses_other_file`), `per_reach` (the same by
+    `Task.reach`, for tasks whose runner set it), `paired` (each
     condition's exact-match wins and losses against none and windows, position by position,
     with a sign test's p; see `_paired`) and `table` (markdown: the metrics, then the paired
     comparison). With `keep_predictions`,
@@ -589,8 +618,12 @@ def _aggregate(
         kind: _block(names, [s for s in scores if s.task.kind == kind]) for kind in KINDS
     }
     result["other_file"] = _block(names, [s for s in scores if s.task.uses_other_file])
+    result["per_reach"] = {
+        where: _block(names, [s for s in scores if s.task.reach == where]) for where in REACHES
+    }
     result["paired"] = paired = _paired(names, scores)
-    result["table"] = "\n\n".join(t for t in (_table(names, result), _paired_table(paired)) if t)
+    tables = (_table(names, result), _reach_table(names, result), _paired_table(paired))
+    result["table"] = "\n\n".join(t for t in tables if t)
     if keep_predictions:
         result["per_task"] = [_row(s) for s in scores]
     return result
@@ -657,6 +690,21 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n)
 
 
+def _reach_table(names: list[str], result: Mapping[str, object]) -> str:
+    """Markdown: EM per condition by where the hidden line's names are (see `reach`)."""
+    per_reach = result["per_reach"]
+    assert isinstance(per_reach, dict)
+    shown = [where for where in REACHES if per_reach[where]["samples"]]
+    if not shown:
+        return ""
+    head = " | ".join(f"EM {where} ({per_reach[where]['samples']})" for where in shown)
+    lines = [f"| condition | {head} |", "|---|" + "---:|" * len(shown)]
+    for name in names:
+        cells = " | ".join(f"{per_reach[where][f'em_{name}']:.1f}" for where in shown)
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)
+
+
 def _paired_table(paired: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """Markdown: each condition's exact-match wins/losses against the references, with p."""
     references = sorted(
@@ -712,6 +760,7 @@ def _row(score: _Score) -> dict[str, object]:
         "column": task.column,
         "kind": task.kind,
         "uses_other_file": task.uses_other_file,
+        "reach": task.reach,
         "condition": score.condition,
         "how": score.how,
         "prompt_sha256": score.result.prompt_sha256,

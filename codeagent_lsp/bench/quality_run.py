@@ -25,6 +25,7 @@ from codeagent_lsp.bench.quality import (
     Prepared,
     Task,
     identifiers,
+    reach,
     run_quality_bench,
     sample_tasks,
 )
@@ -168,6 +169,11 @@ def _condition(
         finally:
             index.document_closed(task.path)
         files = len(request.fim.context_files) if request.fim else 0
+        if not task.reach and request.fim:  # the window is the same under every condition
+            window = request.fim.prefix + request.fim.suffix
+            task.reach = reach(
+                task.expected, window, text, lambda name: _elsewhere(index, task, name)
+            )
         if mode in _ONLY_WHERE_FOUND and not files:
             return None
 
@@ -190,8 +196,9 @@ def _condition(
 
 def _uses_other_file(index: WorkspaceIndex, task: Task) -> bool:
     """The hidden text names something defined in another file of the repository."""
-    for name in identifiers(task.expected):
-        for symbol in index.store.definitions(name, limit=4):
-            if symbol.path != task.relative:
-                return True
-    return False
+    return any(_elsewhere(index, task, name) for name in identifiers(task.expected))
+
+
+def _elsewhere(index: WorkspaceIndex, task: Task, name: str) -> bool:
+    """`name` is defined in a file of the repository other than the task's."""
+    return any(s.path != task.relative for s in index.store.definitions(name, limit=4))

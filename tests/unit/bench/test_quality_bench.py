@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from codeagent_lsp.bench.quality import (
     MID_LINE,
     NEXT_LINE,
+    REACHES,
     Completion,
     Condition,
     Prepared,
@@ -28,6 +29,7 @@ from codeagent_lsp.bench.quality import (
     identifier_match,
     identifiers,
     levenshtein,
+    reach,
     run_quality_bench,
     sample_tasks,
     sign_test,
@@ -58,6 +60,37 @@ def test_sign_test_is_symmetric_and_falls_as_the_split_grows(wins: int, losses: 
     assert 0 < sign_test(wins, losses) == sign_test(losses, wins) <= 1
     if wins >= losses:
         assert sign_test(wins + 1, losses) <= sign_test(wins, losses)
+
+
+DOCUMENT = "import os\n\ndef helper(path):\n    return os.path.join(path, SUFFIX)\n"
+WINDOW = "def helper(path):\n    return os.path.join(path, SUFFIX)\n"
+
+
+@pytest.mark.parametrize(
+    ("expected", "where"),
+    [
+        ("helper(path)", "window"),
+        ("len(path) + SUFFIX", "window"),  # builtins are always in sight
+        ("if path is None: return", "window"),  # keywords too
+        ("os.path.join(path)", "window"),
+        ("os.getcwd()", "unseen"),  # every name counts: a library's attribute is unseen
+        ("import os", "window"),
+        ("helpers = os", "repository"),  # `helpers` is not `helper`: defined in another file
+        ("LIMIT = 3", "repository"),
+        ("import os  # helper(LIMIT)", "repository"),  # comments are words too
+        ("x = helper_two(path)", "unseen"),  # `x` is nowhere: the furthest decides
+        ("SUFFIX\n    new_name = 1", "window"),  # the first line is what is scored
+    ],
+)
+def test_reach_is_the_furthest_place_a_name_of_the_hidden_line_is_seen(
+    expected: str, where: str
+) -> None:
+    elsewhere = {"helpers", "LIMIT", "helper_two"}.__contains__
+    assert reach(expected, WINDOW, DOCUMENT, elsewhere) == where
+    # The window is part of the document: what the window lacks, the document may hold.
+    assert reach("x = 1" if where == "unseen" else "import os", "", DOCUMENT, elsewhere) == (
+        "unseen" if where == "unseen" else "file"
+    )
 
 
 def test_identical_lines_score_full_marks() -> None:
@@ -371,6 +404,7 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file(tm
             "windows": {"wins": 1, "losses": 0, "p": 1.0},
         },
     }
+    assert result["per_reach"]["window"]["samples"] == 0  # these tasks had no window set
     assert paired == [
         "| condition | vs none: won / lost (p) | vs windows: won / lost (p) |",
         "|---|---:|---:|",
@@ -380,6 +414,30 @@ async def test_run_quality_bench_aggregates_per_condition_kind_and_other_file(tm
     assert result["parse_rate"] == pytest.approx(200 / 3, abs=0.01)
     assert result["parse_samples"] == 2
     assert "per_task" not in result
+
+
+async def test_em_is_broken_down_by_reach(tmp_path) -> None:
+    tasks = [
+        _task("a = 1", NEXT_LINE),
+        _task("b = 2", MID_LINE, line=1),
+        _task("c", NEXT_LINE, line=2),
+    ]
+    for task, where in zip(tasks, ("window", "unseen", "window"), strict=True):
+        task.reach = where
+    model = Model(lambda name, task: (task.expected if task.line == 0 else "", 1.0))
+    result = await run_quality_bench(
+        tasks, {"none": model.condition("none")}, ResultsFile(tmp_path / "r.jsonl"), "m"
+    )
+    per_reach = result["per_reach"]
+    assert (per_reach["window"]["samples"], per_reach["window"]["em_none"]) == (2, 50.0)
+    assert (per_reach["unseen"]["samples"], per_reach["unseen"]["em_none"]) == (1, 0.0)
+    assert per_reach["file"]["samples"] == per_reach["repository"]["samples"] == 0
+    table = result["table"].split("\n\n")[1].splitlines()
+    assert table == [
+        "| condition | EM window (2) | EM unseen (1) |",
+        "|---|---:|---:|",
+        "| none | 50.0 | 0.0 |",
+    ]
 
 
 async def test_run_quality_bench_rotates_condition_order_and_keeps_predictions(tmp_path) -> None:
@@ -629,6 +687,7 @@ def test_a_rerun_sends_no_prompt_and_a_changed_source_only_what_it_changed(
 ):
     results = tmp_path / "results.jsonl"
     first, stderr = bench(tiny_model, small_repo, results, *CONDITIONS)
+    assert {row["reach"] for row in first["per_task"]} <= set(REACHES) - {""}
     pairs = first["samples"] * 3
     assert first["samples"] == 3 and first["ran"] + first["shared"] == pairs
     assert f"{pairs}/{pairs} " in stderr and "ETA" in stderr
