@@ -22,7 +22,7 @@ from codeagent_lsp.codegraph import words
 
 __all__ = ["fit_to_line", "opens_block", "postprocess", "stop_early", "wants_multiline"]
 
-_QUOTES = "\"'`"
+_BRACKETS = "()[]{}"
 _OPENERS = "([{"
 _PAIR = {")": "(", "]": "[", "}": "{"}
 # End of a line that opens a block: Python/YAML ':', C-like braces and brackets, JS arrows,
@@ -58,13 +58,6 @@ class _Cursor:
         """The first non-blank line after the cursor line."""
         match = _NONBLANK_LINE.search(self.after)
         return match.group() if match else None
-
-
-@dataclass(frozen=True)
-class _Scan:
-    brackets: list[int]  # indices of brackets in code, not in strings or comments
-    quote: str  # quote still open at the end, "" when the text ends in code
-    comment: int  # where a line comment starts, len(text) when there is none
 
 
 def wants_multiline(prefix: str, suffix: str) -> bool:
@@ -361,60 +354,27 @@ def _width(line: str) -> int:
     return len(expanded) - len(expanded.lstrip(" "))
 
 
-def _scan(text: str, quote: str = "") -> _Scan:
-    """Find the brackets of one line that are code, skipping strings and comments."""
-    brackets: list[int] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1  # the escaped char cannot end the string
-            elif ch == quote:
-                quote = ""
-        elif ch in _QUOTES:
-            quote = ch
-        elif (skip := _comment_end(text, i)) >= len(text):
-            return _Scan(brackets, quote, i)
-        elif skip > i:
-            i = skip
-            continue
-        elif ch in "()[]{}":
-            brackets.append(i)
-        i += 1
-    return _Scan(brackets, quote, len(text))
-
-
-def _comment_end(text: str, i: int) -> int:
-    """Where a comment starting at `i` ends (len(text) for a line comment), else `i`."""
-    if text.startswith("//", i) or (text[i] == "#" and (i == 0 or text[i - 1].isspace())):
-        return len(text)  # '#' after a non-space is C's '#' or JS's private '#x', not Python's
-    if text.startswith("/*", i):
-        end = text.find("*/", i + 2)
-        return len(text) if end < 0 else end + 2
-    return i
-
-
-def _balance(text: str, quote: str = "") -> tuple[list[str], list[str]]:
-    """Openers left open, and closers with no opener, in one line."""
+def _balance(text: str, opened_before: str = "") -> tuple[list[str], list[str]]:
+    """Openers left open, and closers with no opener, in one line (which starts inside the
+    string or comment `opened_before`, if any)."""
     opened: list[str] = []
     unmatched: list[str] = []
-    for i in _scan(text, quote).brackets:
-        if text[i] in _OPENERS:
-            opened.append(text[i])
+    for _at, ch in _lex(text, opened_before).brackets:
+        if ch in _OPENERS:
+            opened.append(ch)
         elif opened:
             opened.pop()
         else:
-            unmatched.append(text[i])
+            unmatched.append(ch)
     return opened, unmatched
 
 
 def opens_block(line: str) -> bool:
     """Does the line end by opening a block (`:`, `{`, `(`, `=>`, `do`, ...; comments and
     strings aside)?"""
-    scan = _scan(line)
-    code = line[: scan.comment].rstrip()
-    if scan.quote or code.endswith("::"):  # inside a string, or C++/Rust path separator
+    lexed = _lex(line)
+    code = line[: lexed.open_at].rstrip() if lexed.open in _COMMENTS else line.rstrip()
+    if lexed.open not in ("", *_COMMENTS) or code.endswith("::"):  # in a string; C++/Rust's ::
         return False
     return _BLOCK_OPENER.search(code) is not None
 
@@ -474,27 +434,37 @@ _SCAN_CHARS = 8192
 @dataclass(frozen=True)
 class _Lexed:
     brackets: list[tuple[int, str]]  # (index, bracket) of each bracket in code
-    inside: bool  # the text ends inside a string or comment
+    open: str = ""  # the string or comment lexeme the text ends inside ('"', '"""', "#"), or ""
+    open_at: int = -1  # where that lexeme starts; -1 when the text started inside it
+
+    @property
+    def inside(self) -> bool:
+        """The text ends inside a string or comment."""
+        return bool(self.open)
 
 
-def _lex(text: str) -> _Lexed:
-    """The brackets of `text` that are code, not in strings or comments, over any lines."""
+def _lex(text: str, opened: str = "") -> _Lexed:
+    """The brackets of `text` that are code, not in strings or comments, over any lines.
+    `opened` is a lexeme the text starts inside (a quote the line before left open)."""
     brackets: list[tuple[int, str]] = []
-    pos = 0
-    while (found := _LEXEME.search(text, pos)) is not None:
-        lexeme, pos = found.group(), found.end()
-        if lexeme in "()[]{}":
-            brackets.append((found.start(), lexeme))
-            continue
-        end = _LEXEME_END[lexeme].match(text, pos)
-        line_end = text.find("\n", pos)
-        if end is not None and (end.end() < len(text) or lexeme not in ("//", "#")):
-            pos = end.end()
-        elif end is None and lexeme in "\"'" and line_end >= 0:
-            pos = line_end  # a quote its line does not close hides that line only
-        else:
-            return _Lexed(brackets, True)
-    return _Lexed(brackets, False)
+    pos, lexeme, start = 0, opened, -1
+    while True:
+        if lexeme:
+            end = _LEXEME_END[lexeme].match(text, pos)
+            line_end = text.find("\n", pos)
+            if end is not None and (end.end() < len(text) or lexeme not in ("//", "#")):
+                pos = end.end()
+            elif end is None and lexeme in ('"', "'") and line_end >= 0:
+                pos = line_end  # a quote its line does not close hides that line only
+            else:
+                return _Lexed(brackets, lexeme, start)
+        found = _LEXEME.search(text, pos)
+        if found is None:
+            return _Lexed(brackets)
+        lexeme, start, pos = found.group(), found.start(), found.end()
+        if lexeme in _BRACKETS:
+            brackets.append((start, lexeme))
+            lexeme = ""
 
 
 def _pending(cur: _Cursor) -> int:
@@ -730,14 +700,13 @@ def _trim_overlap(text: str, rest: str) -> str:
 def _cut_unbalanced(text: str, cur: _Cursor) -> str:
     """Cut the suggestion's cursor line at the first closer that would unbalance it."""
     first = text.partition("\n")[0]
-    head = _scan(cur.line)
+    head = _lex(cur.line).open  # the string or comment the cursor is in, if any
     opened = _balance(cur.line)[0]
-    claimed = _suffix_closers(cur, head.quote)
+    claimed = _suffix_closers(cur, head)
     budget = _closable(opened, claimed)
     own: list[str] = []
     escaped = 0  # closers that reached past the suggestion's own openers
-    for i in _scan(first, head.quote).brackets:
-        ch = first[i]
+    for i, ch in _lex(first, head).brackets:
         if ch in _OPENERS:
             own.append(ch)
         elif own:
@@ -750,10 +719,10 @@ def _cut_unbalanced(text: str, cur: _Cursor) -> str:
     return text
 
 
-def _suffix_closers(cur: _Cursor, quote: str) -> list[str]:
+def _suffix_closers(cur: _Cursor, opened_before: str) -> list[str]:
     """Closers the suffix brings with no opener of its own, nearest first."""
     if cur.rest.strip():
-        return _balance(cur.rest, quote)[1]
+        return _balance(cur.rest, opened_before)[1]
     following = cur.next_line()
     return _balance(following)[1] if following is not None else []
 

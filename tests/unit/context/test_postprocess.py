@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ from hypothesis import strategies as st
 from codeagent_lsp.assistant import Assistant
 from codeagent_lsp.bench.quality import Task, accepted_parses
 from codeagent_lsp.context.postprocess import (
+    _balance,
+    _lex,
     fit_to_line,
     postprocess,
     stop_early,
@@ -711,3 +716,56 @@ def test_the_first_line_is_never_deeper_than_the_line_before_allows(
 )
 def test_inside_an_open_bracket_any_indentation_goes(prefix: str) -> None:
     assert fit_to_line("            2)", prefix, "\n") == "            2)"
+
+
+def _python_brackets(line: str) -> list[str] | None:
+    """The brackets Python's own tokenizer finds in `line`; None when it is no whole line of
+    Python tokens (an unclosed string, a stray backslash)."""
+    try:
+        found = list(tokenize.generate_tokens(io.StringIO(line + "\n").readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    if any(t.type == tokenize.ERRORTOKEN for t in found):
+        return None
+    return [t.string for t in found if t.type == tokenize.OP and t.string in "()[]{}"]
+
+
+# Pieces of a line: brackets, quotes, strings holding brackets (triple-quoted, over lines too).
+_PIECES = ["a", " ", "(", ")", "[", "]", "{", "}", '"', "'", "#", "\\", '"(]"', "'[)'"]
+_PIECES += ['"""a(\n"""', "'''"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14).map("".join))
+@settings(max_examples=400)
+def test_the_lexer_finds_the_brackets_python_finds(line: str) -> None:
+    # One lexer serves every language: '#' starts a comment only after a space or at the
+    # line start (C's #include, JS's #private), so lines with '#' after code are not compared.
+    expected = _python_brackets(line)
+    if expected is None or re.search(r"\S#", line):
+        return
+    assert [ch for _at, ch in _lex(line).brackets] == expected
+    assert not _lex(line).inside or "#" in line
+
+
+@pytest.mark.parametrize(
+    ("line", "opened", "inside"),
+    [
+        ('x = """(', '"""', True),
+        ('x = """a" (', '"""', True),  # one quote does not close three
+        ('x = """a""" (', "", False),
+        ("x = f(  # note (", "#", True),
+        ("s = 'it''s' + (", "", False),
+        ("s = 'don\\'t (", "'", True),
+    ],
+)
+def test_the_lexer_says_what_a_line_ends_inside(line: str, opened: str, inside: bool) -> None:
+    lexed = _lex(line)
+    assert (lexed.open, lexed.inside) == (opened, inside)
+    if opened:
+        assert line[lexed.open_at :].startswith(opened)
+
+
+def test_a_line_that_starts_inside_a_string_counts_brackets_only_after_it_ends() -> None:
+    assert _balance('end of text""" + f(x', '"""') == (["("], [])
+    assert _balance("a ( b ) c", "#") == ([], [])
+    assert _balance("x) + y]", "") == ([], [")", "]"])
