@@ -50,6 +50,7 @@ MAX_HEADER_LINE = 8 * 1024
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 SERVER_CANCELLED = -32802
 """LSP: the server cancelled the request; the client may send it again (used for "busy")."""
 REQUEST_FAILED = -32803
@@ -387,12 +388,24 @@ class Connection:
             metrics.DENIALS.labels("invalid_params").inc()
             if is_request:
                 self.reply_error(msg_id, INVALID_PARAMS, f"Invalid params for {method}")
+            elif method is None and msg_id is not None:
+                self._fail_request(msg_id, type(exc.__cause__).__name__)
+                return
             log.warning("%s: invalid params (%s)", method, type(exc.__cause__).__name__)
             return
         started = time.perf_counter()
         self.protocol.handle_message(structured)
         if is_request:
             self._track(self._label(str(method)), msg_id, started)
+
+    def _fail_request(self, msg_id: object, problem: str) -> None:
+        """A client's answer that does not fit the server's request (`null` where
+        workspace/configuration needs a list): the request fails with an error instead of
+        waiting for ever (it would hold up the model's loading and the index)."""
+        log.warning("the client's answer to request %s does not fit it (%s)", msg_id, problem)
+        error = {"code": INTERNAL_ERROR, "message": f"the client's answer does not fit ({problem})"}
+        answer = {"jsonrpc": "2.0", "id": msg_id, "error": error}
+        self.protocol.handle_message(self.protocol.structure_message(answer))
 
     def _structure(self, message: dict[str, Any], heavy: bool) -> Any:
         """The typed message; a heavy one also prepared by the server (`HeavyWork.prepare`)."""

@@ -21,7 +21,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import EDITORS, accept_registrations
 from tests.lsp.test_actions import actions_params
-from tests.lsp.test_server import inline, open_doc, plain, stats, type_at
+from tests.lsp.test_server import inline, model_loaded, open_doc, plain, stats, type_at
 
 ODD = "é#%+@ x"
 """Characters file names hold that URIs must encode: space, non-ASCII, #, %, +, @."""
@@ -414,3 +414,51 @@ async def test_a_lone_surrogate_from_the_client_is_tolerated(odd_client: Languag
         types.DocumentSymbolParams(types.TextDocumentIdentifier(item.uri))
     )
     assert {s.name for s in symbols} == {"label", "total"}
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+    params=[None, 5, "codeagent"],
+)
+async def misanswering_client(
+    lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path
+):
+    """A client whose answers to the server's requests do not fit them (`null` where
+    workspace/configuration needs a list, a number, a string; some clients answer so when
+    they hold no settings)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "lib.py").write_text("def helper(x):\n    return x + 1\n")
+
+    # In place of pytest-lsp's own handlers (registering a second one is refused).
+    handlers = lsp_client.protocol.fm.features
+    for method in (types.WORKSPACE_CONFIGURATION, types.WINDOW_WORK_DONE_PROGRESS_CREATE):
+        handlers[method] = lambda _params: request.param
+    params = types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={
+            "model": str(tiny_model),
+            "engine": {"threads": 1},
+            "codegraph": {"cacheDir": str(tmp_path / "cache")},
+        },
+        workspace_folders=[types.WorkspaceFolder(root.as_uri(), "project")],
+    )
+    accept_registrations(lsp_client)
+    await lsp_client.initialize_session(params)
+    lsp_client.root = root  # type: ignore[attr-defined]
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_an_answer_that_does_not_fit_the_request_holds_nothing_up(
+    misanswering_client: LanguageClient,
+):
+    """The server's request fails instead of waiting for ever: the model loads and the
+    workspace is indexed (both waited for the settings the client was asked for)."""
+    client = misanswering_client
+    await wait_for_index(client)
+    uri = open_doc(client, client.root, "app.py", "from lib import helper\n\nhelper(2)\n")  # type: ignore[attr-defined]
+    use = types.DefinitionParams(types.TextDocumentIdentifier(uri), types.Position(2, 2))
+    (found,) = await client.text_document_definition_async(use)
+    assert found.uri == (client.root / "lib.py").as_uri()  # type: ignore[attr-defined]
+    await model_loaded(client)  # fails when the loading never starts
