@@ -41,7 +41,7 @@ from codeagent_lsp.security.feature import Feature
 from codeagent_lsp.security.identity import Identity, os_identity
 from codeagent_lsp.security.nodepaths import FolderMap
 from codeagent_lsp.security.policy import MODEL_FEATURES, Decision, policy_in_force
-from codeagent_lsp.security.roots import Root, link_names
+from codeagent_lsp.security.roots import Root, link_names, locate
 from codeagent_lsp.transport import HeavyWork
 
 log = logging.getLogger(__name__)
@@ -526,15 +526,17 @@ def document_path(document: TextDocument) -> Path:
 
 
 def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, str]:
-    """(workspace folder's name, posix path inside it) of a file, else (None, its name). A
-    symlink to another file of the folder is that file: the policy's rules and the audit see
-    the file whose text it shows."""
-    path = PurePath(fs_path)
-    for folder in server.workspace.folders.values():
-        root = fileuri.path_of(folder.uri)
-        if root is not None and path.is_relative_to(root) and path != root:
-            return repo_name(folder), link_names(Path(root), path.relative_to(root).as_posix())[-1]
-    return None, path.name
+    """(repository, posix path inside it) of a file, else (None, its name): the deepest root
+    holding it, found as the URI guard finds it (`roots.locate`), so a file named through a
+    symlinked workspace folder or by its real path is the same file of the same repository
+    for the policy, the prompt and the audit. A symlink to another file of the folder is that
+    file: the policy's rules and the audit see the file whose text it shows."""
+    roots = [Root.of(name, path) for name, path in server.workspace_roots()]
+    found = locate(roots, fs_path)
+    if found is None:
+        return None, PurePath(fs_path).name
+    root, relative = found
+    return root.repo, link_names(root.path, relative)[-1]
 
 
 def repo_name(folder: types.WorkspaceFolder) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_lsp
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import accept_registrations
@@ -176,3 +177,48 @@ async def test_secrets_stay_out_whatever_the_settings(
     await indexed(client)
     found = await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="leaked"))
     assert {s.name for s in found or []} == {"leaked_plain"}
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"])
+)
+async def governed_through_links(
+    lsp_client: LanguageClient, tiny_model: Path, repositories: Path, tmp_path: Path
+):
+    """As `governed`, with the workspace folders named through symlinks to the checkouts (a
+    home folder's link to a shared disk)."""
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("public-a", "secret-b"):
+        (links / name).symlink_to(repositories / name, target_is_directory=True)
+    folders = [types.WorkspaceFolder((links / n).as_uri(), n) for n in ("public-a", "secret-b")]
+    params = types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={"model": str(tiny_model), "engine": {"threads": 1}},
+        workspace_folders=folders,
+    )
+    accept_registrations(lsp_client)
+    await lsp_client.initialize_session(params)
+    lsp_client.links = links  # type: ignore[attr-defined]
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.policy(POLICY)
+async def test_a_file_is_of_its_repository_whichever_path_names_it(
+    policy_env: Path, governed_through_links: LanguageClient, repositories: Path
+) -> None:
+    """Editors name a file through the symlinked folder or by its real path (one resolves
+    links, a file opened from a terminal does not): either way it is the same file of the same
+    repository, whose rules hold and whose code actions are offered."""
+    client = governed_through_links
+    await indexed(client)
+    secret_text = (repositories / "secret-b" / "lib.py").read_text()
+    for folder in (client.links, repositories):  # type: ignore[attr-defined]
+        secret = open_doc(client, folder / "secret-b", "lib.py", secret_text)
+        where = types.HoverParams(types.TextDocumentIdentifier(secret), types.Position(0, 6))
+        with pytest.raises(JsonRpcException, match="denied: repository 'secret-b'"):
+            await client.text_document_hover_async(where)
+        public = open_doc(client, folder / "public-a", "app.py", APP)
+        actions = await client.text_document_code_action_async(actions_params(public, 6))
+        assert {a.title for a in actions or []} >= {"Explain this code"}
