@@ -33,7 +33,7 @@ from codeagent_lsp.settings import EngineSettings, Settings
 log = logging.getLogger(__name__)
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(models.ModelError):
     """No model can serve: the message says what is missing and the command that fixes it."""
 
 

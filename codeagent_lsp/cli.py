@@ -22,17 +22,26 @@ from codeagent_lsp.security.redact import RedactingFilter
 if TYPE_CHECKING:
     from codeagent_lsp.server import NodeConfig
 
+log = logging.getLogger(__name__)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_file, args.log_level)
     try:
         return args.run(args)
-    except models.ModelError as exc:
+    except models.ModelError as exc:  # ModelUnavailable too
         print(f"codeagent-lsp: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line for the user; the traceback goes to the log
+        log.debug("%s failed", argv, exc_info=True)
+        print(
+            f"codeagent-lsp: {type(exc).__name__}: {exc} (--log-level debug shows where)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(quality)
     quality.add_argument(
         "--repo",
-        type=Path,
+        type=_folder,
         action="append",
         required=True,
         help="repository to sample positions from; repeat it for several (each gets --samples)",
@@ -226,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     quality.set_defaults(run=_bench_quality)
     related = bench.add_parser("related", help="time the CodeGraph's related() on a repository")
-    related.add_argument("--repo", type=Path, help="default: the Python standard library")
+    related.add_argument("--repo", type=_folder, help="default: the Python standard library")
     related.add_argument("--samples", type=int, default=200)
     related.add_argument("--seed", type=int, default=0)
     related.add_argument("--budget", type=int, default=1024, help="tokens of snippets")
@@ -250,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     edits = bench.add_parser("next-edits", help="places a change affects, against Python's ast")
     _add_model_options(edits)
     edits.add_argument(
-        "--repo", type=Path, help="default: the standard library's email package (Python)"
+        "--repo", type=_folder, help="default: the standard library's email package (Python)"
     )
     edits.add_argument(
         "--language",
@@ -376,6 +385,8 @@ def _apply_override(raw: dict[str, object], override: str) -> None:
     node = raw
     for part in parents:
         node = node.setdefault(part, {})  # type: ignore[assignment]
+        if not isinstance(node, dict):
+            raise SystemExit(f"codeagent-lsp: --set {key}: {part} is a value, not a section")
     node[leaf] = parsed
 
 
@@ -718,6 +729,14 @@ def _audit_export(args: argparse.Namespace) -> int:
     count = audit.export(_audit_db(args), args.since, sys.stdout)
     _progress(f"{count} rows exported")
     return 0
+
+
+def _folder(text: str) -> Path:
+    """An argument naming an existing folder (argparse's one-line error otherwise)."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text!r}")
+    return path
 
 
 def _timestamp(text: str) -> datetime:

@@ -183,3 +183,46 @@ def test_tests_command_names_a_missing_function(tiny_model: Path):
         "tests", "examples/sample.py:no_such_function", "--model", str(tiny_model), check=False
     )
     assert out.returncode == 2 and "no definition named 'no_such_function'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["bench", "related", "--repo", "no-such-folder"], "not a folder: 'no-such-folder'"),
+        (["bench", "quality", "--repo", "README.md", "--samples", "1"], "not a folder"),
+        (["bench", "next-edits", "--repo", "no-such-folder"], "not a folder"),
+        (["complete", "examples/sample.py:1:1", "--set", "engine.threads.x=1"], "not a section"),
+        (["bench", "latency", "--keystrokes", "1"], "codeagent-lsp model pull"),
+        (
+            ["complete", "examples/sample.py:1:1", "--set", "completion=5"],
+            "codeagent-lsp model pull",
+        ),
+    ],
+)
+def test_wrong_arguments_get_one_line_and_no_traceback(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Wrong arguments, a missing model (the models folder is empty): one line that says
+    what is wrong, a nonzero exit status, no traceback."""
+    out = run(*args, "--models-dir", str(tmp_path), check=False)
+    assert out.returncode != 0
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(("codeagent-lsp", "usage:"))
+
+
+def test_an_unexpected_failure_is_one_line_and_its_traceback_goes_to_the_log(
+    tmp_path: Path,
+) -> None:
+    """A failure no check foresaw (an audit database that is not SQLite): the error's type
+    and message on one line; the traceback only in the log, at --log-level debug."""
+    db = tmp_path / "audit.sqlite3"
+    db.write_bytes(b"not a database" * 100)
+    for command in (["audit", "verify"], ["audit", "export", "--since", "2026-01-01"]):
+        out = run(*command, "--db", str(db), check=False)
+        assert out.returncode == 1
+        assert out.stderr.splitlines() == [
+            "codeagent-lsp: DatabaseError: file is not a database (--log-level debug shows where)"
+        ]
+    out = run("--log-level", "debug", "audit", "verify", "--db", str(db), check=False)
+    assert "Traceback" in out.stderr and "DatabaseError" in out.stderr
