@@ -71,21 +71,29 @@ async def odd_client(
     (root / "feed.py").write_text(FEED)
     (root / "cr.py").write_bytes(LONE_CR.encode())
     spelling = "vscode" if request.param == "visual-studio-code" else "neovim"
-    params = types.InitializeParams(
-        capabilities=client_capabilities(request.param),
-        initialization_options={
-            "model": str(tiny_model),
-            "engine": {"threads": 1},
-            "codegraph": {"cacheDir": str(tmp_path / "cache")},
-        },
-        workspace_folders=[types.WorkspaceFolder(spell(root, spelling), root.name)],
-    )
+    params = _initialize(request.param, tiny_model, tmp_path, spell(root, spelling), root.name)
     accept_registrations(lsp_client)
     lsp_client.initialize_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
     lsp_client.root, lsp_client.spelling = root, spelling  # type: ignore[attr-defined]
     await wait_for_index(lsp_client)
     yield
     await lsp_client.shutdown_session()
+
+
+def _initialize(
+    editor: str, tiny_model: Path, tmp_path: Path, folder_uri: str, name: str
+) -> types.InitializeParams:
+    """An editor's initialize request: one workspace folder, the tiny model on one thread, the
+    CodeGraph's database under `tmp_path`."""
+    return types.InitializeParams(
+        capabilities=client_capabilities(editor),
+        initialization_options={
+            "model": str(tiny_model),
+            "engine": {"threads": 1},
+            "codegraph": {"cacheDir": str(tmp_path / "cache")},
+        },
+        workspace_folders=[types.WorkspaceFolder(folder_uri, name)],
+    )
 
 
 def open_spelled(client: LanguageClient, path: Path) -> str:
@@ -290,15 +298,7 @@ async def policy_client(lsp_client: LanguageClient, tmp_path: Path, tiny_model: 
     root = tmp_path / "main"
     root.mkdir()
     (root / "app.py").write_text("def main():\n    return only_in_extra()\n")
-    params = types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"),
-        initialization_options={
-            "model": str(tiny_model),
-            "engine": {"threads": 1},
-            "codegraph": {"cacheDir": str(tmp_path / "cache")},
-        },
-        workspace_folders=[types.WorkspaceFolder(root.as_uri(), "main")],
-    )
+    params = _initialize("visual-studio-code", tiny_model, tmp_path, root.as_uri(), "main")
     accept_registrations(lsp_client)
     await lsp_client.initialize_session(params)
     lsp_client.root = root  # type: ignore[attr-defined]
@@ -434,15 +434,7 @@ async def misanswering_client(
     handlers = lsp_client.protocol.fm.features
     for method in (types.WORKSPACE_CONFIGURATION, types.WINDOW_WORK_DONE_PROGRESS_CREATE):
         handlers[method] = lambda _params: request.param
-    params = types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"),
-        initialization_options={
-            "model": str(tiny_model),
-            "engine": {"threads": 1},
-            "codegraph": {"cacheDir": str(tmp_path / "cache")},
-        },
-        workspace_folders=[types.WorkspaceFolder(root.as_uri(), "project")],
-    )
+    params = _initialize("visual-studio-code", tiny_model, tmp_path, root.as_uri(), "project")
     accept_registrations(lsp_client)
     await lsp_client.initialize_session(params)
     lsp_client.root = root  # type: ignore[attr-defined]
