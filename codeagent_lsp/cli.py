@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line for the user; the traceback goes to the log
-        log.debug("%s failed", argv, exc_info=True)
+        log.debug("the command failed", exc_info=True)  # not argv: --set may carry a secret
         print(
             f"codeagent-lsp: {type(exc).__name__}: {exc} (--log-level debug shows where)",
             file=sys.stderr,

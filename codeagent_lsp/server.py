@@ -453,13 +453,16 @@ class CodeagentServer(LanguageServer):
 
     def document_refusal(self, uri: str) -> str | None:
         """Why an open document is not served (outside the workspace, too large), or None."""
-        roots = [Root.of(name, path) for name, path in self.workspace_roots()]
         document = self.document(uri)
-        return guard.uri_refusal(uri, roots) or (
+        return guard.uri_refusal(uri, self.roots()) or (
             guard.size_refusal(document.source, self.settings.documents.maxBytes)
             if document is not None
             else None
         )
+
+    def roots(self) -> list[Root]:
+        """`workspace_roots` as the URI guard and `path_location` check paths against them."""
+        return [Root.of(name, path) for name, path in self.workspace_roots()]
 
     def workspace_roots(self) -> list[tuple[str, Path]]:
         """Workspace folders, then the extra repositories from the settings, by folder name.
@@ -531,8 +534,7 @@ def path_location(server: CodeagentServer, fs_path: str) -> tuple[str | None, st
     symlinked workspace folder or by its real path is the same file of the same repository
     for the policy, the prompt and the audit. A symlink to another file of the folder is that
     file: the policy's rules and the audit see the file whose text it shows."""
-    roots = [Root.of(name, path) for name, path in server.workspace_roots()]
-    found = locate(roots, fs_path)
+    found = locate(server.roots(), fs_path)
     if found is None:
         return None, PurePath(fs_path).name
     root, relative = found
