@@ -38,10 +38,10 @@ class ModelUnavailable(models.ModelError):
 
 
 ContextProvider = Callable[
-    [str, Path, str, int, int, Callable[[str, str], int]], list[tuple[str, str]]
+    [str, Path, str, int, int, Callable[[str, str], int], range], list[tuple[str, str]]
 ]
-"""(document key, file, text, offset, token budget, cost of a (path, text) file in the prompt)
--> (path, text) pairs."""
+"""(document key, file, text, offset, token budget, cost of a (path, text) file in the prompt,
+the document's lines the excerpt holds) -> (path, text) pairs."""
 
 
 @dataclass(frozen=True)
@@ -445,8 +445,16 @@ class Assistant:
         if self.context is not None and where.file is not None:
             room = opts.totalTokens - count(excerpt.prefix) - count(excerpt.suffix)
             cost = functools.partial(loaded.template.context_cost, count=count)
+            held = range(excerpt.window.start_line, excerpt.window.end_line)
             context = await asyncio.to_thread(
-                self.context, key, where.file, text, offset, min(opts.contextTokens, room), cost
+                self.context,
+                key,
+                where.file,
+                text,
+                offset,
+                min(opts.contextTokens, room),
+                cost,
+                held,
             )
         context = [(p, redact(t)) for p, t in context if self.policy.prompt_paths.allowed(p)]
         segments = loaded.template.build(

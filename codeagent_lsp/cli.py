@@ -220,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated context conditions (default: all; an unknown name lists them)",
     )
     quality.add_argument(
+        "--reach",
+        help="comma-separated reaches: run only positions whose hidden line's names are in "
+        "the prompt's excerpt (window), elsewhere in the file (file), defined in another file "
+        "(repository) or nowhere (unseen); default: all",
+    )
+    quality.add_argument(
         "--results",
         type=Path,
         help="results file (JSON lines); stored answers to unchanged prompts are not rerun "
@@ -557,6 +563,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
     try:
         conditions = quality_run.parse_conditions(args.conditions)
+        reaches = quality_run.parse_reaches(args.reach)
         quality_run.repo_roots(args.repo)
     except ValueError as exc:
         print(f"codeagent-lsp: {exc}", file=sys.stderr)
@@ -569,6 +576,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
             args.seed,
             results=args.results or results.default_path(),
             conditions=conditions,
+            reaches=reaches,
             max_minutes=args.max_minutes,
             progress=_progress,  # stderr: --json output stays clean on stdout
             keep_predictions=args.predictions,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from codeagent_lsp.assistant import Assistant, PromptFile
 from codeagent_lsp.bench.quality import (
+    REACHES,
     Completion,
     Condition,
     Prepared,
@@ -55,6 +56,17 @@ def parse_conditions(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_reaches(text: str | None) -> list[str]:
+    """`a,b,...` -> names from REACHES (all for None); ValueError names the unknown ones."""
+    if text is None:
+        return list(REACHES)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in REACHES]
+    if unknown or not names:
+        raise ValueError(f"unknown reaches {unknown}; known: {', '.join(REACHES)}")
+    return names
+
+
 async def run(
     settings: Settings,
     repos: Sequence[Path],
@@ -63,6 +75,7 @@ async def run(
     *,
     results: Path,
     conditions: Sequence[str] = CONDITIONS,
+    reaches: Sequence[str] = REACHES,
     max_minutes: float | None = None,
     progress: Callable[[str], None] | None = None,
     keep_predictions: bool = False,
@@ -74,7 +87,8 @@ async def run(
     start with the repository's folder name. Raises ModelUnavailable without a model,
     OSError when the results file cannot be read or written, ValueError for two repositories
     of the same folder name; `conditions` are names from CONDITIONS (parse_conditions checks
-    them)."""
+    them). Only sampled positions of a reach in `reaches` (see quality.reach) are run: the
+    positions that need another file, as CrossCodeEval samples them, are `repository`."""
     say = progress or (lambda _m: None)
     roots = repo_roots(repos)
     stored = ResultsFile(results)
@@ -97,8 +111,9 @@ async def run(
             for task in found:
                 task.uses_other_file = _uses_other_file(index, task)
                 task.label = f"{root.name}/" if len(roots) > 1 else ""
+                task.reach = await _reach(assistant, index, task)
                 root_of[id(task)] = root
-            tasks += found
+            tasks += [task for task in found if task.reach in reaches]
             assets = AssetIndex([(root.name, root)], PathPolicy(deny=settings.codegraph.exclude))
             assets.refresh()
             by_root[root] = {
@@ -169,11 +184,6 @@ def _condition(
         finally:
             index.document_closed(task.path)
         files = len(request.fim.context_files) if request.fim else 0
-        if not task.reach and request.fim:  # the window is the same under every condition
-            window = request.fim.prefix + request.fim.suffix
-            task.reach = reach(
-                task.expected, window, text, lambda name: _elsewhere(index, task, name)
-            )
         if mode in _ONLY_WHERE_FOUND and not files:
             return None
 
@@ -192,6 +202,22 @@ def _condition(
         return Prepared(prompt_sha256(request), files, complete)
 
     return prepare
+
+
+async def _reach(assistant: Assistant, index: WorkspaceIndex, task: Task) -> str:
+    """The task's reach, from the excerpt of the document its prompt holds (the same under
+    every condition: the context sources do not move it)."""
+    text = task.prefix_text + task.suffix_text
+    key = f"bench-reach:{task.path}"
+    assistant.context = None
+    try:
+        request = await assistant.prompt(
+            key, text, len(task.prefix_text), PromptFile(None, task.relative, task.path)
+        )
+    finally:
+        assistant.forget(key)
+    shown = request.fim.prefix + request.fim.suffix if request.fim else text
+    return reach(task.expected, shown, text, lambda name: _elsewhere(index, task, name))
 
 
 def _uses_other_file(index: WorkspaceIndex, task: Task) -> bool:

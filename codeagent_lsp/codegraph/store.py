@@ -634,22 +634,29 @@ class GraphStore:
 
     @_guarded(list)
     def search_windows(
-        self, query_text: str, limit: int = 10, exclude: tuple[str, str] | None = None
+        self,
+        query_text: str,
+        limit: int = 10,
+        exclude: tuple[str, str] | None = None,
+        exclude_lines: range | None = None,
     ) -> list[WindowHit]:
         """Code windows most like `query_text` (BM25 over its rarest identifiers' words), best
-        first; windows of the `exclude` (repo, path) file are left out."""
+        first; windows of the `exclude` (repo, path) file are left out, or with
+        `exclude_lines` (0-based document lines) only those that share a line with it."""
         terms = self._rare_terms(query_text)
         if not terms:
             return []
         match = " OR ".join(f'"{term}"' for term in terms)
         repo, path = exclude or ("", "\0")
+        lines = exclude_lines if exclude_lines is not None else range(0, 2**62)
         rows = self.db.query(
             "SELECT f.repo, f.path, w.start_line, w.end_line, w.text,"
             " -bm25(windows_fts) AS score FROM windows_fts"
             " JOIN windows w ON w.id = windows_fts.rowid JOIN files f ON f.id = w.file_id"
-            " WHERE windows_fts MATCH ? AND NOT (f.repo = ? AND f.path = ?)"
+            " WHERE windows_fts MATCH ? AND NOT (f.repo = ? AND f.path = ?"
+            " AND w.end_line >= ? AND w.start_line < ?)"
             " ORDER BY bm25(windows_fts), f.repo, f.path, w.start_line LIMIT ?",
-            [match, repo, path, limit],
+            [match, repo, path, lines.start, lines.stop, limit],
         )
         return [WindowHit(**row) for row in rows]
 

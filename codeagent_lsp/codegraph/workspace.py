@@ -204,11 +204,16 @@ class WorkspaceIndex:
         return self.for_prompt(found)
 
     def similar_windows(
-        self, query: str, limit: int, exclude: tuple[str, str] | None
+        self,
+        query: str,
+        limit: int,
+        exclude: tuple[str, str] | None,
+        exclude_lines: range | None = None,
     ) -> list[WindowHit]:
-        """Code windows like `query` (store.search_windows) from files that may go into a
-        prompt."""
-        return self.for_prompt(self.store.search_windows(query, limit * 4, exclude))[:limit]
+        """Code windows like `query` (store.search_windows, with its `exclude` and
+        `exclude_lines`) from files that may go into a prompt."""
+        found = self.store.search_windows(query, limit * 4, exclude, exclude_lines)
+        return self.for_prompt(found)[:limit]
 
     def symbol_location(self, symbol: StoredSymbol, *, name_only: bool = False) -> Location | None:
         root = self.absolute(symbol.repo, symbol.path)

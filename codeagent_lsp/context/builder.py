@@ -6,8 +6,10 @@ code windows similar to the lines above the cursor (BM25 over the FTS index), an
 workspace's API schemas, configuration and docs when their words meet the cursor's. They
 claim the budget in BUDGET_ORDER and are laid out as files of the repository in PROMPT_ORDER
 (most relevant last); declarations are written as a stub file (`def f(x): ...`, methods under
-their class), the shape of code the model was trained on. Text the document already holds is
-left out.
+their class), the shape of code the model was trained on, and a file's windows come in file
+order with `⋮...` where lines are left out (Aider's repository map's mark), so no window runs
+into another mid-statement. Windows may come from the document itself, outside the lines the
+prompt's excerpt holds; text the excerpt already holds is left out.
 
 Stability: the context chosen for a cursor is kept while the cursor stays inside the same
 definition (function, method, class body), so the prompt's first tokens do not change while the
@@ -60,6 +62,8 @@ FileCost = Callable[[str, str], int]
 WINDOW_QUERY_LINES = 8
 """Lines above the cursor that make the query for similar code windows."""
 WINDOWS = 4
+ELISION = "⋮..."
+"""Written where a context file leaves lines out."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class _Piece:
     path: str
     text: str
     definition: Definition | None = None
+    lines: range | None = None
+    """A window's document lines (0-based)."""
 
 
 @dataclass
@@ -89,10 +95,19 @@ class ContextBuilder:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def context_files(
-        self, key: str, path: Path, text: str, offset: int, budget: int, cost: FileCost
+        self,
+        key: str,
+        path: Path,
+        text: str,
+        offset: int,
+        budget: int,
+        cost: FileCost,
+        excerpt: range | None = None,
     ) -> list[tuple[str, str]]:
         """(path, text) pairs for the prompt, costing at most `budget` tokens as `cost` counts
-        them; the same pairs as last time while the cursor stays in the same definition."""
+        them; the same pairs as last time while the cursor stays in the same definition.
+        `excerpt` is the document's lines (0-based) the prompt holds around the cursor; None
+        means the whole document, and then none of its windows is context."""
         if not MODES[self.mode] or self.index is None or budget <= 0:
             return []
         line = lines.line_count(text[:offset]) - 1  # LSP's line, as the CodeGraph's rows
@@ -101,7 +116,7 @@ class ContextBuilder:
             chosen = self._chosen.get(key)
         if chosen is not None and chosen.scope == scope:
             return chosen.files
-        files = self._choose(path, text, offset, line, budget, cost)
+        files = self._choose(path, text, offset, line, budget, cost, excerpt)
         with self._lock:
             self._chosen[key] = _Chosen(scope, files)
         return files
@@ -126,7 +141,14 @@ class ContextBuilder:
         return "module:" + _block_opener(lines.split_lines(text), line)
 
     def _choose(
-        self, path: Path, text: str, offset: int, line: int, budget: int, cost: FileCost
+        self,
+        path: Path,
+        text: str,
+        offset: int,
+        line: int,
+        budget: int,
+        cost: FileCost,
+        excerpt: range | None,
     ) -> list[tuple[str, str]]:
         assert self.index is not None
         sources = MODES[self.mode]
@@ -139,22 +161,29 @@ class ContextBuilder:
                 source: Source = "definitions" if snippet.reason == "definition" else "signatures"
                 pieces.append(_Piece(source, snippet.path, snippet.text, snippet.definition))
         if "windows" in sources:
-            pieces += self._windows(located, text, offset)
+            pieces += self._windows(located, text, offset, excerpt)
         if "assets" in sources and self.assets is not None:
             words = names_near(text, line) + _literals_near(text, line)
             found = [s for s, _score in self.assets.relevant(words, 4, exclude_text=text)]
             pieces += [_Piece("assets", s.path, s.text) for s in self.index.for_prompt(found)]
+        if excerpt is not None:  # the document's own windows may come from outside it
+            text = "\n".join(lines.split_lines(text)[excerpt.start : excerpt.stop])
         return _fit(pieces, text, budget, cost)
 
-    def _windows(self, located: tuple[str, str] | None, text: str, offset: int) -> list[_Piece]:
+    def _windows(
+        self, located: tuple[str, str] | None, text: str, offset: int, excerpt: range | None
+    ) -> list[_Piece]:
         assert self.index is not None
         query = "\n".join(text[:offset].split("\n")[-WINDOW_QUERY_LINES:])
-        hits = self.index.similar_windows(query, WINDOWS, exclude=located)
-        return [_Piece("windows", hit.path, hit.text) for hit in hits]
+        hits = self.index.similar_windows(query, WINDOWS, located, excerpt)
+        return [
+            _Piece("windows", hit.path, hit.text, lines=range(hit.start_line, hit.end_line + 1))
+            for hit in hits
+        ]
 
 
-def _fit(pieces: list[_Piece], document: str, budget: int, cost: FileCost) -> list[tuple[str, str]]:
-    """Take pieces source by source in BUDGET_ORDER, skipping what the document already holds,
+def _fit(pieces: list[_Piece], shown: str, budget: int, cost: FileCost) -> list[tuple[str, str]]:
+    """Take pieces source by source in BUDGET_ORDER, skipping text the prompt already `shown`,
     each only if every file, rendered and priced as the template writes it, still fits the
     budget; then order the files by PROMPT_ORDER (files of the same rank as first taken)."""
     files: dict[str, list[_Piece]] = {}
@@ -162,7 +191,7 @@ def _fit(pieces: list[_Piece], document: str, budget: int, cost: FileCost) -> li
     for piece in sorted(pieces, key=lambda p: BUDGET_ORDER.index(p.source)):
         piece = dataclasses.replace(piece, text=piece.text.strip("\n"))
         held = files.get(piece.path, [])
-        if not piece.text.strip() or piece.text in document or piece in held:
+        if not piece.text.strip() or piece.text in shown or piece in held:
             continue
         price = cost(piece.path, _render(piece.path, [*held, piece]))
         if sum(prices.values()) - prices.get(piece.path, 0) + price > budget:
@@ -174,17 +203,27 @@ def _fit(pieces: list[_Piece], document: str, budget: int, cost: FileCost) -> li
 
 
 def _render(path: str, pieces: list[_Piece]) -> str:
-    """A context file's text: its declarations as an outline in source order, then its plain
-    pieces (windows, assets) in the order taken."""
+    """A context file's text: its declarations as an outline in source order, its windows in
+    file order with ELISION before each that does not follow on from the text above it, then
+    its other plain pieces (assets) in the order taken."""
     declared = sorted(
         (p for p in pieces if p.definition is not None),
         key=lambda p: p.definition.span.start_line if p.definition else 0,
     )
     if languages.language_for(path) == "python":
-        head = python_outline([p.definition for p in declared if p.definition])
+        out = python_outline([p.definition for p in declared if p.definition])
     else:
-        head = [p.text for p in declared]
-    return "\n".join([*head, *(p.text for p in pieces if p.definition is None)])
+        out = [p.text for p in declared]
+    follows_on = not out  # a window right after the outline still leaves lines out
+    end = 0
+    windows = [(p.lines, p.text) for p in pieces if p.lines is not None]
+    for where, text in sorted(windows, key=lambda window: window[0].start):
+        if not (follows_on and where.start == end):
+            out.append(ELISION)
+        out.append(text)
+        follows_on, end = True, where.stop
+    out += [p.text for p in pieces if p.definition is None and p.lines is None]
+    return "\n".join(out)
 
 
 def python_outline(definitions: list[Definition]) -> list[str]:

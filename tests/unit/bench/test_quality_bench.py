@@ -754,6 +754,28 @@ def test_unknown_conditions_are_refused_with_the_known_ones(tiny_model: Path, sm
     assert "magic" in out.stderr and "windows+definitions" in out.stderr
 
 
+def test_reach_runs_only_the_positions_of_those_reaches(
+    tiny_model: Path, small_repo: Path, tmp_path: Path
+):
+    results = tmp_path / "results.jsonl"
+    everything, _ = bench(tiny_model, small_repo, results, "--conditions", "none")
+    found = [row["reach"] for row in everything["per_task"]]
+    for where in REACHES:
+        only, _ = bench(tiny_model, small_repo, results, "--conditions", "none", "--reach", where)
+        assert [row["reach"] for row in only["per_task"]] == [r for r in found if r == where]
+        assert only["samples"] == found.count(where) and only["ran"] == 0
+    every = ("--conditions", "none", "--reach", "unseen,window,file,repository")
+    both, _ = bench(tiny_model, small_repo, results, *every)
+    assert _prompts(both) == _prompts(everything) and both["table"] == everything["table"]
+    out = subprocess.run(
+        [*CLI, "bench", "quality", "--repo", str(small_repo), "--reach", "window,far"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "far" in out.stderr and "repository" in out.stderr
+
+
 def test_several_repositories_make_one_table_of_the_prompts_each_gets_alone(
     tiny_model: Path, small_repo: Path, tmp_path: Path
 ):

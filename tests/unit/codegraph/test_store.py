@@ -327,6 +327,28 @@ def test_windows_cover_the_file_in_slices(store: GraphStore) -> None:
     assert store.stats().windows == 3
 
 
+@pytest.mark.parametrize(
+    ("lines", "kept"),
+    [
+        (None, []),  # the whole file is left out
+        (range(0, 45), []),
+        (range(19, 20), [20, 40]),  # the last line of the first window
+        (range(20, 21), [0, 40]),  # the first line of the second
+        (range(5, 25), [40]),  # two windows
+        (range(45, 90), [0, 20, 40]),  # after the file's end
+        (range(0, 0), [0, 20, 40]),  # no line at all
+    ],
+)
+def test_a_file_can_leave_out_only_the_windows_on_some_of_its_lines(
+    store: GraphStore, lines: range | None, kept: list[int]
+) -> None:
+    put(store, "long.py", facts(), "".join(f"shared_word = {i}\n" for i in range(45)))
+    put(store, "other.py", facts(), "shared_word = 0\n")
+    hits = store.search_windows("shared_word", 10, ("r", "long.py"), lines)
+    assert sorted(h.start_line for h in hits if h.path == "long.py") == kept
+    assert [h.path for h in hits].count("other.py") == 1
+
+
 # --- imports and edges --------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from codeagent_lsp.codegraph import extract
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import (
+    ELISION,
     WINDOW_QUERY_LINES,
     WINDOWS,
     ContextBuilder,
@@ -91,7 +92,13 @@ def test_no_context_mode_and_no_index(python_index):
 
 
 def _lines(files: list[tuple[str, str]]) -> set[str]:
-    return {line for _path, text in files for line in text.split("\n") if line.strip()}
+    """The context's code lines (elision marks left out)."""
+    return {
+        line
+        for _path, text in files
+        for line in text.split("\n")
+        if line.strip() not in ("", ELISION)
+    }
 
 
 def test_each_ablation_mode_draws_on_its_own_sources(python_index):
@@ -188,10 +195,71 @@ def test_the_most_relevant_context_comes_last_and_windows_keep_the_baseline_shap
     assert full[-1][0] == definitions[0].path  # the declarations of the names at the cursor
     query = "\n".join(text[:offset].split("\n")[-WINDOW_QUERY_LINES:])
     hits = index.similar_windows(query, WINDOWS, exclude=index.locate(path))
-    by_file: dict[str, list[str]] = {}
-    for hit in hits:
-        by_file.setdefault(hit.path, []).append(hit.text.strip("\n"))
     windows = ContextBuilder(index, mode="windows").context_files(
         "k", path, text, offset, 4000, count
     )
-    assert windows == [(p, "\n".join(texts)) for p, texts in by_file.items()]
+    assert [p for p, _ in windows] == list(dict.fromkeys(hit.path for hit in hits))
+    for file, shown in windows:  # each hit, and nothing else but elision marks
+        mine = sorted((h for h in hits if h.path == file), key=lambda h: h.start_line)
+        assert shown.replace(ELISION + "\n", "") == "\n".join(h.text.strip("\n") for h in mine)
+
+
+def _windowed(tmp_path: Path, files: dict[str, str]) -> tuple[WorkspaceIndex, Path]:
+    root = tmp_path / "windowed"
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).write_text(text)
+    index = WorkspaceIndex([("w", root)], CodegraphSettings(cacheDir=str(tmp_path / "db")))
+    index.index_all()
+    return index, root
+
+
+def _rows(first: int, count: int, word: str = "filler") -> str:
+    """Lines `first`..`first + count - 1` of a file, each naming its number and `word`."""
+    return "".join(f"{word}_{i} = {i}\n" for i in range(first, first + count))
+
+
+def test_windows_of_one_file_come_in_file_order_with_the_gaps_marked(tmp_path: Path):
+    # Two hits in lib.py at lines 40-59 and 0-19 (BM25 ranks 40 first: it says the word more
+    # often) and one in far.py that starts at line 20: only a window that follows on from the
+    # text above it goes unmarked.
+    lib = _rows(0, 18) + "frobnicate(1)\nfrobnicate(2)\n" + _rows(20, 20) + "frobnicate(3)\n" * 20
+    far = _rows(0, 20) + "frobnicate(4)\n" + _rows(21, 19)
+    index, root = _windowed(tmp_path, {"lib.py": lib, "far.py": far, "main.py": "frobnicate(0)\n"})
+    try:
+        main = root / "main.py"
+        files = dict(
+            ContextBuilder(index, mode="windows").context_files(
+                "k", main, "frobnicate(0)\n", 14, 4000, count
+            )
+        )
+    finally:
+        index.close()
+    lib_rows = lib.split("\n")
+    assert files["lib.py"] == "\n".join([*lib_rows[0:20], ELISION, *lib_rows[40:60]])
+    assert files["far.py"] == "\n".join([ELISION, *far.split("\n")[20:40]])
+
+
+@pytest.mark.parametrize(
+    ("excerpt", "from_itself"),
+    [(None, []), (range(0, 80), []), (range(50, 80), [0]), (range(20, 60), [0, 70])],
+)
+def test_the_document_s_own_windows_come_only_from_outside_the_excerpt(
+    tmp_path: Path, excerpt: range | None, from_itself: list[int]
+):
+    text = "frobnicate(0)\n" + _rows(1, 69) + "frobnicate(70)\n" + _rows(71, 8) + "frobnicate(\n"
+    index, root = _windowed(tmp_path, {"main.py": text, "other.py": "frobnicate(9)\n"})
+    main = root / "main.py"
+    try:
+        files = dict(
+            ContextBuilder(index, mode="windows").context_files(
+                "k", main, text, len(text) - 1, 4000, count, excerpt
+            )
+        )
+    finally:
+        index.close()
+    rows = text.split("\n")
+    assert files["other.py"] == "frobnicate(9)"
+    shown = files.get("main.py", "").split("\n")
+    assert [i for i in (0, 70) if rows[i] in shown] == from_itself
+    assert not set(shown) & {rows[i] for i in excerpt or range(len(rows)) if rows[i]}
