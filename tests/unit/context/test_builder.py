@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from codeagent_lsp.assistant import Assistant, PromptFile
 from codeagent_lsp.codegraph import extract
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
@@ -18,7 +19,7 @@ from codeagent_lsp.context.builder import (
     python_outline,
 )
 from codeagent_lsp.security.paths import PathPolicy
-from codeagent_lsp.settings import CodegraphSettings
+from codeagent_lsp.settings import CodegraphSettings, CompletionSettings, EngineSettings, Settings
 
 
 def count(path: str, text: str) -> int:
@@ -263,3 +264,31 @@ def test_the_document_s_own_windows_come_only_from_outside_the_excerpt(
     shown = files.get("main.py", "").split("\n")
     assert [i for i in (0, 70) if rows[i] in shown] == from_itself
     assert not set(shown) & {rows[i] for i in excerpt or range(len(rows)) if rows[i]}
+
+
+async def test_the_assistant_s_prompt_gets_the_document_s_windows_from_outside_its_excerpt(
+    tmp_path: Path, tiny_model: Path
+):
+    """Through the completion pipeline: the prompt holds the excerpt around the cursor, and
+    a window of the same file far above it comes in as context; none it already holds."""
+    text = "frobnicate(0)\n" + _rows(1, 199) + "frobnicate(\n"
+    index, root = _windowed(tmp_path, {"main.py": text})
+    completion = CompletionSettings(prefixTokens=64, suffixTokens=16)
+    settings = Settings(
+        model=str(tiny_model), engine=EngineSettings(threads=1), completion=completion
+    )
+    assistant = Assistant(settings)
+    assistant.context = ContextBuilder(index, mode="windows").context_files
+    try:
+        main = root / "main.py"
+        request = await assistant.prompt("k", text, len(text) - 1, PromptFile("w", "main.py", main))
+    finally:
+        assistant.close()
+        index.close()
+    assert request.fim is not None
+    rows = text.split("\n")
+    [(path, shown)] = request.fim.context_files
+    assert path == "main.py" and shown.split("\n")[0] == rows[0]
+    excerpt = (request.fim.prefix + request.fim.suffix).split("\n")
+    assert "filler_199 = 199" in excerpt and rows[0] not in excerpt
+    assert not set(shown.split("\n")) & set(excerpt) - {""}
