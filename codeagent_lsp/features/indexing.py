@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
+from codeagent_lsp.codegraph.store import OpenStatus
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 from codeagent_lsp.context.builder import ContextBuilder
@@ -67,6 +68,7 @@ class IndexingFeature:
             status = index.store.status
             if status.state in ("rebuilt", "memory"):  # say why the index starts from scratch
                 log.warning("codegraph store %s: %s", status.state, status.reason)
+                ls.tell_status(_store_notice(status))
             await self._watch_files()
             await self._index_all(index)
 
@@ -275,3 +277,13 @@ def register(server: CodeagentServer) -> None:
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     async def watched(_ls: CodeagentServer, params: types.DidChangeWatchedFilesParams) -> None:
         await feature.files_changed(params.changes)
+
+
+def _store_notice(status: OpenStatus) -> str:
+    """What the user is told when the CodeGraph's database could not be used as it was."""
+    if status.state == "rebuilt":
+        return f"the CodeGraph's database was rebuilt ({status.reason})."
+    return (
+        f"the CodeGraph is kept in memory only ({status.reason}), so it is rebuilt at every "
+        "start; set codeagent.codegraph.cacheDir to a writable folder."
+    )

@@ -12,6 +12,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from codeagent_lsp.codegraph.store import default_db_path
 from tests.conftest import EDITORS, PROJECTS, accept_registrations
 from tests.lsp.test_actions import actions_params
 from tests.lsp.test_server import inline, open_doc, stats, type_at
@@ -180,6 +181,62 @@ async def test_database_deleted_under_the_running_server(graph_client: LanguageC
     assert graph["files"] > 10  # indexed again, not just the one file
     assert graph["store"] == "rebuilt"
     assert list(graph_client.cache_dir.rglob("*.db"))  # type: ignore[attr-defined]
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "codeagent_lsp"]),
+    params=["unwritable", "corrupt"],
+)
+async def damaged_cache_client(
+    lsp_client: LanguageClient, request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path
+):
+    """The CodeGraph's database cannot be used as it is: its cacheDir is a file, or the
+    database there is not SQLite."""
+    root = tmp_path / "workspace"
+    shutil.copytree(PROJECTS / "python", root)
+    cache = tmp_path / "cache"
+    if request.param == "unwritable":
+        cache.write_text("a file, not a folder")
+    else:
+        cache.mkdir()
+        (cache / default_db_path(root).name).write_bytes(b"not a database" * 100)
+    params = types.InitializeParams(
+        capabilities=client_capabilities("neovim"),
+        initialization_options={
+            "model": str(tiny_model),
+            "engine": {"threads": 1},
+            "codegraph": {"cacheDir": str(cache)},
+        },
+        workspace_folders=[types.WorkspaceFolder(root.as_uri(), "workspace")],
+    )
+    accept_registrations(lsp_client)
+    await lsp_client.initialize_session(params)
+    lsp_client.root, lsp_client.damage = root, request.param  # type: ignore[attr-defined]
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_a_database_that_cannot_be_used_is_told_and_the_features_still_work(
+    damaged_cache_client: LanguageClient,
+):
+    client = damaged_cache_client
+    for _ in range(300):
+        graph = (await stats(client)).get("codegraph")
+        if graph and graph["ready"]:
+            break
+        await asyncio.sleep(0.1)
+    expected = {"unwritable": "memory", "corrupt": "rebuilt"}[client.damage]  # type: ignore[attr-defined]
+    assert graph["store"] == expected
+    told = [m for m in client.messages if "CodeGraph" in m.message]
+    assert len(told) == 1 and told[0].type == types.MessageType.Warning
+    assert ("codegraph.cacheDir" in told[0].message) == (expected == "memory")
+    uri, text = open_file(client, "app.py")
+    result = await client.text_document_definition_async(
+        types.DefinitionParams(
+            types.TextDocumentIdentifier(uri), cursor_on(text, "describe(", "Circle")
+        )
+    )
+    assert result and Path(result[0].uri).name == "geometry.py"
 
 
 async def test_typing_in_a_function_keeps_the_context_cached(graph_client: LanguageClient):
