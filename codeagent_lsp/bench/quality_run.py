@@ -38,7 +38,7 @@ from codeagent_lsp.security.paths import PathPolicy
 from codeagent_lsp.settings import Settings
 
 CONDITIONS = tuple(MODES)
-"""none, windows, definitions, signatures, windows+definitions, assets, outline, full."""
+"""none, windows, definitions, signatures, windows+definitions, assets, full."""
 # Conditions measured only at positions where their source finds something: asset context is
 # meant for code that touches configuration or schemas, and elsewhere it would equal "none".
 _ONLY_WHERE_FOUND = frozenset({"assets"})

@@ -34,7 +34,7 @@ from codeagent_lsp.codegraph.model import Definition
 from codeagent_lsp.codegraph.workspace import WorkspaceIndex
 from codeagent_lsp.context.assets import AssetIndex
 
-Source = Literal["definitions", "signatures", "windows", "assets", "outline"]
+Source = Literal["definitions", "signatures", "windows", "assets"]
 MODES: dict[str, frozenset[Source]] = {
     "none": frozenset(),
     "windows": frozenset({"windows"}),
@@ -42,18 +42,16 @@ MODES: dict[str, frozenset[Source]] = {
     "signatures": frozenset({"signatures"}),
     "windows+definitions": frozenset({"windows", "definitions"}),
     "assets": frozenset({"assets"}),
-    "outline": frozenset({"outline"}),
     "full": frozenset({"definitions", "signatures", "windows", "assets"}),
 }
 """The context sources of each mode: the product uses "full"; the others are the quality
-benchmark's ablations ("outline", the document's own declarations outside the excerpt, is
-measured before it joins "full")."""
+benchmark's ablations."""
 # Source -> the CodeGraph's Snippet.reason it draws from related().
 _REASONS: dict[Source, str] = {"definitions": "definition", "signatures": "import"}
-BUDGET_ORDER: tuple[Source, ...] = ("definitions", "windows", "signatures", "assets", "outline")
+BUDGET_ORDER: tuple[Source, ...] = ("definitions", "windows", "signatures", "assets")
 """Which source claims the budget first: declarations of the names at the cursor, code like
 the cursor's, the API of the imported modules, then assets."""
-PROMPT_ORDER: tuple[Source, ...] = ("assets", "signatures", "windows", "definitions", "outline")
+PROMPT_ORDER: tuple[Source, ...] = ("assets", "signatures", "windows", "definitions")
 """Where a context file goes, by its most relevant source: the most relevant last, next to the
 file being completed (the repository layout the model was trained on puts a file's
 dependencies before it)."""
@@ -164,8 +162,6 @@ class ContextBuilder:
                 pieces.append(_Piece(source, snippet.path, snippet.text, snippet.definition))
         if "windows" in sources:
             pieces += self._windows(located, text, offset, excerpt)
-        if "outline" in sources and located is not None and excerpt is not None:
-            pieces += self._outline(located, line, excerpt)
         if "assets" in sources and self.assets is not None:
             words = names_near(text, line) + _literals_near(text, line)
             found = [s for s, _score in self.assets.relevant(words, 4, exclude_text=text)]
@@ -173,18 +169,6 @@ class ContextBuilder:
         if excerpt is not None:  # the document's own windows may come from outside it
             text = "\n".join(lines.split_lines(text)[excerpt.start : excerpt.stop])
         return _fit(pieces, text, budget, cost)
-
-    def _outline(self, located: tuple[str, str], line: int, excerpt: range) -> list[_Piece]:
-        """The document's declarations that the excerpt does not show, nearest the cursor
-        first (the budget takes them in this order; the file renders in source order)."""
-        assert self.index is not None
-        outside = [
-            symbol.definition
-            for symbol in self.index.store.symbols_in(*located)
-            if not excerpt.start <= symbol.definition.span.start_line < excerpt.stop
-        ]
-        outside.sort(key=lambda definition: abs(definition.span.start_line - line))
-        return [_Piece("outline", located[1], d.signature, d) for d in outside]
 
     def _windows(
         self, located: tuple[str, str] | None, text: str, offset: int, excerpt: range | None

@@ -76,16 +76,9 @@ def test_masked_text_does_not_leak_through_the_index(python_index):
     masked = original.replace(hidden, "")
     index.document_changed(path, masked)  # the benchmark's way: the masked file as open text
     offset = masked.index("    @property") + 4
-    line = masked.count("\n", 0, offset)
-    around = range(line, line + 1)  # the document's own windows and outline come in too
-    for mode, excerpt in (
-        ("windows", None),
-        ("full", None),
-        ("windows", around),
-        ("outline", around),
-    ):
+    for mode in ("windows", "full"):
         files = ContextBuilder(index, mode=mode).context_files(
-            "k", path, masked, offset, 2000, count, excerpt
+            "k", path, masked, offset, 2000, count
         )
         assert files  # there is context ...
         assert all(hidden not in snippet for _, snippet in files)  # ... without the answer
@@ -299,42 +292,3 @@ async def test_the_assistant_s_prompt_gets_the_document_s_windows_from_outside_i
     excerpt = (request.fim.prefix + request.fim.suffix).split("\n")
     assert "filler_199 = 199" in excerpt and rows[0] not in excerpt
     assert not set(shown.split("\n")) & set(excerpt) - {""}
-
-
-def test_the_outline_is_the_document_s_declarations_the_excerpt_does_not_show(tmp_path: Path):
-    text = (
-        "import os\n\n\ndef far_above(a, b):\n    return a\n\n\n"
-        + "# a line of prose\n" * 40
-        + "\n"
-        + "class Holder:\n    def near(self):\n        return 1\n\n    def cursor_here(self):\n"
-        + "        x = \n\n"
-        + "# a line of prose\n" * 40
-        + "def far_below(c):\n    '''Below the excerpt.'''\n    return c\n"
-    )
-    index, root = _windowed(tmp_path, {"main.py": text})
-    main = root / "main.py"
-    rows = text.split("\n")
-    cursor_line = rows.index("        x = ")
-    offset = text.index("        x = ") + len("        x = ")
-    excerpt = range(cursor_line - 4, cursor_line + 2)  # from `def near` to the blank line
-    builder = ContextBuilder(index, mode="outline")
-    try:
-        files = builder.context_files("k", main, text, offset, 4000, count, excerpt)
-        whole = builder.context_files("k2", main, text, offset, 4000, count)
-        small = ContextBuilder(index, mode="outline").context_files(
-            "k3", main, text, offset, count("main.py", "class Holder:\n    ..."), count, excerpt
-        )
-    finally:
-        index.close()
-    assert whole == []  # without an excerpt the whole document is in the prompt
-    [(path, outline)] = files
-    assert path == "main.py"
-    assert outline.split("\n") == [
-        "def far_above(a, b): ...",
-        "class Holder:",
-        "    ...",
-        "def far_below(c):",
-        '    """Below the excerpt."""',
-    ]
-    ast.parse(outline)
-    assert small == [("main.py", "class Holder:\n    ...")]  # the nearest declaration first
