@@ -76,9 +76,11 @@ def test_masked_text_does_not_leak_through_the_index(python_index):
     masked = original.replace(hidden, "")
     index.document_changed(path, masked)  # the benchmark's way: the masked file as open text
     offset = masked.index("    @property") + 4
-    for mode in ("windows", "full"):
+    line = masked.count("\n", 0, offset)
+    around = range(line, line + 1)  # the document's own windows come in too
+    for mode, excerpt in (("windows", None), ("full", None), ("windows", around)):
         files = ContextBuilder(index, mode=mode).context_files(
-            "k", path, masked, offset, 2000, count
+            "k", path, masked, offset, 2000, count, excerpt
         )
         assert files  # there is context ...
         assert all(hidden not in snippet for _, snippet in files)  # ... without the answer
