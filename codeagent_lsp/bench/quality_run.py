@@ -47,24 +47,22 @@ _ONLY_WHERE_FOUND = frozenset({"assets"})
 def parse_conditions(text: str | None) -> list[str]:
     """`a,b,...` -> condition names, all of CONDITIONS for None; ValueError names the unknown
     ones and lists the known."""
-    if text is None:
-        return list(CONDITIONS)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MODES]
-    if unknown or not names:
-        raise ValueError(f"unknown conditions {unknown}; known: {', '.join(CONDITIONS)}")
-    return list(dict.fromkeys(names))
+    return _parse_names(text, CONDITIONS, "conditions")
 
 
 def parse_reaches(text: str | None) -> list[str]:
-    """`a,b,...` -> names from REACHES (all for None); ValueError names the unknown ones."""
+    """`a,b,...` -> names from REACHES, all for None; ValueError as parse_conditions."""
+    return _parse_names(text, REACHES, "reaches")
+
+
+def _parse_names(text: str | None, known: Sequence[str], what: str) -> list[str]:
     if text is None:
-        return list(REACHES)
+        return list(known)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in REACHES]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise ValueError(f"unknown reaches {unknown}; known: {', '.join(REACHES)}")
-    return names
+        raise ValueError(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return list(dict.fromkeys(names))
 
 
 async def run(
