@@ -214,14 +214,13 @@ def _render(path: str, pieces: list[_Piece]) -> str:
         out = python_outline([p.definition for p in declared if p.definition])
     else:
         out = [p.text for p in declared]
-    follows_on = not out  # a window right after the outline still leaves lines out
-    end = 0
+    end = -1 if out else 0  # where the text above ends; after the outline, lines are left out
     windows = [(p.lines, p.text) for p in pieces if p.lines is not None]
     for where, text in sorted(windows, key=lambda window: window[0].start):
-        if not (follows_on and where.start == end):
+        if where.start != end:
             out.append(ELISION)
         out.append(text)
-        follows_on, end = True, where.stop
+        end = where.stop
     out += [p.text for p in pieces if p.definition is None and p.lines is None]
     return "\n".join(out)
 
