@@ -5,7 +5,9 @@ pygls 2.1.1's `TextDocument.lines` is `source.splitlines(True)`, which also ends
 feed, vertical tab, `\\x1c`-`\\x1e`, `\\x85`, U+2028 and U+2029: an incremental edit after such a
 character lands on another line and the server's copy drifts from the editor's. Its position
 codec also clamps a character past the end of a last line to one before it. Here an edit's
-range is converted with LSP's rules and applied to the text as one slice.
+range is converted with LSP's rules and applied to the text as one slice; a range whose start
+comes after its end is taken with its ends swapped, as vscode-languageserver-textdocument's
+`getWellformedRange` takes it (pygls would insert at the start and delete nothing).
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ class LspTextDocument(TextDocument):
     def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
         source = self.source
         units = self.position_codec.client_num_units
-        start, end = (
+        start, end = sorted(
             lines.to_offset(source, p.line, p.character, units)
             for p in (change.range.start, change.range.end)
         )
-        self._source = source[:start] + change.text + source[max(start, end) :]
+        self._source = source[:start] + change.text + source[end:]
 
 
 class LspWorkspace(Workspace):

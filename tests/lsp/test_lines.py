@@ -64,11 +64,13 @@ texts = st.text(alphabet=ALPHABET, max_size=60)
 
 
 @st.composite
-def edits(draw: st.DrawFn, text: str) -> tuple[int, int, str]:
+def edits(draw: st.DrawFn, text: str) -> tuple[int, int, str, bool]:
+    """An edit's offsets, its new text, and whether its range is sent with its ends swapped
+    (a client's mistake that vscode-languageserver-textdocument takes as the same range)."""
     offsets = cursor_offsets(text)
     start = draw(st.sampled_from(offsets))
     end = draw(st.sampled_from([o for o in offsets if o >= start]))
-    return start, end, draw(texts)
+    return start, end, draw(texts), draw(st.booleans())
 
 
 def open_workspace(text: str, encoding: str) -> LspWorkspace:
@@ -78,13 +80,10 @@ def open_workspace(text: str, encoding: str) -> LspWorkspace:
 
 
 def send_edit(workspace: LspWorkspace, editor_text: str, edit, encoding: str, version: int):
-    start, end, new = edit
+    start, end, new, swapped = edit
+    ends = [editor_position(editor_text, offset, encoding) for offset in (start, end)]
     change = types.TextDocumentContentChangePartial(
-        types.Range(
-            editor_position(editor_text, start, encoding),
-            editor_position(editor_text, end, encoding),
-        ),
-        new,
+        types.Range(*(reversed(ends) if swapped else ends)), new
     )
     identifier = types.VersionedTextDocumentIdentifier(version=version, uri=URI)
     workspace.update_text_document(identifier, change)
@@ -102,7 +101,7 @@ def test_random_edits_keep_the_servers_text_equal_to_the_editors(data, text, enc
         assert workspace.get_text_document(URI).source == editor
     # A symbol after every kind of line end is still found where the editor shows it.
     tail = "\ndef target_fn():\n    return 1\n"
-    editor = send_edit(workspace, editor, (len(editor), len(editor), tail), encoding, 99)
+    editor = send_edit(workspace, editor, (len(editor), len(editor), tail, False), encoding, 99)
     document = workspace.get_text_document(URI)
     assert document.source == editor
     name_at = editor.rindex("target_fn") + 2
