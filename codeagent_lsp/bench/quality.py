@@ -470,6 +470,8 @@ class _Run:
     started: float
     done: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    ran_seconds: float = 0.0
+    """Wall time of the pairs this run completed with the model (stored ones take ~none)."""
 
     def out_of_time(self) -> bool:
         """Time is up, and this run has made progress (it always runs one completion)."""
@@ -478,9 +480,14 @@ class _Run:
             self.max_seconds is not None and self.counts["ran"] > 0 and elapsed >= self.max_seconds
         )
 
-    def eta_seconds(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return elapsed / self.done * (self.total - self.done) if self.done else 0.0
+    def eta_seconds(self) -> float | None:
+        """Seconds left if every pair not reached needs the model, at the mean time of the
+        completions run so far (an upper bound where some are stored); None while unknown."""
+        left = self.total - self.done
+        if not left:
+            return 0.0
+        ran = self.counts["ran"]
+        return self.ran_seconds / ran * left if ran else None
 
 
 async def run_quality_bench(
@@ -527,7 +534,10 @@ async def run_quality_bench(
         for name in names[shift:] + names[:shift]:
             if run.out_of_time():
                 return _aggregate(tasks, names, scores, keep_predictions, run)
+            started = time.monotonic()
             score = await _one(task, name, conditions[name], results, model, finish, run)
+            if score is not None and score.how == "ran":
+                run.ran_seconds += time.monotonic() - started
             run.done += 1
             if score is not None:
                 scores.append(score)
@@ -580,8 +590,9 @@ async def _one(
 
 def _progress_line(run: _Run, task: Task, name: str, score: _Score | None) -> str:
     what = "skipped" if score is None else f"{score.how} {score.result.latency_ms / 1000:.1f} s"
-    eta = int(run.eta_seconds())
-    return f"{run.done}/{run.total} {name} {task.id} {what}, ETA {eta // 60}m{eta % 60:02d}s"
+    seconds = run.eta_seconds()
+    eta = "?" if seconds is None else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+    return f"{run.done}/{run.total} {name} {task.id} {what}, ETA {eta}"
 
 
 def _score(task: Task, condition: str, prediction: str, result: Result, how: str) -> _Score:

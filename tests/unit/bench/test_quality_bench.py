@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -484,6 +485,20 @@ async def test_a_rerun_answers_from_the_results_file_without_the_model(tmp_path)
     # Another model's sha256 is another result.
     other = await run_quality_bench(TASKS, conditions(again), ResultsFile(path), "other")
     assert other["ran"] == 8 and other["em_full"] == 0.0
+
+
+async def test_a_resumed_run_s_eta_counts_only_the_completions_it_runs(tmp_path) -> None:
+    """Stored pairs take no time, so before the first completion the time left is unknown;
+    the ETA after it is that completion's time per pair left (TASKS' first pairs are stored)."""
+    path = tmp_path / "r.jsonl"
+    model = Model(lambda name, task: ("x", 5.0))
+    await run_quality_bench(TASKS[:1], {"none": model.condition("none")}, ResultsFile(path), "m")
+    messages: list[str] = []
+    conditions = {"none": model.condition("none")}
+    await run_quality_bench(TASKS, conditions, ResultsFile(path), "m", progress=messages.append)
+    assert "stored" in messages[0] and messages[0].endswith("ETA ?")
+    assert "ran" in messages[1] and re.search(r"ETA \d+m\d\ds$", messages[1])
+    assert messages[-1].endswith("ETA 0m00s")
 
 
 async def test_only_changed_prompts_are_sent_again(tmp_path) -> None:
