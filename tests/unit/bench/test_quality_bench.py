@@ -492,9 +492,9 @@ async def test_a_resumed_run_s_eta_counts_only_the_completions_it_runs(tmp_path)
     the ETA after it is that completion's time per pair left (TASKS' first pairs are stored)."""
     path = tmp_path / "r.jsonl"
     model = Model(lambda name, task: ("x", 5.0))
-    await run_quality_bench(TASKS[:1], {"none": model.condition("none")}, ResultsFile(path), "m")
-    messages: list[str] = []
     conditions = {"none": model.condition("none")}
+    await run_quality_bench(TASKS[:1], conditions, ResultsFile(path), "m")
+    messages: list[str] = []
     await run_quality_bench(TASKS, conditions, ResultsFile(path), "m", progress=messages.append)
     assert "stored" in messages[0] and messages[0].endswith("ETA ?")
     assert "ran" in messages[1] and re.search(r"ETA \d+m\d\ds$", messages[1])
