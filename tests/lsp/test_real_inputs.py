@@ -155,6 +155,25 @@ async def test_every_per_document_feature_on_names_that_need_escaping(odd_client
     assert found.uri == spell(root / f"geo {ODD}.py", "vscode")  # closed: named from its path
 
 
+async def test_an_edit_range_sent_end_first_replaces_the_same_text(odd_client: LanguageClient):
+    """A CRLF file whose name needs escaping: the rename of `main` to `entry`, its range's ends
+    sent swapped, replaces the name (pygls alone inserted at the range's start: `mainentry`)."""
+    client, root = odd_client, odd_client.root  # type: ignore[attr-defined]
+    path = root / f"crlf {ODD}.py"
+    path.write_bytes(b"x = 1\r\ndef main():\r\n    return x\r\n")
+    uri = open_spelled(client, path)
+    swapped = types.Range(types.Position(1, 8), types.Position(1, 4))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            [types.TextDocumentContentChangePartial(swapped, "entry")],
+        )
+    )
+    doc = types.TextDocumentIdentifier(uri)
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc))
+    assert [(s.name, s.range.start.line) for s in symbols][-1] == ("entry", 1)
+
+
 async def test_a_request_in_another_spelling_finds_the_open_document(odd_client: LanguageClient):
     client, root = odd_client, odd_client.root  # type: ignore[attr-defined]
     opened = open_spelled(client, root / f"app {ODD}.py")
